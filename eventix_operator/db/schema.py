@@ -1,0 +1,141 @@
+"""Tables of eventix-operator, as SQLAlchemy Core metadata.
+
+These declarations are what Alembic migrations must produce; the migration
+test compares the two. The task table keeps Eventix's column names so that the
+Eventix-compatible REST API and the native queue share rows.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    Uuid,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+TASK_STATUSES = ("scheduled", "processing", "done", "error", "retry", "cancelled")
+PENDING_STATUSES = ("scheduled", "retry")
+TASK_SOURCES = ("api", "client", "cli", "k8s", "schedule", "trigger")
+
+#: The predicate that makes a row "pending": claimable once due, mergeable by unique key.
+PENDING_PREDICATE = "status IN ('scheduled', 'retry')"
+
+task_table = Table(
+    "eventix_task",
+    metadata,
+    Column("uid", Uuid, primary_key=True, server_default=text("gen_random_uuid()")),
+    Column("task", Text, nullable=False),
+    # The Eventix queue name. Eventix calls it `namespace`; it is not a Kubernetes namespace.
+    Column("namespace", Text, nullable=False, server_default="default"),
+    Column("status", Text, nullable=False, server_default="scheduled"),
+    Column("priority", Integer, nullable=False, server_default="0"),
+    Column("eta", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("scheduled", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("args", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    Column("kwargs", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("unique_key", Text),
+    Column("revision", Integer, nullable=False, server_default="1"),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # lease
+    Column("worker_id", Text),
+    Column("worker_expires", DateTime(timezone=True)),
+    # retries
+    Column("retry", Boolean, nullable=False, server_default=text("true")),
+    Column("max_retries", Integer),  # NULL: retry forever, as Eventix
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("error_eta_inc", Integer, nullable=False, server_default="15"),
+    Column("error_eta_max", Integer, nullable=False, server_default="300"),
+    Column("timeout_seconds", Float),
+    # results
+    Column("store_result", Boolean, nullable=False, server_default=text("true")),
+    Column("result", JSONB),
+    Column("error", JSONB),
+    Column("result_expires", Integer, server_default="604800"),  # seconds; NULL keeps
+    Column("error_expires", Integer),  # seconds; NULL keeps
+    Column("expires", DateTime(timezone=True)),
+    Column("started_at", DateTime(timezone=True)),
+    Column("finished_at", DateTime(timezone=True)),
+    # origin
+    Column("operator", Text),
+    Column("source", Text, nullable=False, server_default="api"),
+    Column("k8s_namespace", Text),
+    Column("k8s_name", Text),
+    Column("k8s_uid", Text),
+    Column("schedule_uid", Text),
+    Column("schedule_time", DateTime(timezone=True)),
+    CheckConstraint(
+        "status IN (" + ", ".join(f"'{s}'" for s in TASK_STATUSES) + ")", name="status"
+    ),
+    CheckConstraint(
+        "source IN (" + ", ".join(f"'{s}'" for s in TASK_SOURCES) + ")", name="source"
+    ),
+    CheckConstraint("attempts >= 0", name="attempts"),
+    CheckConstraint("max_retries IS NULL OR max_retries >= 0", name="max_retries"),
+    CheckConstraint("error_eta_inc >= 0 AND error_eta_max >= 0", name="backoff"),
+    # Claim order among ready rows; partial, so done rows cost the index nothing.
+    Index(
+        "ix_eventix_task_ready",
+        "namespace",
+        "priority",
+        "eta",
+        postgresql_where=text(PENDING_PREDICATE),
+    ),
+    # One pending task per (queue, unique key): the target of INSERT ... ON CONFLICT.
+    Index(
+        "uq_eventix_task_pending_unique_key",
+        "namespace",
+        "unique_key",
+        unique=True,
+        postgresql_where=text(f"unique_key IS NOT NULL AND {PENDING_PREDICATE}"),
+    ),
+    Index(
+        "ix_eventix_task_unique_key", "unique_key", postgresql_where=text("unique_key IS NOT NULL")
+    ),
+    # Leases to recover and heartbeats to renew.
+    Index(
+        "ix_eventix_task_lease",
+        "worker_expires",
+        postgresql_where=text("status = 'processing'"),
+    ),
+    Index(
+        "ix_eventix_task_worker_id", "worker_id", postgresql_where=text("status = 'processing'")
+    ),
+    Index("ix_eventix_task_expires", "expires", postgresql_where=text("expires IS NOT NULL")),
+    Index("ix_eventix_task_namespace_status", "namespace", "status"),
+    # A schedule fires a tick at most once, whatever replicas or restarts do.
+    Index(
+        "uq_eventix_task_schedule_tick",
+        "schedule_uid",
+        "schedule_time",
+        unique=True,
+        postgresql_where=text("schedule_uid IS NOT NULL"),
+    ),
+    # One row per EventixTask resource: replayed create events change nothing.
+    Index(
+        "uq_eventix_task_k8s_uid",
+        "k8s_uid",
+        unique=True,
+        postgresql_where=text("k8s_uid IS NOT NULL AND source = 'k8s'"),
+    ),
+)

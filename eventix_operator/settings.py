@@ -1,0 +1,113 @@
+"""The one settings object of eventix-operator.
+
+Every process (operator, worker, API, CLI) reads its configuration from the
+environment once, through :func:`get_settings`. Variables carry the
+``EVENTIX_`` prefix; ``DATABASE_URL`` is also accepted without it because that
+is the name every PostgreSQL tool and Helm chart already uses.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def normalise_database_url(url: str) -> str:
+    """Point plain ``postgresql://`` URLs at the psycopg 3 driver.
+
+    Users copy URLs from ``psql``, Helm secrets or cloud consoles; those never
+    name a SQLAlchemy driver, and SQLAlchemy would otherwise pick psycopg2.
+    """
+    for prefix in ("postgresql://", "postgres://", "postgresql+psycopg2://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+class Settings(BaseSettings):
+    """Effective configuration; see ``eventix config``."""
+
+    model_config = SettingsConfigDict(env_prefix="EVENTIX_", extra="ignore")
+
+    database_url: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("EVENTIX_DATABASE_URL", "DATABASE_URL"),
+        description="PostgreSQL URL. Unset: `eventix local` starts an embedded server.",
+    )
+    db_pool_size: int = Field(10, ge=1, description="Connections kept open per process.")
+    db_max_overflow: int = Field(20, ge=0, description="Extra connections under load.")
+    db_pool_pre_ping: bool = Field(True, description="Test a pooled connection before use.")
+    db_connect_timeout: float = Field(10.0, gt=0, description="Seconds to wait for a connection.")
+
+    worker_concurrency: int = Field(
+        10, ge=1, description="Tasks one worker process runs at the same time."
+    )
+    worker_batch_size: int = Field(
+        200, ge=1, le=10_000, description="Most tasks claimed by one claim statement."
+    )
+    worker_lease_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="How long a claim holds without a heartbeat. Heartbeats renew it "
+        "every third of this, so a dead worker's tasks come back within one lease.",
+    )
+    worker_poll_interval: float = Field(
+        2.0, gt=0, description="Seconds between claims when no notification arrives."
+    )
+    worker_shutdown_grace: float = Field(
+        25.0,
+        ge=0,
+        description="Seconds SIGTERM waits for running tasks before releasing them. "
+        "Keep it below the pod's terminationGracePeriodSeconds.",
+    )
+    worker_purge_interval: float = Field(
+        60.0, gt=0, description="Seconds between removals of expired results."
+    )
+    max_payload_bytes: int = Field(
+        1_000_000, ge=1, description="Largest JSON args+kwargs or result accepted for one task."
+    )
+    log_format: str = Field("console", description="`console` or `json`.")
+    log_level: str = Field("INFO", description="Python logging level name.")
+
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _driver(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return normalise_database_url(value)
+        return value
+
+    @field_validator("log_format")
+    @classmethod
+    def _log_format(cls, value: str) -> str:
+        if value not in ("console", "json"):
+            raise ValueError("log_format must be 'console' or 'json'")
+        return value
+
+    def require_database_url(self) -> str:
+        if self.database_url is None:
+            raise RuntimeError(
+                "DATABASE_URL is not set (use EVENTIX_DATABASE_URL or DATABASE_URL, "
+                "or `eventix local` for an embedded database)"
+            )
+        return self.database_url.get_secret_value()
+
+    def masked(self) -> dict[str, Any]:
+        """Settings as a dict with the database password replaced by ``***``."""
+        data = self.model_dump()
+        if self.database_url is not None:
+            data["database_url"] = mask_url(self.database_url.get_secret_value())
+        return data
+
+
+def mask_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@functools.cache
+def get_settings() -> Settings:
+    return Settings()
