@@ -87,9 +87,7 @@ task_table = Table(
     CheckConstraint(
         "status IN (" + ", ".join(f"'{s}'" for s in TASK_STATUSES) + ")", name="status"
     ),
-    CheckConstraint(
-        "source IN (" + ", ".join(f"'{s}'" for s in TASK_SOURCES) + ")", name="source"
-    ),
+    CheckConstraint("source IN (" + ", ".join(f"'{s}'" for s in TASK_SOURCES) + ")", name="source"),
     CheckConstraint("attempts >= 0", name="attempts"),
     CheckConstraint("max_retries IS NULL OR max_retries >= 0", name="max_retries"),
     CheckConstraint("error_eta_inc >= 0 AND error_eta_max >= 0", name="backoff"),
@@ -118,9 +116,7 @@ task_table = Table(
         "worker_expires",
         postgresql_where=text("status = 'processing'"),
     ),
-    Index(
-        "ix_eventix_task_worker_id", "worker_id", postgresql_where=text("status = 'processing'")
-    ),
+    Index("ix_eventix_task_worker_id", "worker_id", postgresql_where=text("status = 'processing'")),
     Index("ix_eventix_task_expires", "expires", postgresql_where=text("expires IS NOT NULL")),
     Index("ix_eventix_task_namespace_status", "namespace", "status"),
     # A schedule fires a tick at most once, whatever replicas or restarts do.

@@ -1,0 +1,394 @@
+"""The only module that runs task queries: parameters in, frozen values out.
+
+Synchronous functions serve the client, the CLI and the operator's reconcile
+functions (inside the caller's transaction); :class:`AsyncTaskStore` serves the
+worker, whose loop is asyncio.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, RowMapping
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from eventix_operator.db import queries
+
+#: Rows per INSERT statement in bulk enqueue: large enough to amortise the round
+#: trip, small enough to keep one statement's parameters in a few megabytes.
+INSERT_CHUNK = 10_000
+
+
+class PayloadTooLarge(ValueError):
+    """Args, kwargs or a result exceed ``EVENTIX_MAX_PAYLOAD_BYTES``."""
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRecord:
+    """One row of ``eventix_task``."""
+
+    uid: str
+    task: str
+    namespace: str
+    status: str
+    priority: int
+    eta: datetime
+    scheduled: datetime
+    args: list[Any]
+    kwargs: dict[str, Any]
+    unique_key: str | None
+    revision: int
+    created_at: datetime
+    updated_at: datetime
+    worker_id: str | None
+    worker_expires: datetime | None
+    retry: bool
+    max_retries: int | None
+    attempts: int
+    error_eta_inc: int
+    error_eta_max: int
+    timeout_seconds: float | None
+    store_result: bool
+    result: Any
+    error: dict[str, Any] | None
+    result_expires: int | None
+    error_expires: int | None
+    expires: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    operator: str | None
+    source: str
+    k8s_namespace: str | None
+    k8s_name: str | None
+    k8s_uid: str | None
+    schedule_uid: str | None
+    schedule_time: datetime | None
+
+    @property
+    def queue(self) -> str:
+        return self.namespace
+
+    @classmethod
+    def from_row(cls, row: RowMapping) -> TaskRecord:
+        values = dict(row)
+        values["uid"] = str(values["uid"])
+        return cls(**values)
+
+    def as_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = value.isoformat() if isinstance(value, datetime) else value
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class NewTask:
+    """A task to enqueue. ``eta`` wins over ``delay``; neither means due now
+    (by the database's clock, so client clock skew does not delay work)."""
+
+    task: str
+    args: Sequence[Any] = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    queue: str = "default"
+    priority: int = 0
+    eta: datetime | None = None
+    delay: float | None = None
+    unique_key: str | None = None
+    retry: bool = True
+    max_retries: int | None = None
+    backoff_seconds: int = 15
+    max_backoff_seconds: int = 300
+    timeout_seconds: float | None = None
+    store_result: bool = True
+    result_expires: int | None = 604_800
+    error_expires: int | None = None
+    operator: str | None = None
+    source: str = "client"
+    k8s_namespace: str | None = None
+    k8s_name: str | None = None
+    k8s_uid: str | None = None
+    schedule_uid: str | None = None
+    schedule_time: datetime | None = None
+    uid: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+
+def dump_json(value: Any, *, what: str, limit: int) -> str:
+    """JSON text of ``value``, or a clear error naming ``what`` could not be stored."""
+    try:
+        text = json.dumps(value, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{what} is not JSON-serialisable: {exc}") from exc
+    if len(text) > limit:
+        raise PayloadTooLarge(f"{what} is {len(text)} bytes of JSON, over the {limit} byte limit")
+    return text
+
+
+def _due(task: NewTask, now: datetime) -> datetime:
+    return task.eta if task.eta is not None else now + timedelta(seconds=task.delay or 0)
+
+
+def _merge_duplicates(tasks: Sequence[NewTask]) -> tuple[list[NewTask], dict[int, int]]:
+    """Fold tasks sharing (queue, unique key) within one batch, Eventix-style.
+
+    PostgreSQL refuses to let one INSERT ... ON CONFLICT touch a row twice, so
+    duplicates inside a batch are merged here exactly as the statement would
+    merge them with a stored row. Returns the tasks to insert and, for each input
+    position, its position in that list.
+    """
+    now = datetime.now(UTC)
+    merged: list[NewTask] = []
+    position: dict[tuple[str, str], int] = {}
+    mapping: dict[int, int] = {}
+    for i, t in enumerate(tasks):
+        if t.unique_key is None:
+            mapping[i] = len(merged)
+            merged.append(t)
+            continue
+        key = (t.queue, t.unique_key)
+        j = position.get(key)
+        if j is None:
+            position[key] = mapping[i] = len(merged)
+            merged.append(t)
+            continue
+        old = merged[j]
+        first = old if _due(old, now) <= _due(t, now) else t
+        merged[j] = replace(
+            t, uid=old.uid, eta=first.eta, delay=first.delay, priority=min(old.priority, t.priority)
+        )
+        mapping[i] = j
+    return merged, mapping
+
+
+INSERT_COLUMNS = (
+    "uid", "task", "namespace", "priority", "eta", "delay", "args", "kwargs", "unique_key",
+    "retry", "max_retries", "error_eta_inc", "error_eta_max", "timeout_seconds",
+    "store_result", "result_expires", "error_expires", "operator", "source",
+    "k8s_namespace", "k8s_name", "k8s_uid", "schedule_uid", "schedule_time",
+)  # fmt: skip
+
+
+def insert_params(tasks: Sequence[NewTask], *, payload_limit: int) -> dict[str, list[Any]]:
+    """Parallel arrays, one per column of :data:`queries.INSERT_TASKS`."""
+    rows = []
+    for t in tasks:
+        if not t.task:
+            raise ValueError("a task needs a name")
+        args = dump_json(list(t.args), what=f"args of {t.task}", limit=payload_limit)
+        kwargs = dump_json(dict(t.kwargs), what=f"kwargs of {t.task}", limit=payload_limit)
+        if len(args) + len(kwargs) > payload_limit:
+            raise PayloadTooLarge(
+                f"args and kwargs of {t.task} are {len(args) + len(kwargs)} bytes of JSON, "
+                f"over the {payload_limit} byte limit"
+            )
+        rows.append(
+            (
+                t.uid,
+                t.task,
+                t.queue,
+                t.priority,
+                t.eta,
+                t.delay,
+                args,
+                kwargs,
+                t.unique_key,
+                t.retry,
+                t.max_retries,
+                t.backoff_seconds,
+                t.max_backoff_seconds,
+                t.timeout_seconds,
+                t.store_result,
+                t.result_expires,
+                t.error_expires,
+                t.operator,
+                t.source,
+                t.k8s_namespace,
+                t.k8s_name,
+                t.k8s_uid,
+                t.schedule_uid,
+                t.schedule_time,
+            )
+        )
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in INSERT_COLUMNS]
+    return {name: list(values) for name, values in zip(INSERT_COLUMNS, columns, strict=True)}
+
+
+def insert_tasks(conn: Connection, tasks: Sequence[NewTask], *, payload_limit: int) -> list[str]:
+    """Insert or merge ``tasks``; the uid of each, in input order.
+
+    A task merged into a pending task with the same unique key gets that task's
+    uid. Runs in ``conn``'s transaction: nothing is visible before its commit.
+    """
+    uids: list[str] = []
+    for start in range(0, len(tasks), INSERT_CHUNK):
+        chunk = tasks[start : start + INSERT_CHUNK]
+        merged, mapping = _merge_duplicates(chunk)
+        params = insert_params(merged, payload_limit=payload_limit)
+        rows = conn.execute(queries.INSERT_TASKS, params).all()
+        by_key = {(r.namespace, r.unique_key): str(r.uid) for r in rows if r.unique_key}
+        resolved = [
+            by_key.get((t.queue, t.unique_key), t.uid) if t.unique_key else t.uid for t in merged
+        ]
+        uids.extend(resolved[mapping[i]] for i in range(len(chunk)))
+    return uids
+
+
+def get_task(conn: Connection, uid: str) -> TaskRecord | None:
+    try:
+        uuid.UUID(uid)
+    except ValueError:
+        return None
+    row = conn.execute(queries.GET_TASK, {"uid": uid}).mappings().first()
+    return TaskRecord.from_row(row) if row else None
+
+
+def list_tasks(
+    conn: Connection, *, status: str | None = None, queue: str | None = None, limit: int = 100
+) -> list[TaskRecord]:
+    params = {"status": status, "queue": queue, "limit": limit}
+    return [TaskRecord.from_row(r) for r in conn.execute(queries.LIST_TASKS, params).mappings()]
+
+
+def retry_task(conn: Connection, uid: str) -> TaskRecord | None:
+    """Requeue a finished task; None when it does not exist or is still pending/running."""
+    row = conn.execute(queries.RETRY_TASK, {"uid": uid}).mappings().first()
+    if row is None:
+        return None
+    conn.execute(queries.NOTIFY_READY, {"queues": [row["namespace"]]})
+    return TaskRecord.from_row(row)
+
+
+def cancel_task(conn: Connection, uid: str) -> TaskRecord | None:
+    """Cancel a pending task; None when it does not exist or has already started."""
+    row = conn.execute(queries.CANCEL_TASK, {"uid": uid}).mappings().first()
+    return TaskRecord.from_row(row) if row else None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStat:
+    queue: str
+    status: str
+    count: int
+    due: int
+    oldest_due_seconds: float | None
+
+
+def queue_stats(conn: Connection) -> list[QueueStat]:
+    return [
+        QueueStat(
+            queue=r["namespace"],
+            status=r["status"],
+            count=r["count"],
+            due=r["due"],
+            oldest_due_seconds=None
+            if r["oldest_due_seconds"] is None
+            else float(r["oldest_due_seconds"]),
+        )
+        for r in conn.execute(queries.QUEUE_STATS).mappings()
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class Success:
+    uid: str
+    result_json: str
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """``retry_in`` is the delay before the next attempt, or None for a final error."""
+
+    uid: str
+    error: dict[str, Any]
+    retry_in: float | None
+
+
+class AsyncTaskStore:
+    """The worker's side of the queue: claim, heartbeat, record, release, clean up."""
+
+    def __init__(self, engine: AsyncEngine, worker_id: str, lease_seconds: float) -> None:
+        self.engine = engine
+        self.worker_id = worker_id
+        self.lease_seconds = lease_seconds
+
+    async def claim(self, queues: Sequence[str], limit: int) -> list[TaskRecord]:
+        params = {
+            "queues": list(queues),
+            "limit": limit,
+            "worker_id": self.worker_id,
+            "lease_seconds": self.lease_seconds,
+        }
+        async with self.engine.begin() as conn:
+            result = await conn.execute(queries.CLAIM_TASKS, params)
+            return [TaskRecord.from_row(r) for r in result.mappings()]
+
+    async def record(self, outcomes: Iterable[Success | Failure]) -> tuple[int, int]:
+        """Write outcomes in one transaction; returns (completed, failed) rows changed.
+
+        Rows this worker no longer holds (lease expired and claimed elsewhere)
+        are not touched: their current holder decides their fate.
+        """
+        successes = [o for o in outcomes if isinstance(o, Success)]
+        failures = [o for o in outcomes if isinstance(o, Failure)]
+        done = failed = 0
+        async with self.engine.begin() as conn:
+            if successes:
+                result = await conn.execute(
+                    queries.COMPLETE_TASKS,
+                    {
+                        "uid": [o.uid for o in successes],
+                        "result": [o.result_json for o in successes],
+                        "worker_id": self.worker_id,
+                    },
+                )
+                done = len(result.all())
+            if failures:
+                result = await conn.execute(
+                    queries.FAIL_TASKS,
+                    {
+                        "uid": [o.uid for o in failures],
+                        "error": [json.dumps(o.error) for o in failures],
+                        "retry_in": [o.retry_in for o in failures],
+                        "worker_id": self.worker_id,
+                    },
+                )
+                rows = result.all()
+                failed = len(rows)
+                retried = sorted({r.namespace for r in rows if r.status == "retry"})
+                if retried:
+                    await conn.execute(queries.NOTIFY_READY, {"queues": retried})
+        return done, failed
+
+    async def heartbeat(self) -> int:
+        params = {"worker_id": self.worker_id, "lease_seconds": self.lease_seconds}
+        async with self.engine.begin() as conn:
+            return (await conn.execute(queries.HEARTBEAT, params)).rowcount
+
+    async def release(self, uids: Sequence[str], started: Sequence[bool]) -> int:
+        if not uids:
+            return 0
+        params = {"uid": list(uids), "started": list(started), "worker_id": self.worker_id}
+        async with self.engine.begin() as conn:
+            rows = (await conn.execute(queries.RELEASE_TASKS, params)).all()
+            if rows:
+                queues = sorted({r.namespace for r in rows})
+                await conn.execute(queries.NOTIFY_READY, {"queues": queues})
+            return len(rows)
+
+    async def recover_expired_leases(self, limit: int = 1000) -> list[tuple[str, str]]:
+        """Requeue tasks of dead workers; returns (uid, new status) of each."""
+        async with self.engine.begin() as conn:
+            rows = (await conn.execute(queries.RECOVER_EXPIRED_LEASES, {"limit": limit})).all()
+            queues = sorted({r.namespace for r in rows if r.status == "scheduled"})
+            if queues:
+                await conn.execute(queries.NOTIFY_READY, {"queues": queues})
+            return [(str(r.uid), r.status) for r in rows]
+
+    async def purge_expired(self, limit: int = 1000) -> int:
+        async with self.engine.begin() as conn:
+            return (await conn.execute(queries.PURGE_EXPIRED, {"limit": limit})).rowcount
