@@ -25,11 +25,7 @@ def _returning(prefix: str = "") -> str:
     return ", ".join(prefix + c.strip() for c in _TASK_COLUMNS.split(","))
 
 
-# -- name: insert_tasks --
-# Insert a batch; a pending task with the same (queue, unique key) is merged the
-# Eventix way instead: earliest eta, lowest priority number, newest args.
-INSERT_TASKS: TextClause = text(
-    """
+_INSERT = """
     INSERT INTO eventix_task AS t (
         uid, task, namespace, priority, eta, args, kwargs, unique_key, retry,
         max_retries, error_eta_inc, error_eta_max, timeout_seconds, store_result,
@@ -56,6 +52,14 @@ INSERT_TASKS: TextClause = text(
            max_retries, error_eta_inc, error_eta_max, timeout_seconds, store_result,
            result_expires, error_expires, operator, source,
            k8s_namespace, k8s_name, k8s_uid, schedule_uid, schedule_time)
+"""
+
+# -- name: insert_tasks --
+# Insert a batch; a pending task with the same (queue, unique key) is merged the
+# Eventix way instead: earliest eta, lowest priority number, newest args.
+INSERT_TASKS: TextClause = text(
+    _INSERT
+    + """
     ON CONFLICT (namespace, unique_key)
         WHERE unique_key IS NOT NULL AND status IN ('scheduled', 'retry')
     DO UPDATE SET
@@ -67,6 +71,18 @@ INSERT_TASKS: TextClause = text(
         updated_at = now(),
         revision = t.revision + 1
     RETURNING t.uid, t.namespace, t.unique_key
+    """
+)
+
+# -- name: insert_tasks_once --
+# Insert tasks that carry their own identity (a resource uid, a schedule tick):
+# a row that exists already is left alone, so replays and racing replicas
+# insert each at most once. Returns only the rows inserted.
+INSERT_TASKS_ONCE: TextClause = text(
+    _INSERT
+    + """
+    ON CONFLICT DO NOTHING
+    RETURNING t.uid
     """
 )
 

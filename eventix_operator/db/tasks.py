@@ -238,6 +238,18 @@ def insert_tasks(conn: Connection, tasks: Sequence[NewTask], *, payload_limit: i
     return uids
 
 
+def insert_tasks_once(
+    conn: Connection, tasks: Sequence[NewTask], *, payload_limit: int
+) -> set[str]:
+    """Insert tasks whose identity (resource uid, schedule tick) makes them
+    idempotent; returns the uids actually inserted, leaving existing rows alone."""
+    inserted: set[str] = set()
+    for start in range(0, len(tasks), INSERT_CHUNK):
+        params = insert_params(tasks[start : start + INSERT_CHUNK], payload_limit=payload_limit)
+        inserted.update(str(r.uid) for r in conn.execute(queries.INSERT_TASKS_ONCE, params))
+    return inserted
+
+
 def get_task(conn: Connection, uid: str) -> TaskRecord | None:
     try:
         uuid.UUID(uid)

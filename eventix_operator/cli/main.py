@@ -1,0 +1,292 @@
+"""`eventix`: the command line of eventix-operator.
+
+User errors (bad JSON, unknown task uid, no database) print one line on stderr
+and exit with status 2; tracebacks are for bugs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
+
+import typer
+from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
+
+from eventix_operator.client import new_task
+from eventix_operator.db import tasks as task_db
+from eventix_operator.db.engine import make_engine
+from eventix_operator.db.migrate import upgrade
+from eventix_operator.logs import configure_logging
+from eventix_operator.registry import load_task_modules
+from eventix_operator.settings import Settings, get_settings
+from eventix_operator.worker.run import run_worker, worker_config
+
+app = typer.Typer(
+    name="eventix",
+    help="Eventix tasks and schedules on PostgreSQL.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+tasks_app = typer.Typer(help="Inspect and manage tasks.", no_args_is_help=True)
+queue_app = typer.Typer(help="Queue statistics.", no_args_is_help=True)
+app.add_typer(tasks_app, name="tasks")
+app.add_typer(queue_app, name="queue")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class Output(StrEnum):
+    table = "table"
+    json = "json"
+
+
+def fail(message: str) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def user_errors(func: Callable[P, R]) -> Callable[P, R]:
+    """Turn the errors a user can fix into one line and exit status 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except OperationalError as exc:
+            fail(f"cannot reach the database: {str(exc.orig).strip().splitlines()[0]}")
+        except (ValueError, TypeError, LookupError, RuntimeError, ModuleNotFoundError) as exc:
+            fail(str(exc))
+
+    return wrapper
+
+
+def settings() -> Settings:
+    s = get_settings()
+    configure_logging(s.log_level, s.log_format)
+    return s
+
+
+def engine() -> Engine:
+    return make_engine(settings())
+
+
+def parse_json(value: str | None, what: str, kind: type) -> Any:
+    if value is None:
+        return None
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as exc:
+        fail(f"{what} is not valid JSON: {exc}")
+    if not isinstance(parsed, kind):
+        fail(f"{what} must be a JSON {'array' if kind is list else 'object'}")
+    return parsed
+
+
+def parse_time(value: str | None, what: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        fail(f"{what} is not an ISO 8601 time: {value!r}")
+
+
+def _import_path() -> None:
+    """Task modules are usually the user's own code, next to where they run us."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+
+
+@app.command("config")
+@user_errors
+def config_cmd() -> None:
+    """Print the effective settings (the database password masked)."""
+    typer.echo(json.dumps(settings().masked(), indent=2, default=str))
+
+
+@app.command()
+@user_errors
+def migrate() -> None:
+    """Create or upgrade the database schema. Running it again changes nothing."""
+    before, after = upgrade(engine())
+    if before == after:
+        typer.echo(f"schema is up to date (revision {after})")
+    else:
+        typer.echo(f"schema upgraded from {before or 'empty'} to {after}")
+
+
+def _split(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+@app.command()
+@user_errors
+def worker(
+    tasks: Annotated[str, typer.Option(help="Task modules to import, comma-separated.")],
+    queues: Annotated[str, typer.Option(help="Queues to take tasks from.")] = "default",
+    concurrency: Annotated[
+        int | None, typer.Option(min=1, help="Tasks run at once [EVENTIX_WORKER_CONCURRENCY].")
+    ] = None,
+    burst: Annotated[bool, typer.Option(help="Exit 0 once no due task is left.")] = False,
+) -> None:
+    """Claim and run tasks until SIGTERM (then drain) or, with --burst, until done."""
+    s = settings()
+    _import_path()
+    registry = load_task_modules(_split(tasks))
+    cfg = worker_config(s, queues=_split(queues), concurrency=concurrency, burst=burst)
+    asyncio.run(run_worker(s, registry, cfg, s.require_database_url()))
+
+
+@app.command()
+@user_errors
+def enqueue(
+    task: Annotated[str, typer.Argument(help="Registered task name.")],
+    args: Annotated[str | None, typer.Option(help="Positional arguments as a JSON array.")] = None,
+    kwargs: Annotated[str | None, typer.Option(help="Keyword arguments as a JSON object.")] = None,
+    queue: Annotated[str, typer.Option(help="Queue name.")] = "default",
+    priority: Annotated[int, typer.Option(help="Lower runs first.")] = 0,
+    eta: Annotated[str | None, typer.Option(help="Run at (ISO 8601; naive is UTC).")] = None,
+    delay: Annotated[float | None, typer.Option(min=0, help="Run in N seconds.")] = None,
+    unique_key: Annotated[str | None, typer.Option(help="Merge with a pending task.")] = None,
+    max_retries: Annotated[int | None, typer.Option(min=0)] = None,
+) -> None:
+    """Enqueue a task and print its uid."""
+    item = new_task(
+        task,
+        parse_json(args, "--args", list) or (),
+        parse_json(kwargs, "--kwargs", dict),
+        queue=queue,
+        priority=priority,
+        eta=parse_time(eta, "--eta"),
+        delay=delay,
+        unique_key=unique_key,
+        max_retries=max_retries,
+        source="cli",
+    )
+    with engine().begin() as conn:
+        typer.echo(
+            task_db.insert_tasks(conn, [item], payload_limit=settings().max_payload_bytes)[0]
+        )
+
+
+def _print_tasks(records: Sequence[task_db.TaskRecord], output: Output) -> None:
+    if output is Output.json:
+        typer.echo(json.dumps([r.as_json() for r in records], indent=2, default=str))
+        return
+    header = f"{'UID':36}  {'TASK':30}  {'QUEUE':12}  {'STATUS':10}  {'PRI':>4}  {'ATT':>3}  ETA"
+    typer.echo(header)
+    for r in records:
+        typer.echo(
+            f"{r.uid:36}  {r.task[:30]:30}  {r.namespace[:12]:12}  {r.status:10}  "
+            f"{r.priority:>4}  {r.attempts:>3}  {r.eta.isoformat(timespec='seconds')}"
+        )
+
+
+@tasks_app.command("list")
+@user_errors
+def tasks_list(
+    status: Annotated[str | None, typer.Option(help="Only this status.")] = None,
+    queue: Annotated[str | None, typer.Option(help="Only this queue.")] = None,
+    limit: Annotated[int, typer.Option(min=1)] = 100,
+    output: Annotated[Output, typer.Option()] = Output.table,
+) -> None:
+    """List tasks, newest first."""
+    with engine().connect() as conn:
+        _print_tasks(task_db.list_tasks(conn, status=status, queue=queue, limit=limit), output)
+
+
+@tasks_app.command("show")
+@user_errors
+def tasks_show(uid: str, output: Annotated[Output, typer.Option()] = Output.table) -> None:
+    """Show one task with its result or error."""
+    with engine().connect() as conn:
+        record = task_db.get_task(conn, uid)
+    if record is None:
+        fail(f"no task {uid}")
+    if output is Output.json:
+        typer.echo(json.dumps(record.as_json(), indent=2, default=str))
+        return
+    for key, value in record.as_json().items():
+        if value is not None:
+            typer.echo(f"{key:16} {json.dumps(value) if isinstance(value, dict | list) else value}")
+
+
+@tasks_app.command("retry")
+@user_errors
+def tasks_retry(uid: str) -> None:
+    """Run a finished, failed or cancelled task again, now."""
+    with engine().begin() as conn:
+        if task_db.retry_task(conn, uid) is None:
+            record = task_db.get_task(conn, uid)
+            fail(f"no task {uid}" if record is None else f"task {uid} is {record.status}")
+    typer.echo(f"task {uid} scheduled again")
+
+
+@tasks_app.command("cancel")
+@user_errors
+def tasks_cancel(uid: str) -> None:
+    """Cancel a task that has not started."""
+    with engine().begin() as conn:
+        if task_db.cancel_task(conn, uid) is None:
+            record = task_db.get_task(conn, uid)
+            fail(f"no task {uid}" if record is None else f"task {uid} is {record.status}")
+    typer.echo(f"task {uid} cancelled")
+
+
+@queue_app.command("stats")
+@user_errors
+def queue_stats(output: Annotated[Output, typer.Option()] = Output.table) -> None:
+    """Tasks per queue and status, and how long the oldest due task has waited."""
+    with engine().connect() as conn:
+        stats = task_db.queue_stats(conn)
+    if output is Output.json:
+        typer.echo(json.dumps([dataclasses.asdict(s) for s in stats], indent=2))
+        return
+    typer.echo(f"{'QUEUE':20}  {'STATUS':10}  {'COUNT':>8}  {'DUE':>8}  OLDEST DUE (s)")
+    for s in stats:
+        oldest = "" if s.oldest_due_seconds is None else f"{s.oldest_due_seconds:.1f}"
+        typer.echo(f"{s.queue[:20]:20}  {s.status:10}  {s.count:>8}  {s.due:>8}  {oldest}")
+
+
+@app.command()
+@user_errors
+def local(
+    tasks: Annotated[str, typer.Option(help="Task modules to import, comma-separated.")],
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Embedded database directory (default: user data dir).")
+    ] = None,
+    queues: Annotated[str, typer.Option(help="Queues to take tasks from.")] = "default",
+    manifests: Annotated[
+        Path | None,
+        typer.Option(exists=True, file_okay=False, help="Directory of EventixTask YAML to load."),
+    ] = None,
+) -> None:
+    """Run everything on this machine: an embedded PostgreSQL, the schema, a worker.
+
+    Uses DATABASE_URL instead when it is set. Stop with Ctrl-C.
+    """
+    from eventix_operator.cli.local import run_local
+
+    s = settings()
+    _import_path()
+    run_local(
+        s, modules=_split(tasks), queues=_split(queues), data_dir=data_dir, manifests=manifests
+    )
+
+
+def main() -> None:
+    app()

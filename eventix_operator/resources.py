@@ -1,0 +1,60 @@
+"""From custom-resource specs to queue rows: the mapping shared by the operator
+and by `eventix local --manifests`, so a manifest means the same thing in both."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from eventix_operator.client import new_task
+from eventix_operator.db.tasks import NewTask
+
+GROUP = "eventix.io"
+VERSION = "v1alpha1"
+
+
+def task_from_spec(
+    spec: Mapping[str, Any],
+    *,
+    source: str,
+    k8s_namespace: str | None = None,
+    k8s_name: str | None = None,
+    k8s_uid: str | None = None,
+    schedule_uid: str | None = None,
+    schedule_time: datetime | None = None,
+) -> NewTask:
+    """A :class:`NewTask` for an ``EventixTask`` spec or a schedule's ``template``.
+
+    Field names follow the CRD (camelCase); validation errors name the field.
+    """
+    retry = spec.get("retry") or {}
+    eta = spec.get("eta")
+    if isinstance(eta, str):
+        eta = datetime.fromisoformat(eta.replace("Z", "+00:00"))
+    task = new_task(
+        spec["task"],
+        spec.get("args") or (),
+        spec.get("kwargs") or {},
+        queue=spec.get("queue", "default"),
+        priority=int(spec.get("priority", 0)),
+        eta=eta,
+        delay=spec.get("delaySeconds"),
+        unique_key=spec.get("uniqueKey"),
+        max_retries=retry.get("maxRetries"),
+        backoff_seconds=int(retry.get("backoffSeconds", 15)),
+        max_backoff_seconds=int(retry.get("maxBackoffSeconds", 300)),
+        timeout_seconds=spec.get("timeoutSeconds"),
+        store_result=bool(spec.get("storeResult", True)),
+        result_ttl_seconds=spec.get("resultTTLSeconds", 604_800),
+        source=source,
+    )
+    return replace(
+        task,
+        k8s_namespace=k8s_namespace,
+        k8s_name=k8s_name,
+        k8s_uid=k8s_uid,
+        schedule_uid=schedule_uid,
+        schedule_time=schedule_time,
+    )

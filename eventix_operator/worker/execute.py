@@ -1,0 +1,122 @@
+"""Running a claimed task and turning what happened into an outcome to record.
+
+Whatever a task does (raise, time out, return something JSON cannot hold, not
+exist) ends as a :class:`Failure` of that task; nothing here raises into the
+worker loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import time
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+from eventix_operator.backoff import retry_delay
+from eventix_operator.db.tasks import Failure, PayloadTooLarge, Success, TaskRecord, dump_json
+from eventix_operator.registry import Registry, TaskFunction
+
+Outcome = Success | Failure
+
+
+def failure(job: TaskRecord, exc: BaseException, *, retryable: bool = True) -> Failure:
+    """A failure with Eventix's backoff, or final when retries are spent or
+    retrying cannot help (``retryable=False``)."""
+    delay = (
+        retry_delay(
+            attempts=job.attempts,
+            max_retries=job.max_retries,
+            retry=job.retry,
+            backoff_seconds=job.error_eta_inc,
+            max_backoff_seconds=job.error_eta_max,
+        )
+        if retryable
+        else None
+    )
+    error = {
+        "type": type(exc).__name__,
+        "message": str(exc) or type(exc).__name__,
+        "attempt": job.attempts,
+        "traceback": "".join(traceback.format_exception(exc, limit=20))[-8000:],
+    }
+    return Failure(job.uid, error, delay)
+
+
+class TaskNotRegistered(LookupError):
+    pass
+
+
+class ResultNotStorable(TypeError):
+    pass
+
+
+def success(job: TaskRecord, result: Any, payload_limit: int) -> Outcome:
+    try:
+        text = dump_json(
+            result if job.store_result else None,
+            what=f"the result of {job.task}",
+            limit=payload_limit,
+        )
+    except (TypeError, PayloadTooLarge) as exc:
+        # Running it again gives the same result: do not retry.
+        return failure(job, ResultNotStorable(str(exc)), retryable=False)
+    return Success(job.uid, text)
+
+
+def run_sync(jobs: Sequence[tuple[TaskRecord, TaskFunction]], payload_limit: int) -> list[Outcome]:
+    """Run sync tasks one after another in the calling (pool) thread."""
+    outcomes: list[Outcome] = []
+    for job, fn in jobs:
+        try:
+            result = fn.func(*job.args, **job.kwargs)
+        except Exception as exc:
+            outcomes.append(failure(job, exc))
+        else:
+            outcomes.append(success(job, result, payload_limit))
+    return outcomes
+
+
+async def run_one(
+    job: TaskRecord,
+    fn: TaskFunction,
+    pool: concurrent.futures.Executor,
+    payload_limit: int,
+) -> Outcome:
+    """Run one task with its timeout. A sync task that times out keeps its thread
+    until it returns (Python cannot stop a thread); its result is discarded."""
+    started = time.monotonic()
+    try:
+        if fn.is_async:
+            coro = fn.func(*job.args, **job.kwargs)
+            result = await asyncio.wait_for(coro, job.timeout_seconds)
+        else:
+            future = asyncio.get_running_loop().run_in_executor(
+                pool, lambda: fn.func(*job.args, **job.kwargs)
+            )
+            result = await asyncio.wait_for(future, job.timeout_seconds)
+    except TimeoutError:
+        elapsed = time.monotonic() - started
+        return failure(
+            job,
+            TimeoutError(
+                f"{job.task} ran past its {job.timeout_seconds}s timeout ({elapsed:.1f}s)"
+            ),
+        )
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        return failure(job, exc)
+    return success(job, result, payload_limit)
+
+
+def lookup(job: TaskRecord, registry: Registry) -> TaskFunction | Failure:
+    fn = registry.get(job.task)
+    if fn is None:
+        known = ", ".join(registry.names()[:20]) or "none"
+        exc = TaskNotRegistered(
+            f"no task named {job.task!r} is registered in this worker (known: {known})"
+        )
+        return failure(job, exc, retryable=False)
+    return fn

@@ -1,0 +1,50 @@
+"""Start a worker process: settings in, signals wired, engine disposed at the end."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Sequence
+
+from eventix_operator.db.engine import make_async_engine
+from eventix_operator.registry import Registry
+from eventix_operator.settings import Settings
+from eventix_operator.worker.worker import Worker, WorkerConfig
+
+
+def worker_config(
+    settings: Settings,
+    *,
+    queues: Sequence[str],
+    concurrency: int | None = None,
+    burst: bool = False,
+) -> WorkerConfig:
+    return WorkerConfig(
+        queues=tuple(queues),
+        concurrency=concurrency or settings.worker_concurrency,
+        batch_size=settings.worker_batch_size,
+        lease_seconds=settings.worker_lease_seconds,
+        poll_interval=settings.worker_poll_interval,
+        shutdown_grace=settings.worker_shutdown_grace,
+        purge_interval=settings.worker_purge_interval,
+        payload_limit=settings.max_payload_bytes,
+        burst=burst,
+    )
+
+
+async def run_worker(
+    settings: Settings, registry: Registry, config: WorkerConfig, database_url: str
+) -> Worker:
+    """Run until SIGTERM/SIGINT (or an empty queue in burst mode)."""
+    engine = make_async_engine(settings, database_url)
+    worker = Worker(engine, registry, config, database_url=database_url)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, worker.stop)
+    try:
+        await worker.run()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await engine.dispose()
+    return worker

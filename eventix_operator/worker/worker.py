@@ -1,0 +1,360 @@
+"""The worker: claim due tasks, run them, record what happened.
+
+The main loop only claims; ``concurrency`` slot coroutines run what it claimed;
+side tasks record outcomes in batches, renew leases, listen for new work and
+clean up. A database outage pauses claiming and recording and resumes them;
+outcomes wait in memory meanwhile, and leases keep other workers off the tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import math
+import os
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import psycopg
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from eventix_operator.db.engine import libpq_url
+from eventix_operator.db.queries import READY_CHANNEL
+from eventix_operator.db.tasks import AsyncTaskStore, Failure, TaskRecord
+from eventix_operator.logs import get_logger
+from eventix_operator.registry import Registry, TaskFunction
+from eventix_operator.worker.execute import Outcome, lookup, run_one, run_sync
+
+log = get_logger("eventix.worker")
+
+#: Errors that mean "the database is not there right now", worth waiting out.
+DB_DOWN = (OperationalError, InterfaceError, DBAPIError, psycopg.OperationalError, OSError)
+
+#: Prefetch covers this many seconds of work per slot, so fast tasks are claimed
+#: in batches while slow tasks are never hoarded away from other workers.
+PREFETCH_SECONDS = 0.1
+
+
+def make_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    queues: Sequence[str] = ("default",)
+    concurrency: int = 10
+    batch_size: int = 200
+    lease_seconds: float = 30.0
+    poll_interval: float = 2.0
+    shutdown_grace: float = 25.0
+    purge_interval: float = 60.0
+    payload_limit: int = 1_000_000
+    burst: bool = False
+
+
+class Worker:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        registry: Registry,
+        config: WorkerConfig,
+        *,
+        database_url: str,
+        worker_id: str | None = None,
+    ) -> None:
+        self.config = config
+        self.registry = registry
+        self.worker_id = worker_id or make_worker_id()
+        self.store = AsyncTaskStore(engine, self.worker_id, config.lease_seconds)
+        self.database_url = libpq_url(database_url)
+        self.stopping = asyncio.Event()
+        self.wakeup = asyncio.Event()
+        self.buffer: asyncio.Queue[TaskRecord | None] = asyncio.Queue()
+        self.running: dict[str, TaskRecord] = {}
+        self.outcomes: list[Outcome] = []
+        self.outcomes_ready = asyncio.Event()
+        self.record_lock = asyncio.Lock()
+        self.claim_more = False
+        self.task_seconds = math.inf  # running average of one task's duration
+        self.pool = concurrent.futures.ThreadPoolExecutor(
+            config.concurrency, thread_name_prefix="eventix-task"
+        )
+        self.stats = {"claimed": 0, "succeeded": 0, "failed": 0}
+
+    def stop(self) -> None:
+        """Stop claiming and drain (called from a SIGTERM/SIGINT handler)."""
+        if not self.stopping.is_set():
+            log.info("worker stopping", worker_id=self.worker_id, running=len(self.running))
+        self.stopping.set()
+        self.wakeup.set()
+
+    async def run(self) -> None:
+        cfg = self.config
+        log.info(
+            "worker started",
+            worker_id=self.worker_id,
+            queues=list(cfg.queues),
+            concurrency=cfg.concurrency,
+            tasks=len(self.registry),
+        )
+        side = [
+            self._side_task("record", self._record_loop),
+            self._side_task("heartbeat", self._heartbeat_loop),
+            self._side_task("listen", self._listen_loop),
+            self._side_task("maintenance", self._maintenance_loop),
+        ]
+        slots = [asyncio.create_task(self._slot()) for _ in range(cfg.concurrency)]
+        try:
+            while not self.stopping.is_set():
+                room = self._capacity() - self._held()
+                claimed = await self._claim(min(room, cfg.batch_size)) if room > 0 else 0
+                self.claim_more = claimed > 0 and claimed == min(room, cfg.batch_size)
+                if cfg.burst and claimed == 0 and self._held() == 0 and not self.outcomes:
+                    log.info("queue empty, burst done", **self.stats)
+                    break
+                if self.claim_more and self._held() < self._capacity():
+                    continue
+                self.wakeup.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wakeup.wait(), cfg.poll_interval)
+        finally:
+            await self._drain(slots)
+            for t in side:
+                t.cancel()
+            await asyncio.gather(*side, return_exceptions=True)
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            log.info("worker stopped", worker_id=self.worker_id, **self.stats)
+
+    # -- claiming -----------------------------------------------------------
+
+    def _held(self) -> int:
+        return self.buffer.qsize() + len(self.running)
+
+    def _capacity(self) -> int:
+        slots = self.config.concurrency
+        per_slot = int(PREFETCH_SECONDS / self.task_seconds) if self.task_seconds > 0 else 0
+        return min(slots * (1 + per_slot), slots + self.config.batch_size)
+
+    async def _claim(self, limit: int) -> int:
+        try:
+            jobs = await self.store.claim(self.config.queues, limit)
+        except DB_DOWN as exc:
+            log.warning("claim failed, database unavailable", error=str(exc).splitlines()[0])
+            await self._sleep(min(self.config.poll_interval, 1.0))
+            return 0
+        for job in jobs:
+            self.buffer.put_nowait(job)
+        self.stats["claimed"] += len(jobs)
+        return len(jobs)
+
+    # -- running --------------------------------------------------------------
+
+    async def _slot(self) -> None:
+        """Run buffered tasks until stopped."""
+        while (job := await self.buffer.get()) is not None:
+            fn = lookup(job, self.registry)
+            if isinstance(fn, Failure):
+                self._finish([job], [fn], 0.0)
+                continue
+            started = time.monotonic()
+            self.running[job.uid] = job
+            if fn.is_async or job.timeout_seconds is not None:
+                batch = [job]
+                outcomes = [await run_one(job, fn, self.pool, self.config.payload_limit)]
+            else:
+                pairs = [(job, fn), *self._more_sync_jobs()]
+                batch = [j for j, _ in pairs]
+                outcomes = await asyncio.get_running_loop().run_in_executor(
+                    self.pool, run_sync, pairs, self.config.payload_limit
+                )
+            for j in batch:
+                self.running.pop(j.uid, None)
+            self._finish(batch, outcomes, (time.monotonic() - started) / len(batch))
+
+    def _more_sync_jobs(self) -> list[tuple[TaskRecord, TaskFunction]]:
+        """Quick sync tasks to run in the same thread hand-off, when the buffer
+        holds more than the slots can take: one hand-off costs as much as a no-op task."""
+        pairs: list[tuple[TaskRecord, TaskFunction]] = []
+        extra = min(32, self.buffer.qsize() // self.config.concurrency)
+        while len(pairs) < extra and not self.buffer.empty():
+            job = self.buffer.get_nowait()
+            if job is None:
+                self.buffer.put_nowait(None)  # a stop marker: leave it for the loop
+                break
+            fn = lookup(job, self.registry)
+            if isinstance(fn, Failure):
+                self._finish([job], [fn], 0.0)
+                continue
+            if fn.is_async or job.timeout_seconds is not None:
+                self.buffer.put_nowait(job)  # runs on its own in a later turn
+                break
+            self.running[job.uid] = job
+            pairs.append((job, fn))
+        return pairs
+
+    def _finish(self, jobs: list[TaskRecord], outcomes: list[Outcome], seconds: float) -> None:
+        self.outcomes.extend(outcomes)
+        self.outcomes_ready.set()
+        for job, o in zip(jobs, outcomes, strict=True):
+            if isinstance(o, Failure):
+                log.warning("task failed", uid=o.uid, task=job.task, error=o.error["message"][:500],
+                            error_type=o.error["type"], attempt=job.attempts,
+                            retry_in=o.retry_in)  # fmt: skip
+                if o.retry_in is not None:
+                    # Our own retries are due at a known time: claim then, not at the next poll.
+                    asyncio.get_running_loop().call_later(o.retry_in + 0.01, self.wakeup.set)
+            else:
+                log.info("task succeeded", uid=o.uid, task=job.task, seconds=round(seconds, 4))
+        if seconds > 0:
+            self.task_seconds = (
+                seconds
+                if math.isinf(self.task_seconds)
+                else 0.8 * self.task_seconds + 0.2 * seconds
+            )
+        if self.claim_more and self._held() <= self._capacity() // 2:
+            self.wakeup.set()
+
+    # -- side tasks ---------------------------------------------------------
+
+    def _side_task(self, name: str, loop: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
+        async def guarded() -> None:
+            try:
+                await loop()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("worker side task crashed, stopping", side_task=name)
+                self.stop()
+
+        return asyncio.create_task(guarded(), name=f"eventix-{name}")
+
+    async def _record_loop(self) -> None:
+        while True:
+            await self.outcomes_ready.wait()
+            await self._record_pending()
+
+    async def _record_pending(self) -> bool:
+        """Write every pending outcome; on a database error keep them and retry."""
+        async with self.record_lock:
+            return await self._record_locked()
+
+    async def _record_locked(self) -> bool:
+        self.outcomes_ready.clear()
+        batch, self.outcomes = self.outcomes, []
+        if not batch:
+            return True
+        try:
+            done, failed = await self.store.record(batch)
+        except DB_DOWN as exc:
+            self.outcomes[:0] = batch
+            log.warning(
+                "recording results failed, will retry",
+                pending=len(self.outcomes),
+                error=str(exc).splitlines()[0],
+            )
+            await self._sleep(0.5)
+            self.outcomes_ready.set()
+            return False
+        self.stats["succeeded"] += done
+        self.stats["failed"] += failed
+        if done + failed < len(batch):
+            log.warning(
+                "some results were not recorded: their lease had passed to another worker",
+                lost=len(batch) - done - failed,
+            )
+        return True
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.lease_seconds / 3)
+            if self._held() or self.outcomes:
+                try:
+                    await self.store.heartbeat()
+                except DB_DOWN as exc:
+                    log.warning("heartbeat failed", error=str(exc).splitlines()[0])
+
+    async def _listen_loop(self) -> None:
+        """Turn NOTIFY on the ready channel into an immediate claim; reconnects
+        after errors, while the poll interval covers the gap."""
+        queues = set(self.config.queues)
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self.database_url, autocommit=True
+                ) as conn:
+                    await conn.execute(f"LISTEN {READY_CHANNEL}")
+                    self.wakeup.set()  # catch up on what was enqueued while not listening
+                    async for note in conn.notifies():
+                        if note.payload in queues:
+                            self.wakeup.set()
+            except DB_DOWN as exc:
+                log.info("listen connection lost, reconnecting", error=str(exc).splitlines()[0])
+                await asyncio.sleep(1.0)
+
+    async def _maintenance_loop(self) -> None:
+        recover_every = min(self.config.lease_seconds / 2, 10.0)
+        last_purge = 0.0
+        while True:
+            try:
+                recovered = await self.store.recover_expired_leases()
+                if recovered:
+                    log.warning(
+                        "requeued tasks of workers whose lease expired",
+                        count=len(recovered),
+                        uids=[u for u, _ in recovered][:20],
+                    )
+                    self.wakeup.set()
+                if time.monotonic() - last_purge >= self.config.purge_interval:
+                    purged = await self.store.purge_expired()
+                    last_purge = time.monotonic()
+                    if purged:
+                        log.info("removed expired tasks", count=purged)
+            except DB_DOWN as exc:
+                log.warning("maintenance failed", error=str(exc).splitlines()[0])
+            await asyncio.sleep(recover_every)
+
+    # -- shutdown -----------------------------------------------------------
+
+    async def _drain(self, slots: list[asyncio.Task[None]]) -> None:
+        """Release what has not started, let running tasks finish within the
+        grace period, release what is still running, and record everything."""
+        waiting: list[TaskRecord] = []
+        while not self.buffer.empty():
+            job = self.buffer.get_nowait()
+            if job is not None:
+                waiting.append(job)
+        for _ in slots:
+            self.buffer.put_nowait(None)  # each idle slot takes one and returns
+        await self._release(waiting, started=False)
+        await asyncio.wait(slots, timeout=self.config.shutdown_grace)
+        for slot in slots:
+            slot.cancel()
+        await asyncio.gather(*slots, return_exceptions=True)
+        if self.running:
+            log.warning("grace period over, releasing running tasks", count=len(self.running))
+            await self._release(list(self.running.values()), started=True)
+        for _ in range(20):
+            if await self._record_pending():
+                break
+
+    async def _release(self, jobs: list[TaskRecord], *, started: bool) -> None:
+        if not jobs:
+            return
+        try:
+            released = await self.store.release([j.uid for j in jobs], [started] * len(jobs))
+            log.info("released tasks for other workers", count=released, started=started)
+        except DB_DOWN as exc:
+            log.warning(
+                "could not release tasks; they return when their lease expires",
+                count=len(jobs),
+                error=str(exc).splitlines()[0],
+            )
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), seconds)
