@@ -84,7 +84,7 @@ class EmbeddedPostgres:
         as_user: dict[str, object] = (
             {"user": self.user, "group": self.user, "extra_groups": []} if self.user else {}
         )
-        result = subprocess.run(
+        result: subprocess.CompletedProcess[str] = subprocess.run(
             [str(self.bin_dir / args[0]), *args[1:]],
             capture_output=True,
             text=True,
