@@ -1,0 +1,3 @@
+from eventix_operator.cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""`eventix`: the command line."""

@@ -1,0 +1,111 @@
+"""The `eventix` command line in a subprocess, as a person or a script uses it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sqlalchemy import Engine, text
+
+from tests.acceptance.conftest import Processes
+
+
+def test_enqueue_run_show_retry(processes: Processes, engine: Engine) -> None:
+    enqueued = processes.cli("enqueue", "tests.record", "--args", "[41]", "--priority", "-3")
+    assert enqueued.returncode == 0, enqueued.stderr
+    uid = enqueued.stdout.strip()
+
+    listed = processes.cli("tasks", "list", "--status", "scheduled", "--output", "json")
+    assert [t["uid"] for t in json.loads(listed.stdout)] == [uid]
+
+    assert processes.worker("--burst").wait(60) == 0
+    shown = json.loads(processes.cli("tasks", "show", uid, "--output", "json").stdout)
+    assert (shown["status"], shown["result"], shown["priority"]) == ("done", 41, -3)
+
+    retried = processes.cli("tasks", "retry", uid)
+    assert retried.returncode == 0, retried.stderr
+    with engine.connect() as conn:
+        status = conn.execute(text("SELECT status FROM eventix_task WHERE uid = :u"), {"u": uid})
+        assert status.scalar() == "scheduled"
+
+
+def test_cancel_only_pending(processes: Processes) -> None:
+    uid = processes.cli("enqueue", "tests.record", "--args", "[1]", "--delay", "600").stdout.strip()
+    assert processes.cli("tasks", "cancel", uid).returncode == 0
+    again = processes.cli("tasks", "cancel", uid)
+    assert again.returncode == 2
+    assert again.stderr.strip() == f"error: task {uid} is cancelled"
+
+
+def test_queue_stats(processes: Processes) -> None:
+    for queue in ("mail", "mail", "reports"):
+        assert processes.cli("enqueue", "x", "--queue", queue).returncode == 0
+    assert processes.cli("enqueue", "x", "--queue", "mail", "--delay", "600").returncode == 0
+    stats = json.loads(processes.cli("queue", "stats", "--output", "json").stdout)
+    by_queue = {(s["queue"], s["status"]): s for s in stats}
+    assert by_queue[("mail", "scheduled")]["count"] == 3
+    assert by_queue[("mail", "scheduled")]["due"] == 2
+    assert by_queue[("reports", "scheduled")]["due"] == 1
+    assert by_queue[("mail", "scheduled")]["oldest_due_seconds"] >= 0
+
+
+def test_unique_key_from_the_cli(processes: Processes) -> None:
+    first = processes.cli("enqueue", "x", "--unique-key", "nightly", "--args", "[1]")
+    second = processes.cli("enqueue", "x", "--unique-key", "nightly", "--args", "[2]")
+    assert first.stdout == second.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["enqueue", "x", "--args", "[1,"], "error: --args is not valid JSON"),
+        (["enqueue", "x", "--args", '{"a": 1}'], "error: --args must be a JSON array"),
+        (["enqueue", "x", "--kwargs", "[1]"], "error: --kwargs must be a JSON object"),
+        (["enqueue", "x", "--eta", "tomorrow"], "error: --eta is not an ISO 8601 time"),
+        (["enqueue", "x", "--eta", "2030-01-01T00:00", "--delay", "5"], "error: give eta or delay"),
+        (["tasks", "show", "not-a-uid"], "error: no task not-a-uid"),
+        (["worker", "--tasks", "no.such.module"], "error: cannot import task module"),
+    ],
+)
+def test_user_errors_are_one_line_and_exit_2(
+    processes: Processes, engine: Engine, args: list[str], message: str
+) -> None:
+    result = processes.cli(*args)
+    assert result.returncode == 2
+    assert result.stderr.startswith(message), result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    with engine.connect() as conn:  # nothing half-written
+        assert conn.execute(text("SELECT count(*) FROM eventix_task")).scalar() == 0
+
+
+def test_oversized_payload_is_refused(processes: Processes) -> None:
+    result = processes.cli(
+        "enqueue", "x", "--kwargs", json.dumps({"blob": "x" * 2000}),
+        EVENTIX_MAX_PAYLOAD_BYTES="1000",
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "over the 1000 byte limit" in result.stderr
+
+
+def test_unreachable_database_is_a_clear_error(processes: Processes) -> None:
+    result = processes.cli(
+        "tasks", "list", DATABASE_URL="postgresql://nobody@127.0.0.1:1/none",
+        EVENTIX_DB_CONNECT_TIMEOUT="2",
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: cannot reach the database")
+
+
+def test_migrate_twice_is_a_no_op(processes: Processes) -> None:
+    first = processes.cli("migrate")
+    assert first.returncode == 0, first.stderr
+    assert "up to date" in first.stdout  # the test database is migrated already
+
+
+def test_config_masks_the_password(processes: Processes) -> None:
+    result = processes.cli("config", DATABASE_URL="postgresql://app:s3cret@db:5432/eventix")
+    settings = json.loads(result.stdout)
+    assert "s3cret" not in result.stdout
+    assert settings["database_url"] == "postgresql+psycopg://app:***@db:5432/eventix"
+    assert settings["db_pool_size"] == 10

@@ -1,0 +1,51 @@
+"""Tasks the acceptance tests run in real worker processes. Each records what it
+did in a per-process file under $EVENTIX_TEST_RECORD_DIR, so a test can count
+executions across processes (and across a worker killed with SIGKILL)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+from eventix_operator import task
+
+
+def _note(line: str) -> None:
+    path = Path(os.environ["EVENTIX_TEST_RECORD_DIR"]) / f"{os.getpid()}.log"
+    with path.open("a") as f:
+        f.write(line + "\n")
+
+
+@task(name="tests.record")
+def record(n: int) -> int:
+    _note(f"run {n}")
+    return n
+
+
+@task(name="tests.sleep")
+def sleep(n: int, seconds: float) -> int:
+    _note(f"start {n}")
+    time.sleep(seconds)
+    _note(f"end {n}")
+    return n
+
+
+@task(name="tests.async_sleep")
+async def async_sleep(n: int, seconds: float) -> int:
+    _note(f"start {n}")
+    await asyncio.sleep(seconds)
+    _note(f"end {n}")
+    return n
+
+
+@task(name="tests.fail")
+def fail(message: str = "boom") -> None:
+    _note("fail")
+    raise ValueError(message)
+
+
+@task(name="tests.unserialisable")
+def unserialisable() -> object:
+    return object()
