@@ -1,0 +1,35 @@
+import pytest
+from pydantic import ValidationError
+
+from eventix_operator.settings import Settings
+
+
+def test_plain_postgres_urls_get_the_psycopg_driver(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgres://u:p@h/db")
+    assert Settings().require_database_url() == "postgresql+psycopg://u:p@h/db"
+
+
+def test_prefixed_variable_wins_over_plain(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://plain/db")
+    monkeypatch.setenv("EVENTIX_DATABASE_URL", "postgresql://prefixed/db")
+    assert Settings().require_database_url().endswith("//prefixed/db")
+
+
+def test_missing_url_says_what_to_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.delenv("EVENTIX_DATABASE_URL", raising=False)
+    with pytest.raises(RuntimeError, match="DATABASE_URL is not set"):
+        Settings().require_database_url()
+
+
+def test_password_is_masked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://app:hunter2@db/x")
+    masked = Settings().masked()
+    assert "hunter2" not in str(masked)
+    assert masked["database_url"] == "postgresql+psycopg://app:***@db/x"
+
+
+def test_invalid_values_are_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EVENTIX_WORKER_CONCURRENCY", "0")
+    with pytest.raises(ValidationError, match="worker_concurrency"):
+        Settings()
