@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from eventix_operator.client import new_task
+from eventix_operator.db.schedules import ScheduleDefinition
 from eventix_operator.db.tasks import NewTask
 
 GROUP = "eventix.io"
@@ -57,4 +58,37 @@ def task_from_spec(
         k8s_uid=k8s_uid,
         schedule_uid=schedule_uid,
         schedule_time=schedule_time,
+    )
+
+
+def schedule_definition(
+    spec: Mapping[str, Any],
+    *,
+    uid: str,
+    namespace: str,
+    name: str,
+    generation: int,
+    created_at: datetime,
+) -> ScheduleDefinition:
+    """The stored form of an ``EventixSchedule`` spec; defaults as the CRD's."""
+    template = dict(spec.get("template") or {})
+    if not template.get("task"):
+        raise ValueError("spec.template.task is required")
+    deadline = spec.get("startingDeadlineSeconds")
+    return ScheduleDefinition(
+        uid=uid,
+        k8s_namespace=namespace,
+        k8s_name=name,
+        generation=generation,
+        expression=str(spec["schedule"]),
+        time_zone=str(spec.get("timeZone") or "UTC"),
+        suspend=bool(spec.get("suspend", False)),
+        concurrency_policy=str(spec.get("concurrencyPolicy", "Allow")),
+        starting_deadline_seconds=None if deadline is None else int(deadline),
+        catch_up=str(spec.get("catchUp", "Latest")),
+        max_catch_up_runs=int(spec.get("maxCatchUpRuns", 100)),
+        successful_runs_history_limit=int(spec.get("successfulRunsHistoryLimit", 3)),
+        failed_runs_history_limit=int(spec.get("failedRunsHistoryLimit", 1)),
+        template=template,
+        created_at=created_at,
     )

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import platformdirs
 import typer
 import yaml
+from sqlalchemy import Engine
 
 from eventix_operator.db.engine import make_engine
 from eventix_operator.db.migrate import upgrade
+from eventix_operator.db.schedules import ScheduleDefinition
 from eventix_operator.db.tasks import NewTask, insert_tasks_once
 from eventix_operator.embedded import EmbeddedPostgres
-from eventix_operator.registry import load_task_modules
-from eventix_operator.resources import task_from_spec
+from eventix_operator.registry import Registry, load_task_modules
+from eventix_operator.resources import schedule_definition, task_from_spec
+from eventix_operator.schedules.loop import SchedulerLoop
+from eventix_operator.schedules.scheduler import apply_schedule
 from eventix_operator.settings import Settings
 from eventix_operator.worker.run import run_worker, worker_config
 
@@ -23,34 +29,85 @@ def default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("eventix-operator")) / "pgdata"
 
 
-def load_manifests(directory: Path) -> list[NewTask]:
-    """EventixTask documents from every YAML file in ``directory``, keyed like
-    resources so that running `local` twice does not enqueue them twice."""
-    tasks: list[NewTask] = []
+@dataclass
+class Manifests:
+    tasks: list[NewTask] = field(default_factory=list)
+    schedules: list[ScheduleDefinition] = field(default_factory=list)
+
+
+def load_manifests(directory: Path, now: datetime) -> Manifests:
+    """EventixTask and EventixSchedule documents from the YAML files of ``directory``,
+    keyed as ``local:<namespace>/<name>`` so that running `local` again finds them."""
+    found = Manifests()
     files = sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")])
     if not files:
         raise ValueError(f"no YAML manifests in {directory}")
     for path in files:
         for doc in yaml.safe_load_all(path.read_text()):
-            if not doc or doc.get("kind") != "EventixTask":
+            kind = (doc or {}).get("kind")
+            if kind not in ("EventixTask", "EventixSchedule"):
                 continue
             meta = doc.get("metadata") or {}
             namespace, name = meta.get("namespace", "default"), meta.get("name")
             if not name:
-                raise ValueError(f"{path}: an EventixTask without metadata.name")
+                raise ValueError(f"{path}: a {kind} without metadata.name")
+            key = f"local:{namespace}/{name}"
+            spec = doc.get("spec") or {}
             try:
-                tasks.append(
-                    task_from_spec(
-                        doc.get("spec") or {},
-                        source="k8s",
-                        k8s_namespace=namespace,
-                        k8s_name=name,
-                        k8s_uid=f"local:{namespace}/{name}",
+                if kind == "EventixTask":
+                    found.tasks.append(
+                        task_from_spec(
+                            spec, source="k8s", k8s_namespace=namespace, k8s_name=name, k8s_uid=key
+                        )
                     )
-                )
+                else:
+                    found.schedules.append(
+                        schedule_definition(
+                            spec,
+                            uid=key,
+                            namespace=namespace,
+                            name=name,
+                            generation=1,
+                            created_at=now,
+                        )
+                    )
             except (KeyError, TypeError, ValueError) as exc:
-                raise ValueError(f"{path}: EventixTask {name}: {exc}") from exc
-    return tasks
+                raise ValueError(f"{path}: {kind} {name}: {exc}") from exc
+    return found
+
+
+def apply_manifests(engine: Engine, directory: Path, payload_limit: int) -> None:
+    found = load_manifests(directory, datetime.now(UTC))
+    with engine.begin() as conn:
+        new = insert_tasks_once(conn, found.tasks, payload_limit=payload_limit)
+        for definition in found.schedules:
+            record, error = apply_schedule(conn, definition, datetime.now(UTC))
+            if error:
+                raise ValueError(f"EventixSchedule {definition.k8s_name}: {error}")
+            typer.echo(
+                f"schedule {record.k8s_name}: {record.expression!r} in {record.time_zone}, "
+                f"next run {record.next_tick.isoformat() if record.next_tick else 'never'}",
+                err=True,
+            )
+    typer.echo(
+        f"{len(new)} new task(s) from {directory} ({len(found.tasks) - len(new)} already known), "
+        f"{len(found.schedules)} schedule(s)",
+        err=True,
+    )
+
+
+async def run_worker_and_scheduler(
+    settings: Settings, registry: Registry, queues: list[str], url: str
+) -> None:
+    engine = make_engine(settings, url)
+    scheduler = SchedulerLoop(engine, payload_limit=settings.max_payload_bytes)
+    scheduling = asyncio.create_task(scheduler.run())
+    try:
+        await run_worker(settings, registry, worker_config(settings, queues=queues), url)
+    finally:
+        scheduler.stop()
+        await scheduling
+        engine.dispose()
 
 
 def run_local(
@@ -76,16 +133,10 @@ def run_local(
         if before != after:
             typer.echo(f"schema upgraded to {after}", err=True)
         if manifests is not None:
-            tasks = load_manifests(manifests)
-            with engine.begin() as conn:
-                new = insert_tasks_once(conn, tasks, payload_limit=settings.max_payload_bytes)
-            typer.echo(
-                f"{len(new)} new task(s) from {manifests} ({len(tasks) - len(new)} already known)",
-                err=True,
-            )
+            apply_manifests(engine, manifests, settings.max_payload_bytes)
         engine.dispose()
         typer.echo(f"worker running tasks {registry.names()} — Ctrl-C to stop", err=True)
-        asyncio.run(run_worker(settings, registry, worker_config(settings, queues=queues), url))
+        asyncio.run(run_worker_and_scheduler(settings, registry, queues, url))
     finally:
         if server is not None:
             server.stop()

@@ -303,3 +303,213 @@ QUEUE_STATS: TextClause = text(
     ORDER BY namespace, status
     """
 )
+
+# -- Schedules ------------------------------------------------------------------
+
+#: Channel that wakes the scheduler when a schedule is created, changed or resumed.
+SCHEDULE_CHANNEL = "eventix_schedule_changed"
+
+_SCHEDULE_COLUMNS = """
+    uid, k8s_namespace, k8s_name, generation, expression, time_zone, suspend,
+    concurrency_policy, starting_deadline_seconds, catch_up, max_catch_up_runs,
+    successful_runs_history_limit, failed_runs_history_limit, template, error,
+    created_at, updated_at, last_tick, next_tick
+"""
+
+# -- name: upsert_schedule --
+# Create or update a schedule from its resource; the firing state (last_tick) is kept.
+UPSERT_SCHEDULE: TextClause = text(
+    f"""
+    INSERT INTO eventix_schedule (
+        uid, k8s_namespace, k8s_name, generation, expression, time_zone, suspend,
+        concurrency_policy, starting_deadline_seconds, catch_up, max_catch_up_runs,
+        successful_runs_history_limit, failed_runs_history_limit, template, error,
+        created_at, next_tick
+    ) VALUES (
+        :uid, :k8s_namespace, :k8s_name, :generation, :expression, :time_zone, :suspend,
+        :concurrency_policy, :starting_deadline_seconds, :catch_up, :max_catch_up_runs,
+        :successful_runs_history_limit, :failed_runs_history_limit, CAST(:template AS jsonb),
+        :error, :created_at, :next_tick
+    )
+    ON CONFLICT (uid) DO UPDATE SET
+        generation = EXCLUDED.generation,
+        expression = EXCLUDED.expression,
+        time_zone = EXCLUDED.time_zone,
+        suspend = EXCLUDED.suspend,
+        concurrency_policy = EXCLUDED.concurrency_policy,
+        starting_deadline_seconds = EXCLUDED.starting_deadline_seconds,
+        catch_up = EXCLUDED.catch_up,
+        max_catch_up_runs = EXCLUDED.max_catch_up_runs,
+        successful_runs_history_limit = EXCLUDED.successful_runs_history_limit,
+        failed_runs_history_limit = EXCLUDED.failed_runs_history_limit,
+        template = EXCLUDED.template,
+        error = EXCLUDED.error,
+        next_tick = EXCLUDED.next_tick,
+        updated_at = now()
+    RETURNING {_SCHEDULE_COLUMNS}
+    """
+)
+
+# -- name: get_schedule --
+GET_SCHEDULE: TextClause = text(
+    f"SELECT {_SCHEDULE_COLUMNS} FROM eventix_schedule WHERE uid = :uid"
+)
+
+# -- name: get_schedule_by_name --
+GET_SCHEDULE_BY_NAME: TextClause = text(
+    f"""
+    SELECT {_SCHEDULE_COLUMNS} FROM eventix_schedule
+    WHERE k8s_name = :name AND (CAST(:namespace AS text) IS NULL OR k8s_namespace = :namespace)
+    """
+)
+
+# -- name: lock_due_schedules --
+# Schedules with a tick due, locked so that one scheduler fires each (others skip it).
+LOCK_DUE_SCHEDULES: TextClause = text(
+    f"""
+    SELECT {_SCHEDULE_COLUMNS} FROM eventix_schedule
+    WHERE NOT suspend AND error IS NULL AND next_tick <= :now
+    ORDER BY next_tick
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+    """
+)
+
+# -- name: next_schedule_wake --
+NEXT_SCHEDULE_WAKE: TextClause = text(
+    "SELECT min(next_tick) FROM eventix_schedule WHERE NOT suspend AND error IS NULL"
+)
+
+# -- name: advance_schedule --
+ADVANCE_SCHEDULE: TextClause = text(
+    """
+    UPDATE eventix_schedule
+    SET last_tick = GREATEST(last_tick, :last_tick), next_tick = :next_tick, updated_at = now()
+    WHERE uid = :uid
+    """
+)
+
+# -- name: active_runs --
+# Runs of a schedule that have not finished, oldest tick first.
+ACTIVE_RUNS: TextClause = text(
+    """
+    SELECT uid, status FROM eventix_task
+    WHERE schedule_uid = :schedule_uid AND status IN ('scheduled', 'retry', 'processing')
+    ORDER BY schedule_time
+    """
+)
+
+# -- name: cancel_pending_runs --
+# Replace policy: runs that have not started give way to the new tick.
+CANCEL_PENDING_RUNS: TextClause = text(
+    """
+    UPDATE eventix_task
+    SET status = 'cancelled', finished_at = now(), updated_at = now(), revision = revision + 1,
+        error = jsonb_build_object('type', 'Replaced',
+                                   'message', 'replaced by the run of ' || :tick)
+    WHERE schedule_uid = :schedule_uid AND status IN ('scheduled', 'retry')
+    RETURNING uid
+    """
+)
+
+# -- name: trim_run_history --
+# Keep the newest N successful and M failed or cancelled runs of a schedule.
+TRIM_RUN_HISTORY: TextClause = text(
+    """
+    DELETE FROM eventix_task WHERE uid IN (
+        SELECT uid FROM (
+            SELECT uid, status = 'done' AS ok,
+                   row_number() OVER (PARTITION BY status = 'done'
+                                      ORDER BY schedule_time DESC) AS n
+            FROM eventix_task
+            WHERE schedule_uid = :schedule_uid AND status IN ('done', 'error', 'cancelled')
+        ) AS runs
+        WHERE (ok AND n > :keep_ok) OR (NOT ok AND n > :keep_failed)
+    )
+    """
+)
+
+# -- name: delete_schedule --
+# The schedule and every run it created, whatever their state: no orphans.
+DELETE_SCHEDULE_RUNS: TextClause = text("DELETE FROM eventix_task WHERE schedule_uid = :uid")
+DELETE_SCHEDULE: TextClause = text("DELETE FROM eventix_schedule WHERE uid = :uid")
+
+# -- name: notify_schedules --
+NOTIFY_SCHEDULES: TextClause = text(f"SELECT pg_notify('{SCHEDULE_CHANNEL}', :uid)")
+
+# -- name: schedule_runs --
+# Recent runs of schedules, newest first, for their resources' status.
+SCHEDULE_RUNS: TextClause = text(
+    """
+    SELECT schedule_uid, uid, status, attempts, schedule_time, finished_at
+    FROM (
+        SELECT *, row_number() OVER (PARTITION BY schedule_uid
+                                     ORDER BY schedule_time DESC) AS n
+        FROM eventix_task WHERE schedule_uid = ANY(CAST(:uids AS text[]))
+    ) AS runs
+    WHERE n <= :limit
+    ORDER BY schedule_uid, schedule_time DESC
+    """
+)
+
+# -- name: schedule_outcomes --
+# Last success and failure time of each schedule.
+SCHEDULE_OUTCOMES: TextClause = text(
+    """
+    SELECT schedule_uid,
+           max(finished_at) FILTER (WHERE status = 'done') AS last_success,
+           max(finished_at) FILTER (WHERE status = 'error') AS last_failure
+    FROM eventix_task WHERE schedule_uid = ANY(CAST(:uids AS text[]))
+    GROUP BY schedule_uid
+    """
+)
+
+# -- Resource-backed tasks ---------------------------------------------------
+
+# -- name: update_pending_resource_task --
+# A spec change of an EventixTask reaches its row while it has not started.
+UPDATE_PENDING_RESOURCE_TASK: TextClause = text(
+    f"""
+    UPDATE eventix_task
+    SET task = :task, args = CAST(:args AS jsonb), kwargs = CAST(:kwargs AS jsonb),
+        namespace = :namespace, priority = :priority,
+        eta = COALESCE(:eta, eta), max_retries = :max_retries,
+        error_eta_inc = :error_eta_inc, error_eta_max = :error_eta_max,
+        timeout_seconds = :timeout_seconds, store_result = :store_result,
+        result_expires = :result_expires, updated_at = now(), revision = revision + 1
+    WHERE k8s_uid = :k8s_uid AND status = 'scheduled' AND attempts = 0
+    RETURNING {_returning()}
+    """
+)
+
+# -- name: get_resource_task --
+GET_RESOURCE_TASK: TextClause = text(
+    f"SELECT {_returning()} FROM eventix_task WHERE k8s_uid = :k8s_uid AND source = 'k8s'"
+)
+
+# -- name: delete_resource_task --
+DELETE_RESOURCE_TASK: TextClause = text(
+    "DELETE FROM eventix_task WHERE k8s_uid = :k8s_uid AND source = 'k8s' RETURNING uid, status"
+)
+
+# -- name: changed_resource_tasks --
+# Resource-backed tasks changed since a moment, for status sync.
+CHANGED_RESOURCE_TASKS: TextClause = text(
+    f"""
+    SELECT {_returning()} FROM eventix_task
+    WHERE k8s_uid IS NOT NULL AND updated_at >= :since
+    ORDER BY updated_at
+    LIMIT :limit
+    """
+)
+
+# -- name: changed_schedules --
+# Schedules whose own row or whose runs changed since a moment.
+CHANGED_SCHEDULES: TextClause = text(
+    f"""
+    SELECT {_SCHEDULE_COLUMNS} FROM eventix_schedule s
+    WHERE s.updated_at >= :since
+       OR EXISTS (SELECT 1 FROM eventix_task t
+                  WHERE t.schedule_uid = s.uid AND t.updated_at >= :since)
+    """
+)

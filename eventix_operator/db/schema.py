@@ -127,11 +127,65 @@ task_table = Table(
         unique=True,
         postgresql_where=text("schedule_uid IS NOT NULL"),
     ),
+    # What status sync reads: resource-backed rows changed since its last pass.
+    Index(
+        "ix_eventix_task_k8s_updated",
+        "updated_at",
+        postgresql_where=text("k8s_uid IS NOT NULL"),
+    ),
+    Index(
+        "ix_eventix_task_schedule_runs",
+        "schedule_uid",
+        "status",
+        postgresql_where=text("schedule_uid IS NOT NULL"),
+    ),
     # One row per EventixTask resource: replayed create events change nothing.
     Index(
         "uq_eventix_task_k8s_uid",
         "k8s_uid",
         unique=True,
         postgresql_where=text("k8s_uid IS NOT NULL AND source = 'k8s'"),
+    ),
+)
+
+SCHEDULE_POLICIES = ("Allow", "Forbid", "Replace")
+CATCH_UP_POLICIES = ("Skip", "Latest", "All")
+
+#: One row per EventixSchedule resource; its ticks are rows of ``eventix_task``
+#: with ``schedule_uid`` and ``schedule_time`` set.
+schedule_table = Table(
+    "eventix_schedule",
+    metadata,
+    Column("uid", Text, primary_key=True),  # the resource's metadata.uid
+    Column("k8s_namespace", Text, nullable=False),
+    Column("k8s_name", Text, nullable=False),
+    Column("generation", Integer, nullable=False, server_default="0"),
+    Column("expression", Text, nullable=False),
+    Column("time_zone", Text, nullable=False, server_default="UTC"),
+    Column("suspend", Boolean, nullable=False, server_default=text("false")),
+    Column("concurrency_policy", Text, nullable=False, server_default="Allow"),
+    Column("starting_deadline_seconds", Integer),
+    Column("catch_up", Text, nullable=False, server_default="Latest"),
+    Column("max_catch_up_runs", Integer, nullable=False, server_default="100"),
+    Column("successful_runs_history_limit", Integer, nullable=False, server_default="3"),
+    Column("failed_runs_history_limit", Integer, nullable=False, server_default="1"),
+    Column("template", JSONB, nullable=False),
+    Column("error", Text),  # why the schedule cannot fire (bad expression or zone)
+    Column("created_at", DateTime(timezone=True), nullable=False),  # the resource's creation
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("last_tick", DateTime(timezone=True)),
+    Column("next_tick", DateTime(timezone=True)),
+    CheckConstraint(
+        "concurrency_policy IN (" + ", ".join(f"'{p}'" for p in SCHEDULE_POLICIES) + ")",
+        name="concurrency_policy",
+    ),
+    CheckConstraint(
+        "catch_up IN (" + ", ".join(f"'{p}'" for p in CATCH_UP_POLICIES) + ")", name="catch_up"
+    ),
+    CheckConstraint("max_catch_up_runs >= 1", name="max_catch_up_runs"),
+    Index(
+        "ix_eventix_schedule_due",
+        "next_tick",
+        postgresql_where=text("NOT suspend AND error IS NULL"),
     ),
 )

@@ -281,6 +281,43 @@ def cancel_task(conn: Connection, uid: str) -> TaskRecord | None:
     return TaskRecord.from_row(row) if row else None
 
 
+def get_resource_task(conn: Connection, k8s_uid: str) -> TaskRecord | None:
+    row = conn.execute(queries.GET_RESOURCE_TASK, {"k8s_uid": k8s_uid}).mappings().first()
+    return TaskRecord.from_row(row) if row else None
+
+
+def update_pending_resource_task(
+    conn: Connection, k8s_uid: str, task: NewTask, *, payload_limit: int
+) -> TaskRecord | None:
+    """Carry a spec change to the row of a task that has not started; None if it has."""
+    p = insert_params([task], payload_limit=payload_limit)
+    params = {
+        "k8s_uid": k8s_uid,
+        **{k: p[k][0] for k in ("task", "args", "kwargs", "namespace", "priority", "eta")},
+        **{k: p[k][0] for k in ("max_retries", "error_eta_inc", "error_eta_max")},
+        **{k: p[k][0] for k in ("timeout_seconds", "store_result", "result_expires")},
+    }
+    row = conn.execute(queries.UPDATE_PENDING_RESOURCE_TASK, params).mappings().first()
+    return TaskRecord.from_row(row) if row else None
+
+
+def delete_resource_task(conn: Connection, k8s_uid: str) -> str | None:
+    """Remove the row of a deleted resource; its former status, or None if there was none.
+
+    A worker still running it finishes, and its result goes nowhere: recording is
+    guarded by the lease and finds no row.
+    """
+    row = conn.execute(queries.DELETE_RESOURCE_TASK, {"k8s_uid": k8s_uid}).first()
+    return None if row is None else str(row.status)
+
+
+def changed_resource_tasks(
+    conn: Connection, since: datetime, limit: int = 5000
+) -> list[TaskRecord]:
+    rows = conn.execute(queries.CHANGED_RESOURCE_TASKS, {"since": since, "limit": limit})
+    return [TaskRecord.from_row(r) for r in rows.mappings()]
+
+
 @dataclass(frozen=True, slots=True)
 class QueueStat:
     queue: str

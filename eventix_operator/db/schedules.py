@@ -1,0 +1,171 @@
+"""Schedule rows and the task rows their ticks create: run queries, map rows."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, RowMapping
+
+from eventix_operator.db import queries
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleRecord:
+    uid: str
+    k8s_namespace: str
+    k8s_name: str
+    generation: int
+    expression: str
+    time_zone: str
+    suspend: bool
+    concurrency_policy: str
+    starting_deadline_seconds: int | None
+    catch_up: str
+    max_catch_up_runs: int
+    successful_runs_history_limit: int
+    failed_runs_history_limit: int
+    template: dict[str, Any]
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+    last_tick: datetime | None
+    next_tick: datetime | None
+
+    @classmethod
+    def from_row(cls, row: RowMapping) -> ScheduleRecord:
+        return cls(**row)
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleDefinition:
+    """A schedule as its resource declares it (the operator's reconcile input)."""
+
+    uid: str
+    k8s_namespace: str
+    k8s_name: str
+    generation: int
+    expression: str
+    time_zone: str
+    suspend: bool
+    concurrency_policy: str
+    starting_deadline_seconds: int | None
+    catch_up: str
+    max_catch_up_runs: int
+    successful_runs_history_limit: int
+    failed_runs_history_limit: int
+    template: dict[str, Any]
+    created_at: datetime
+
+
+def upsert_schedule(
+    conn: Connection,
+    definition: ScheduleDefinition,
+    *,
+    error: str | None,
+    next_tick: datetime | None,
+) -> ScheduleRecord:
+    params = {
+        **{f: getattr(definition, f) for f in definition.__dataclass_fields__},
+        "template": json.dumps(definition.template),
+        "error": error,
+        "next_tick": next_tick,
+    }
+    row = conn.execute(queries.UPSERT_SCHEDULE, params).mappings().one()
+    conn.execute(queries.NOTIFY_SCHEDULES, {"uid": definition.uid})
+    return ScheduleRecord.from_row(row)
+
+
+def get_schedule(conn: Connection, uid: str) -> ScheduleRecord | None:
+    row = conn.execute(queries.GET_SCHEDULE, {"uid": uid}).mappings().first()
+    return ScheduleRecord.from_row(row) if row else None
+
+
+def find_schedules(conn: Connection, name: str, namespace: str | None) -> list[ScheduleRecord]:
+    rows = conn.execute(queries.GET_SCHEDULE_BY_NAME, {"name": name, "namespace": namespace})
+    return [ScheduleRecord.from_row(r) for r in rows.mappings()]
+
+
+def lock_due_schedules(conn: Connection, now: datetime, limit: int = 100) -> list[ScheduleRecord]:
+    rows = conn.execute(queries.LOCK_DUE_SCHEDULES, {"now": now, "limit": limit}).mappings()
+    return [ScheduleRecord.from_row(r) for r in rows]
+
+
+def next_schedule_wake(conn: Connection) -> datetime | None:
+    value: datetime | None = conn.execute(queries.NEXT_SCHEDULE_WAKE).scalar()
+    return value
+
+
+def advance_schedule(
+    conn: Connection, uid: str, *, last_tick: datetime | None, next_tick: datetime | None
+) -> None:
+    conn.execute(
+        queries.ADVANCE_SCHEDULE, {"uid": uid, "last_tick": last_tick, "next_tick": next_tick}
+    )
+
+
+def active_runs(conn: Connection, schedule_uid: str) -> list[tuple[str, str]]:
+    rows = conn.execute(queries.ACTIVE_RUNS, {"schedule_uid": schedule_uid})
+    return [(str(r.uid), r.status) for r in rows]
+
+
+def cancel_pending_runs(conn: Connection, schedule_uid: str, tick: datetime) -> list[str]:
+    params = {"schedule_uid": schedule_uid, "tick": tick.isoformat()}
+    return [str(r.uid) for r in conn.execute(queries.CANCEL_PENDING_RUNS, params)]
+
+
+def trim_run_history(conn: Connection, schedule: ScheduleRecord) -> int:
+    params = {
+        "schedule_uid": schedule.uid,
+        "keep_ok": schedule.successful_runs_history_limit,
+        "keep_failed": schedule.failed_runs_history_limit,
+    }
+    return conn.execute(queries.TRIM_RUN_HISTORY, params).rowcount
+
+
+def delete_schedule(conn: Connection, uid: str) -> int:
+    """Remove a schedule and all its runs; returns how many runs went with it."""
+    runs = conn.execute(queries.DELETE_SCHEDULE_RUNS, {"uid": uid}).rowcount
+    conn.execute(queries.DELETE_SCHEDULE, {"uid": uid})
+    return runs
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    task_uid: str
+    status: str
+    attempts: int
+    time: datetime
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleHistory:
+    runs: list[Run]
+    last_success: datetime | None
+    last_failure: datetime | None
+
+
+def schedule_history(
+    conn: Connection, uids: Sequence[str], limit: int = 10
+) -> dict[str, ScheduleHistory]:
+    """Recent runs and last outcome times of each schedule, for resource status."""
+    history = {uid: ScheduleHistory([], None, None) for uid in uids}
+    params = {"uids": list(uids), "limit": limit}
+    for r in conn.execute(queries.SCHEDULE_RUNS, params):
+        history[r.schedule_uid].runs.append(
+            Run(str(r.uid), r.status, r.attempts, r.schedule_time, r.finished_at)
+        )
+    for r in conn.execute(queries.SCHEDULE_OUTCOMES, {"uids": list(uids)}):
+        history[r.schedule_uid] = ScheduleHistory(
+            history[r.schedule_uid].runs, r.last_success, r.last_failure
+        )
+    return history
+
+
+def changed_schedules(conn: Connection, since: datetime) -> list[ScheduleRecord]:
+    rows = conn.execute(queries.CHANGED_SCHEDULES, {"since": since}).mappings()
+    return [ScheduleRecord.from_row(r) for r in rows]

@@ -1,0 +1,144 @@
+"""Firing schedules: from due schedule rows to task rows, exactly once per tick.
+
+Each tick becomes a task keyed by (schedule uid, tick instant in UTC) under a
+unique index, and due schedules are locked with SKIP LOCKED, so any number of
+scheduler loops (operator replicas, restarts, `eventix local`) agree: a tick is
+inserted at most once, and whoever holds the lock makes sure it is inserted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection
+
+from eventix_operator.db import schedules as schedule_db
+from eventix_operator.db.schedules import ScheduleDefinition, ScheduleRecord
+from eventix_operator.db.tasks import insert_tasks_once
+from eventix_operator.resources import task_from_spec
+from eventix_operator.schedules.catchup import plan_catch_up
+from eventix_operator.schedules.ticks import CronSchedule, ScheduleError, parse_schedule
+
+
+@dataclass
+class ScheduleFiring:
+    """What happened to one schedule in one pass, for events and metrics."""
+
+    schedule: ScheduleRecord
+    fired: list[tuple[datetime, str]] = field(default_factory=list)  # (tick, task uid)
+    skipped_forbid: list[datetime] = field(default_factory=list)
+    replaced: list[str] = field(default_factory=list)
+    missed: bool = False
+    dropped_beyond_bound: bool = False
+    error: str | None = None
+
+
+def apply_schedule(
+    conn: Connection, definition: ScheduleDefinition, now: datetime
+) -> tuple[ScheduleRecord, str | None]:
+    """Store a schedule from its resource; the second value is why it cannot fire
+    (an expression or time zone only the operator can judge), or None."""
+    existing = schedule_db.get_schedule(conn, definition.uid)
+    try:
+        cron = parse_schedule(definition.expression, definition.time_zone)
+    except ScheduleError as exc:
+        record = schedule_db.upsert_schedule(conn, definition, error=str(exc), next_tick=None)
+        return record, str(exc)
+    since = existing.last_tick if existing and existing.last_tick else definition.created_at
+    # A tick due while the operator was away is due now; the catch-up policy decides.
+    next_tick = cron.next_after(since)
+    return schedule_db.upsert_schedule(conn, definition, error=None, next_tick=next_tick), None
+
+
+def fire_due(conn: Connection, now: datetime, *, payload_limit: int) -> list[ScheduleFiring]:
+    """Fire every due tick of every schedule this caller can lock, in the caller's
+    transaction; commit to make them visible (and to release the locks)."""
+    return [
+        fire_schedule(conn, s, now, payload_limit=payload_limit)
+        for s in schedule_db.lock_due_schedules(conn, now)
+    ]
+
+
+def fire_schedule(
+    conn: Connection, schedule: ScheduleRecord, now: datetime, *, payload_limit: int
+) -> ScheduleFiring:
+    report = ScheduleFiring(schedule)
+    try:
+        cron = parse_schedule(schedule.expression, schedule.time_zone)
+    except ScheduleError as exc:  # stored before this version judged it bad
+        report.error = str(exc)
+        schedule_db.advance_schedule(conn, schedule.uid, last_tick=None, next_tick=None)
+        return report
+    plan = plan_catch_up(
+        cron,
+        last_tick=schedule.last_tick,
+        created_at=schedule.created_at,
+        now=now,
+        policy=schedule.catch_up,
+        starting_deadline_seconds=schedule.starting_deadline_seconds,
+        max_catch_up_runs=schedule.max_catch_up_runs,
+    )
+    report.missed = plan.missed
+    report.dropped_beyond_bound = plan.dropped_beyond_bound
+    for tick in plan.fire:
+        if schedule.concurrency_policy != "Allow" and schedule_db.active_runs(conn, schedule.uid):
+            if schedule.concurrency_policy == "Forbid":
+                report.skipped_forbid.append(tick)
+                continue
+            report.replaced.extend(schedule_db.cancel_pending_runs(conn, schedule.uid, tick))
+        uid = _insert_tick(conn, schedule, tick, payload_limit)
+        if uid is not None:
+            report.fired.append((tick, uid))
+    schedule_db.advance_schedule(
+        conn, schedule.uid, last_tick=cron.latest_until(now), next_tick=plan.next_tick
+    )
+    schedule_db.trim_run_history(conn, schedule)
+    return report
+
+
+def _insert_tick(
+    conn: Connection, schedule: ScheduleRecord, tick: datetime, payload_limit: int
+) -> str | None:
+    task = task_from_spec(
+        schedule.template,
+        source="schedule",
+        k8s_namespace=schedule.k8s_namespace,
+        k8s_name=schedule.k8s_name,
+        schedule_uid=schedule.uid,
+        schedule_time=tick,
+    )
+    inserted = insert_tasks_once(conn, [task], payload_limit=payload_limit)
+    return task.uid if inserted else None
+
+
+def backfill(
+    conn: Connection,
+    schedule: ScheduleRecord,
+    start: datetime,
+    end: datetime,
+    *,
+    payload_limit: int,
+    limit: int = 10_000,
+) -> tuple[list[datetime], list[datetime]]:
+    """Create the runs of every tick in [start, end]; ticks that ran already are
+    left alone through the same unique key. Returns (created, existing)."""
+    cron = parse_schedule(schedule.expression, schedule.time_zone)
+    created: list[datetime] = []
+    existing: list[datetime] = []
+    for i, tick in enumerate(_ticks_between(cron, start, end)):
+        if i >= limit:
+            raise ValueError(f"more than {limit} ticks in that range; narrow it")
+        if _insert_tick(conn, schedule, tick, payload_limit) is None:
+            existing.append(tick)
+        else:
+            created.append(tick)
+    return created, existing
+
+
+def _ticks_between(cron: CronSchedule, start: datetime, end: datetime) -> Iterator[datetime]:
+    for tick in cron.ticks_after(start - timedelta(microseconds=1)):
+        if tick > end:
+            return
+        yield tick
