@@ -28,9 +28,9 @@ does not pause for an hour); wall-clock times inside a gap do not exist and do
 not fire (the cadence goes on across the gap: ``*/15`` fires at 01:45 CET and
 then at 03:00 CEST, fifteen real minutes apart). This is Debian's rule for
 wildcard jobs, with its consequence: ``*/5 2 * * *`` in Europe/Berlin fires 24
-times on the autumn day and not at all on the spring day. The DESIGN's "fires once" wording describes fixed-time jobs;
-applied to cadences it would stall a per-second schedule for an hour every
-autumn.
+times on the autumn day and not at all on the spring day. The DESIGN's "fires
+once" wording describes fixed-time jobs; applied to cadences it would stall a
+per-second schedule for an hour every autumn.
 
 Either way, ticks are strictly increasing instants, never repeated, which is
 what the (schedule, tick instant) unique key needs.
