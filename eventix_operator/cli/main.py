@@ -13,21 +13,25 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
+from zoneinfo import ZoneInfo
 
 import typer
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
 from eventix_operator.client import new_task
+from eventix_operator.db import schedules as schedule_db
 from eventix_operator.db import tasks as task_db
 from eventix_operator.db.engine import make_engine
 from eventix_operator.db.migrate import upgrade
 from eventix_operator.logs import configure_logging
 from eventix_operator.registry import load_task_modules
+from eventix_operator.schedules.scheduler import backfill
+from eventix_operator.schedules.ticks import parse_schedule, preview
 from eventix_operator.settings import Settings, get_settings
 from eventix_operator.worker.run import run_worker, worker_config
 
@@ -40,8 +44,10 @@ app = typer.Typer(
 )
 tasks_app = typer.Typer(help="Inspect and manage tasks.", no_args_is_help=True)
 queue_app = typer.Typer(help="Queue statistics.", no_args_is_help=True)
+schedule_app = typer.Typer(help="Preview and backfill schedules.", no_args_is_help=True)
 app.add_typer(tasks_app, name="tasks")
 app.add_typer(queue_app, name="queue")
+app.add_typer(schedule_app, name="schedule")
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -260,6 +266,63 @@ def queue_stats(output: Annotated[Output, typer.Option()] = Output.table) -> Non
     for s in stats:
         oldest = "" if s.oldest_due_seconds is None else f"{s.oldest_due_seconds:.1f}"
         typer.echo(f"{s.queue[:20]:20}  {s.status:10}  {s.count:>8}  {s.due:>8}  {oldest}")
+
+
+def _aware(value: datetime, zone: str) -> datetime:
+    """A time without an offset is read in the schedule's zone, as people write it."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=ZoneInfo(zone))
+
+
+@schedule_app.command("preview")
+@user_errors
+def schedule_preview(
+    expression: Annotated[
+        str, typer.Argument(help="Cron (5 or 6 fields, seconds first) or @daily…")
+    ],
+    tz: Annotated[str, typer.Option("--tz", help="IANA time zone.")] = "UTC",
+    start: Annotated[
+        str | None, typer.Option("--from", help="Start (ISO 8601; no offset: in --tz).")
+    ] = None,
+    count: Annotated[int, typer.Option(min=1, max=10_000)] = 10,
+    output: Annotated[Output, typer.Option()] = Output.table,
+) -> None:
+    """Print the next fire times, in the zone and in UTC."""
+    cron = parse_schedule(expression, tz)
+    begin = _aware(parse_time(start, "--from") or datetime.now(UTC), tz)
+    ticks = preview(cron, begin, count)
+    if output is Output.json:
+        rows = [{"local": t.local.isoformat(), "utc": t.utc.isoformat()} for t in ticks]
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    typer.echo(f"{'IN ' + tz:32}  UTC")
+    for t in ticks:
+        typer.echo(f"{t.local.isoformat():32}  {t.utc.isoformat()}")
+
+
+@schedule_app.command("backfill")
+@user_errors
+def schedule_backfill(
+    name: Annotated[str, typer.Argument(help="EventixSchedule name.")],
+    start: Annotated[str, typer.Option("--from", help="First instant (ISO 8601).")],
+    end: Annotated[str, typer.Option("--to", help="Last instant (ISO 8601).")],
+    namespace: Annotated[str | None, typer.Option(help="Kubernetes namespace.")] = None,
+) -> None:
+    """Create the runs of every tick in a range; ticks that ran already are left alone."""
+    with engine().begin() as conn:
+        found = schedule_db.find_schedules(conn, name, namespace)
+        if not found:
+            fail(f"no schedule named {name!r}" + (f" in {namespace}" if namespace else ""))
+        if len(found) > 1:
+            fail(f"{name!r} exists in several namespaces; pass --namespace")
+        schedule = found[0]
+        first = _aware(parse_time(start, "--from"), schedule.time_zone)  # type: ignore[arg-type]
+        last = _aware(parse_time(end, "--to"), schedule.time_zone)  # type: ignore[arg-type]
+        if last < first:
+            fail("--to is before --from")
+        created, existing = backfill(
+            conn, schedule, first, last, payload_limit=settings().max_payload_bytes
+        )
+    typer.echo(f"{len(created)} run(s) created, {len(existing)} tick(s) had run already")
 
 
 @app.command()

@@ -109,3 +109,48 @@ def test_config_masks_the_password(processes: Processes) -> None:
     assert "s3cret" not in result.stdout
     assert settings["database_url"] == "postgresql+psycopg://app:***@db:5432/eventix"
     assert settings["db_pool_size"] == 10
+
+
+def test_schedule_preview_shows_the_zone_and_utc(processes: Processes) -> None:
+    result = processes.cli(
+        "schedule", "preview", "30 2 * * *", "--tz", "Europe/Berlin",
+        "--from", "2026-03-28T00:00", "--count", "2", "--output", "json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    # 02:30 does not exist on 2026-03-29 in Berlin: it fires once, right after the gap
+    assert json.loads(result.stdout) == [
+        {"local": "2026-03-28T02:30:00+01:00", "utc": "2026-03-28T01:30:00+00:00"},
+        {"local": "2026-03-29T03:00:00+02:00", "utc": "2026-03-29T01:00:00+00:00"},
+    ]
+
+
+def test_schedule_preview_rejects_a_bad_expression(processes: Processes) -> None:
+    result = processes.cli("schedule", "preview", "* * *")
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: schedule '* * *' has 3 fields")
+
+
+def test_schedule_backfill_creates_each_tick_once(processes: Processes, engine: Engine) -> None:
+    from datetime import UTC, datetime
+
+    from eventix_operator.resources import schedule_definition
+    from eventix_operator.schedules.scheduler import apply_schedule
+
+    created = datetime(2026, 1, 1, tzinfo=UTC)
+    definition = schedule_definition(
+        {"schedule": "0 * * * *", "template": {"task": "t"}},
+        uid="u1", namespace="team", name="hourly", generation=1, created_at=created,
+    )  # fmt: skip
+    with engine.begin() as conn:
+        apply_schedule(conn, definition, created)
+    args = ["schedule", "backfill", "hourly", "--from", "2026-01-01T00:00:00Z",
+            "--to", "2026-01-01T05:00:00Z"]  # fmt: skip
+    first = processes.cli(*args)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.strip() == "6 run(s) created, 0 tick(s) had run already"
+    again = processes.cli(*args)
+    assert again.stdout.strip() == "0 run(s) created, 6 tick(s) had run already"
+    missing = processes.cli("schedule", "backfill", "nope", "--from", "2026-01-01", "--to",
+                            "2026-01-02")  # fmt: skip
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == "error: no schedule named 'nope'"
