@@ -1,85 +1,13 @@
-"""Real worker processes (`python -m eventix_operator worker …`) against the test database."""
-
-from __future__ import annotations
-
-import os
-import signal
-import subprocess
-import sys
-import time
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-class Processes:
-    def __init__(self, database_url: str, record_dir: Path, log_dir: Path) -> None:
-        self.database_url = database_url
-        self.record_dir = record_dir
-        self.log_dir = log_dir
-        self.procs: list[subprocess.Popen[bytes]] = []
-
-    def env(self, **extra: str) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(
-            DATABASE_URL=self.database_url,
-            EVENTIX_TEST_RECORD_DIR=str(self.record_dir),
-            EVENTIX_LOG_LEVEL="WARNING",
-            EVENTIX_WORKER_POLL_INTERVAL="0.5",
-        )
-        env.update(extra)
-        return env
-
-    def worker(self, *args: str, **env: str) -> subprocess.Popen[bytes]:
-        log = (self.log_dir / f"worker-{len(self.procs)}.log").open("wb")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "eventix_operator", "worker",
-             "--tasks", "tests.acceptance.worker_tasks", *args],
-            cwd=ROOT, env=self.env(**env), stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        self.procs.append(proc)
-        return proc
-
-    def cli(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "eventix_operator", *args],
-            cwd=ROOT, env=self.env(**env), capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-
-    def executions(self) -> Counter[str]:
-        lines: Counter[str] = Counter()
-        for path in self.record_dir.glob("*.log"):
-            lines.update(path.read_text().splitlines())
-        return lines
-
-    def wait_for(self, predicate: object, timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():  # type: ignore[operator]
-                return
-            time.sleep(0.05)
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}; logs: {self.logs()}")
-
-    def logs(self) -> str:
-        return "\n".join(
-            f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(self.log_dir.glob("*.log"))
-        )
-
-    def stop_all(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-            proc.wait(10)
+from tests.support.processes import Processes, make_processes
 
 
 @pytest.fixture
 def processes(database_url: str, tmp_path: Path) -> Iterator[Processes]:
-    (tmp_path / "records").mkdir()
-    (tmp_path / "logs").mkdir()
-    procs = Processes(database_url, tmp_path / "records", tmp_path / "logs")
+    procs = make_processes(database_url, tmp_path)
     yield procs
     procs.stop_all()

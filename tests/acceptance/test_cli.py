@@ -7,7 +7,7 @@ import json
 import pytest
 from sqlalchemy import Engine, text
 
-from tests.acceptance.conftest import Processes
+from tests.support.processes import Processes
 
 
 def test_enqueue_run_show_retry(processes: Processes, engine: Engine) -> None:

@@ -10,8 +10,8 @@ from sqlalchemy import Engine, text
 
 from eventix_operator import enqueue, enqueue_many
 from eventix_operator.db import tasks as task_db
-from tests.acceptance.conftest import Processes
 from tests.support.postgres import PostgresServer
+from tests.support.processes import Processes
 
 
 def counts(engine: Engine) -> dict[str, int]:
