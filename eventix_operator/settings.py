@@ -69,6 +69,12 @@ class Settings(BaseSettings):
     max_payload_bytes: int = Field(
         1_000_000, ge=1, description="Largest JSON args+kwargs or result accepted for one task."
     )
+    operator_delete_timeout: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds a deleted resource waits for an unreachable database before "
+        "the operator releases it anyway (with a Warning event).",
+    )
     log_format: str = Field("console", description="`console` or `json`.")
     log_level: str = Field("INFO", description="Python logging level name.")
 

@@ -351,5 +351,29 @@ def local(
     )
 
 
+@app.command()
+@user_errors
+def operator(
+    namespace: Annotated[
+        list[str] | None,
+        typer.Option("--namespace", "-n", help="Watch only these namespaces (default: all)."),
+    ] = None,
+    peering: Annotated[
+        str | None,
+        typer.Option(help="Kopf peering object shared by the replicas (default: run alone)."),
+    ] = None,
+    priority: Annotated[int, typer.Option(help="Peering priority; the highest one acts.")] = 0,
+    liveness: Annotated[
+        str | None, typer.Option(help="Liveness endpoint, e.g. http://0.0.0.0:8080/healthz.")
+    ] = "http://0.0.0.0:8080/healthz",
+) -> None:
+    """Reconcile EventixTask and EventixSchedule resources into the database, fire
+    schedules, and sync status back. Migrates the schema at start."""
+    from eventix_operator.operator.main import run_operator
+
+    settings()
+    run_operator(namespaces=namespace or [], peering=peering, priority=priority, liveness=liveness)
+
+
 def main() -> None:
     app()

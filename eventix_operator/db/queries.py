@@ -467,17 +467,15 @@ SCHEDULE_OUTCOMES: TextClause = text(
 # -- Resource-backed tasks ---------------------------------------------------
 
 # -- name: update_pending_resource_task --
-# A spec change of an EventixTask reaches its row while it has not started.
+# The mutable fields of an EventixTask (priority, eta) reach its row while it has
+# not started; a delay counts from the row's creation, as it did at enqueue.
 UPDATE_PENDING_RESOURCE_TASK: TextClause = text(
     f"""
     UPDATE eventix_task
-    SET task = :task, args = CAST(:args AS jsonb), kwargs = CAST(:kwargs AS jsonb),
-        namespace = :namespace, priority = :priority,
-        eta = COALESCE(:eta, eta), max_retries = :max_retries,
-        error_eta_inc = :error_eta_inc, error_eta_max = :error_eta_max,
-        timeout_seconds = :timeout_seconds, store_result = :store_result,
-        result_expires = :result_expires, updated_at = now(), revision = revision + 1
-    WHERE k8s_uid = :k8s_uid AND status = 'scheduled' AND attempts = 0
+    SET priority = :priority,
+        eta = COALESCE(:eta, created_at + make_interval(secs => :delay), eta),
+        updated_at = now(), revision = revision + 1
+    WHERE k8s_uid = :k8s_uid AND source = 'k8s' AND status = 'scheduled' AND attempts = 0
     RETURNING {_returning()}
     """
 )

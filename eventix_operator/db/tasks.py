@@ -287,16 +287,10 @@ def get_resource_task(conn: Connection, k8s_uid: str) -> TaskRecord | None:
 
 
 def update_pending_resource_task(
-    conn: Connection, k8s_uid: str, task: NewTask, *, payload_limit: int
+    conn: Connection, k8s_uid: str, *, priority: int, eta: datetime | None, delay: float | None
 ) -> TaskRecord | None:
-    """Carry a spec change to the row of a task that has not started; None if it has."""
-    p = insert_params([task], payload_limit=payload_limit)
-    params = {
-        "k8s_uid": k8s_uid,
-        **{k: p[k][0] for k in ("task", "args", "kwargs", "namespace", "priority", "eta")},
-        **{k: p[k][0] for k in ("max_retries", "error_eta_inc", "error_eta_max")},
-        **{k: p[k][0] for k in ("timeout_seconds", "store_result", "result_expires")},
-    }
+    """Carry a change of priority or eta to a task that has not started; None if it has."""
+    params = {"k8s_uid": k8s_uid, "priority": priority, "eta": eta, "delay": delay}
     row = conn.execute(queries.UPDATE_PENDING_RESOURCE_TASK, params).mappings().first()
     return TaskRecord.from_row(row) if row else None
 

@@ -92,3 +92,12 @@ def make_processes(database_url: str, base: Path) -> Processes:
     (base / "records").mkdir(parents=True)
     (base / "logs").mkdir()
     return Processes(database_url, base / "records", base / "logs")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port

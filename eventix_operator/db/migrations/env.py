@@ -6,6 +6,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection, create_engine
 
+from eventix_operator.db import trigger_schema  # noqa: F401  (adds the trigger table to metadata)
 from eventix_operator.db.schema import metadata
 from eventix_operator.settings import get_settings
 

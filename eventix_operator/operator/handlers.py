@@ -1,0 +1,206 @@
+"""Kopf handlers: thin, typed, each a call into reconcile.py.
+
+Kopf keeps its progress in annotations (``eventix.io/…``), never in ``status``,
+so the status schema stays ours. Sync handlers run in kopf's thread pool,
+where blocking database calls belong.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import kopf
+from sqlalchemy.exc import DBAPIError
+
+from eventix_operator.operator import reconcile
+from eventix_operator.operator.kube import ResourceRef
+from eventix_operator.operator.reconcile import Reconciled
+from eventix_operator.operator.runtime import Runtime
+from eventix_operator.operator.status import FINISHED_PHASES
+from eventix_operator.resources import GROUP, VERSION
+from eventix_operator.settings import get_settings
+
+TASKS = "eventixtasks"
+SCHEDULES = "eventixschedules"
+
+
+def runtime_of(memo: kopf.Memo) -> Runtime:
+    rt: Runtime = memo["runtime"]
+    return rt
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+@kopf.on.startup()
+async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
+    settings.posting.level = logging.WARNING  # our own events say what a person needs
+    settings.execution.max_workers = 20
+    settings.watching.server_timeout = 300
+    rt = await asyncio.to_thread(Runtime.create, get_settings())
+    rt.launch()
+    memo["runtime"] = rt
+
+
+@kopf.on.cleanup()
+async def stop(memo: kopf.Memo, **_: Any) -> None:
+    if "runtime" in memo:
+        await runtime_of(memo).stop()
+
+
+def _publish(rt: Runtime, ref: ResourceRef, result: Reconciled, patch: kopf.Patch) -> None:
+    patch.status.update(result.status)
+    rt.sync.remember(ref.uid, result.status)
+    for type_, reason, message in result.events:
+        rt.kube.event(ref, type_=type_, reason=reason, message=message)
+
+
+def _database_down(exc: DBAPIError) -> kopf.TemporaryError:
+    return kopf.TemporaryError(f"database unavailable: {str(exc).splitlines()[0]}", delay=5)
+
+
+# -- EventixTask ------------------------------------------------------------------
+
+
+@kopf.on.resume(GROUP, VERSION, TASKS, id="enqueue")
+@kopf.on.create(GROUP, VERSION, TASKS, id="enqueue")
+def enqueue(
+    spec: kopf.Spec,
+    meta: kopf.Meta,
+    status: kopf.Status,
+    memo: kopf.Memo,
+    patch: kopf.Patch,
+    **_: Any,
+) -> None:
+    rt = runtime_of(memo)
+    ref = ResourceRef(TASKS, str(meta.namespace), str(meta.name), str(meta.uid))
+    try:
+        result = reconcile.enqueue_task(
+            rt.engine,
+            ref,
+            spec,
+            generation=int(meta.get("generation", 1)),
+            previous=status,
+            payload_limit=rt.settings.max_payload_bytes,
+            now=now(),
+        )
+    except DBAPIError as exc:
+        raise _database_down(exc) from exc
+    _publish(rt, ref, result, patch)
+
+
+@kopf.on.update(GROUP, VERSION, TASKS, id="update", field="spec")
+def update(
+    spec: kopf.Spec,
+    meta: kopf.Meta,
+    status: kopf.Status,
+    memo: kopf.Memo,
+    patch: kopf.Patch,
+    **_: Any,
+) -> None:
+    rt = runtime_of(memo)
+    ref = ResourceRef(TASKS, str(meta.namespace), str(meta.name), str(meta.uid))
+    try:
+        result = reconcile.update_task(
+            rt.engine,
+            ref,
+            spec,
+            generation=int(meta.get("generation", 1)),
+            previous=status,
+            now=now(),
+        )
+    except DBAPIError as exc:
+        raise _database_down(exc) from exc
+    _publish(rt, ref, result, patch)
+
+
+@kopf.on.delete(GROUP, VERSION, TASKS, id="remove")
+def remove(meta: kopf.Meta, memo: kopf.Memo, runtime: timedelta, **_: Any) -> None:
+    rt = runtime_of(memo)
+    ref = ResourceRef(TASKS, str(meta.namespace), str(meta.name), str(meta.uid))
+    _delete(rt, ref, runtime, lambda: reconcile.delete_task(rt.engine, ref))
+    rt.sync.forget(ref.uid)
+
+
+def _delete(rt: Runtime, ref: ResourceRef, elapsed: timedelta, action: Any) -> None:
+    """Run a deletion; while the database is down retry, but never hold the
+    resource longer than ``EVENTIX_OPERATOR_DELETE_TIMEOUT``."""
+    try:
+        action()
+    except DBAPIError as exc:
+        limit = rt.settings.operator_delete_timeout
+        if elapsed.total_seconds() < limit:
+            raise _database_down(exc) from exc
+        rt.kube.event(
+            ref,
+            type_="Warning",
+            reason="CleanupAbandoned",
+            message=f"the database was unreachable for {limit:.0f}s; the resource is released "
+            "and what it created in the database may remain",
+        )
+
+
+def _finished_with_ttl(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
+    return spec.get("ttlSecondsAfterFinished") is not None and (
+        status.get("phase") in FINISHED_PHASES and bool(status.get("finishedAt"))
+    )
+
+
+@kopf.timer(GROUP, VERSION, TASKS, id="expire", interval=5, when=_finished_with_ttl)
+def expire(
+    spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta, memo: kopf.Memo, **_: Any
+) -> None:
+    """Delete a finished task ``ttlSecondsAfterFinished`` after it finished, as Jobs do."""
+    finished = datetime.fromisoformat(str(status["finishedAt"]).replace("Z", "+00:00"))
+    if now() >= finished + timedelta(seconds=int(spec["ttlSecondsAfterFinished"])):
+        ref = ResourceRef(TASKS, str(meta.namespace), str(meta.name), str(meta.uid))
+        runtime_of(memo).kube.delete(ref)
+
+
+# -- EventixSchedule -----------------------------------------------------------
+
+
+@kopf.on.resume(GROUP, VERSION, SCHEDULES, id="apply")
+@kopf.on.create(GROUP, VERSION, SCHEDULES, id="apply")
+@kopf.on.update(GROUP, VERSION, SCHEDULES, id="apply", field="spec")
+def apply(
+    spec: kopf.Spec,
+    meta: kopf.Meta,
+    status: kopf.Status,
+    memo: kopf.Memo,
+    patch: kopf.Patch,
+    **_: Any,
+) -> None:
+    rt = runtime_of(memo)
+    ref = ResourceRef(SCHEDULES, str(meta.namespace), str(meta.name), str(meta.uid))
+    created = datetime.fromisoformat(str(meta["creationTimestamp"]).replace("Z", "+00:00"))
+    try:
+        result = reconcile.apply_schedule_resource(
+            rt.engine,
+            ref,
+            spec,
+            generation=int(meta.get("generation", 1)),
+            created_at=created,
+            previous=status,
+            now=now(),
+        )
+    except DBAPIError as exc:
+        raise _database_down(exc) from exc
+    _publish(rt, ref, result, patch)
+    if rt.loop is not None:
+        rt.loop.call_soon_threadsafe(rt.scheduler.poke)
+
+
+@kopf.on.delete(GROUP, VERSION, SCHEDULES, id="remove")
+def remove_schedule(meta: kopf.Meta, memo: kopf.Memo, runtime: timedelta, **_: Any) -> None:
+    rt = runtime_of(memo)
+    ref = ResourceRef(SCHEDULES, str(meta.namespace), str(meta.name), str(meta.uid))
+    _delete(rt, ref, runtime, lambda: reconcile.delete_schedule_resource(rt.engine, ref))
+    rt.sync.forget(ref.uid)

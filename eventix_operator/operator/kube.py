@@ -1,0 +1,103 @@
+"""The operator's only door to the Kubernetes API outside kopf's own handling:
+status patches, events and deletions, each tolerant of a resource that is gone.
+
+Calls are blocking (the official client); async callers run them in a thread.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from eventix_operator.logs import get_logger
+from eventix_operator.resources import GROUP, VERSION
+
+log = get_logger("eventix.kube")
+
+KINDS = {"eventixtasks": "EventixTask", "eventixschedules": "EventixSchedule"}
+
+
+@dataclass(frozen=True)
+class ResourceRef:
+    plural: str
+    namespace: str
+    name: str
+    uid: str
+
+    @property
+    def kind(self) -> str:
+        return KINDS[self.plural]
+
+
+def load_config() -> None:
+    """In a pod: its service account. Elsewhere: KUBECONFIG or ~/.kube/config."""
+    try:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except config.ConfigException:
+        config.load_kube_config()  # type: ignore[no-untyped-call]
+
+
+class Kube:
+    def __init__(self, api_client: client.ApiClient | None = None) -> None:
+        self.api_client = api_client or client.ApiClient()
+        self.custom = client.CustomObjectsApi(self.api_client)
+        self.core = client.CoreV1Api(self.api_client)
+
+    def patch_status(self, ref: ResourceRef, status: dict[str, Any]) -> bool:
+        """Merge-patch the status subresource; False when the resource is gone."""
+        try:
+            self.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, ref.namespace, ref.plural, ref.name, {"status": status}
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    def event(self, ref: ResourceRef, *, type_: str, reason: str, message: str) -> None:
+        """A core/v1 Event on the resource, for `kubectl describe`; failures are
+        logged, never raised: an event is worth less than the work it reports."""
+        now = datetime.now(UTC)
+        body = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(
+                name=f"{ref.name}.{uuid.uuid4().hex[:12]}", namespace=ref.namespace
+            ),
+            involved_object=client.V1ObjectReference(
+                api_version=f"{GROUP}/{VERSION}",
+                kind=ref.kind,
+                name=ref.name,
+                namespace=ref.namespace,
+                uid=ref.uid,
+            ),
+            type=type_,
+            reason=reason,
+            message=message[:1024],
+            first_timestamp=now,
+            last_timestamp=now,
+            count=1,
+            source=client.V1EventSource(component="eventix-operator"),
+            reporting_component="eventix-operator",
+            reporting_instance="eventix-operator",
+        )
+        try:
+            self.core.create_namespaced_event(ref.namespace, body)
+        except ApiException as exc:
+            if exc.status != 404:  # the namespace is going away
+                log.warning("could not post event", reason=reason, error=exc.reason)
+
+    def delete(self, ref: ResourceRef) -> bool:
+        try:
+            self.custom.delete_namespaced_custom_object(
+                GROUP, VERSION, ref.namespace, ref.plural, ref.name
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True

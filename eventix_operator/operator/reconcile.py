@@ -1,0 +1,178 @@
+"""What the operator does for each resource event, as plain functions of data and
+a database engine (kopf stays in handlers.py). Every function is idempotent:
+a replayed event, a resumed operator or a second replica changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine
+
+from eventix_operator.db import schedules as schedule_db
+from eventix_operator.db import tasks as task_db
+from eventix_operator.operator.kube import ResourceRef
+from eventix_operator.operator.status import (
+    PHASES,
+    invalid_status,
+    schedule_status,
+    task_status,
+)
+from eventix_operator.resources import schedule_definition, task_from_spec
+from eventix_operator.schedules.scheduler import apply_schedule
+
+Event = tuple[str, str, str]  # (type, reason, message)
+
+
+@dataclass(frozen=True)
+class Reconciled:
+    status: dict[str, Any]
+    events: list[Event] = field(default_factory=list)
+
+
+def enqueue_task(
+    engine: Engine,
+    ref: ResourceRef,
+    spec: Mapping[str, Any],
+    *,
+    generation: int,
+    previous: Mapping[str, Any] | None,
+    payload_limit: int,
+    now: datetime,
+) -> Reconciled:
+    """Make sure an EventixTask has its row, then report the row's state.
+
+    The row is keyed by the resource uid, so replays find it. A task with a
+    ``uniqueKey`` may instead merge into a pending task of the same key (Eventix
+    semantics); the status then names that task.
+    """
+    try:
+        new = task_from_spec(
+            spec, source="k8s", k8s_namespace=ref.namespace, k8s_name=ref.name, k8s_uid=ref.uid
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        message = f"spec cannot be enqueued: {exc}"
+        status = invalid_status(message, previous=previous, generation=generation, now=now)
+        return Reconciled(status, [("Warning", "InvalidSpec", message)])
+    events: list[Event] = []
+    with engine.begin() as conn:
+        record = task_db.get_resource_task(conn, ref.uid)
+        merged_into = (previous or {}).get("taskUid")
+        if record is None and merged_into:
+            record = task_db.get_task(conn, merged_into)  # merged earlier by unique key
+        if record is None and not merged_into:
+            if new.unique_key is None:
+                task_db.insert_tasks_once(conn, [new], payload_limit=payload_limit)
+                uid = new.uid
+            else:
+                [uid] = task_db.insert_tasks(conn, [new], payload_limit=payload_limit)
+            record = task_db.get_task(conn, uid)
+            if record is not None:
+                if record.uid != new.uid:
+                    events.append(
+                        (
+                            "Normal",
+                            "Merged",
+                            f"merged into pending task {record.uid} "
+                            f"with unique key {new.unique_key!r}",
+                        )
+                    )
+                else:
+                    events.append(
+                        (
+                            "Normal",
+                            "Enqueued",
+                            f"task {new.task} enqueued in queue {new.queue} as {record.uid}",
+                        )
+                    )
+    if record is None:  # finished and expired since: nothing left to show
+        return Reconciled(dict(previous or {}))
+    return Reconciled(
+        task_status(record, previous=previous, generation=generation, now=now), events
+    )
+
+
+def update_task(
+    engine: Engine,
+    ref: ResourceRef,
+    spec: Mapping[str, Any],
+    *,
+    generation: int,
+    previous: Mapping[str, Any] | None,
+    now: datetime,
+) -> Reconciled:
+    """Apply a new priority or eta while the task has not started (the CRD makes
+    the other fields immutable)."""
+    eta = spec.get("eta")
+    with engine.begin() as conn:
+        record = task_db.update_pending_resource_task(
+            conn,
+            ref.uid,
+            priority=int(spec.get("priority", 0)),
+            eta=datetime.fromisoformat(eta.replace("Z", "+00:00")) if eta else None,
+            delay=spec.get("delaySeconds"),
+        )
+        events: list[Event] = []
+        if record is None:
+            record = task_db.get_resource_task(conn, ref.uid)
+            if record is not None:
+                phase = PHASES[record.status]
+                events.append(
+                    (
+                        "Warning",
+                        "SpecNotApplied",
+                        f"the task is already {phase.lower()}: the change does not apply to it",
+                    )
+                )
+    if record is None:
+        return Reconciled(dict(previous or {}), events)
+    return Reconciled(
+        task_status(record, previous=previous, generation=generation, now=now), events
+    )
+
+
+def delete_task(engine: Engine, ref: ResourceRef) -> str | None:
+    """Remove the resource's row; returns the status it had (None: there was none)."""
+    with engine.begin() as conn:
+        return task_db.delete_resource_task(conn, ref.uid)
+
+
+def apply_schedule_resource(
+    engine: Engine,
+    ref: ResourceRef,
+    spec: Mapping[str, Any],
+    *,
+    generation: int,
+    created_at: datetime,
+    previous: Mapping[str, Any] | None,
+    now: datetime,
+) -> Reconciled:
+    try:
+        definition = schedule_definition(
+            spec,
+            uid=ref.uid,
+            namespace=ref.namespace,
+            name=ref.name,
+            generation=generation,
+            created_at=created_at,
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        message = f"spec cannot be used: {exc}"
+        status = invalid_status(message, previous=previous, generation=generation, now=now)
+        return Reconciled(status, [("Warning", "InvalidSpec", message)])
+    with engine.begin() as conn:
+        record, error = apply_schedule(conn, definition, now)
+        history = schedule_db.schedule_history(conn, [record.uid])[record.uid]
+    events: list[Event] = []
+    if error:
+        events.append(("Warning", "InvalidSchedule", error))
+    return Reconciled(schedule_status(record, history, previous=previous, now=now), events)
+
+
+def delete_schedule_resource(engine: Engine, ref: ResourceRef) -> int:
+    """Remove the schedule and every run it created; returns how many runs."""
+    with engine.begin() as conn:
+        return schedule_db.delete_schedule(conn, ref.uid)

@@ -1,0 +1,165 @@
+"""Resource status from database rows: pure functions, Kubernetes conventions.
+
+``phase`` for people, ``conditions`` (``Ready``) and ``observedGeneration`` for
+tools (kstatus, Flux, Argo CD). A condition's ``lastTransitionTime`` only moves
+when its status does, so recomputing a status that did not change gives the
+same dict and nothing is written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from eventix_operator.db.schedules import ScheduleHistory, ScheduleRecord
+from eventix_operator.db.tasks import TaskRecord
+
+PHASES = {
+    "scheduled": "Pending",
+    "retry": "Retrying",
+    "processing": "Running",
+    "done": "Succeeded",
+    "error": "Failed",
+    "cancelled": "Cancelled",
+}
+FINISHED_PHASES = frozenset({"Succeeded", "Failed", "Cancelled"})
+
+
+def rfc3339(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def condition(
+    previous: Sequence[Mapping[str, Any]] | None,
+    *,
+    type_: str,
+    status: bool,
+    reason: str,
+    message: str,
+    generation: int | None,
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """The conditions list with ``type_`` set, keeping its transition time when
+    its status is unchanged, and other conditions as they were."""
+    value = "True" if status else "False"
+    old = next((c for c in previous or () if c.get("type") == type_), None)
+    changed_at = (
+        old["lastTransitionTime"]
+        if old and old.get("status") == value and old.get("lastTransitionTime")
+        else rfc3339(now)
+    )
+    new: dict[str, Any] = {
+        "type": type_,
+        "status": value,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": changed_at,
+    }
+    if generation is not None:
+        new["observedGeneration"] = generation
+    others = [dict(c) for c in previous or () if c.get("type") != type_]
+    return [*others, new]
+
+
+def task_status(
+    record: TaskRecord,
+    *,
+    previous: Mapping[str, Any] | None,
+    generation: int | None,
+    now: datetime,
+) -> dict[str, Any]:
+    phase = PHASES[record.status]
+    status: dict[str, Any] = {
+        "phase": phase,
+        "taskUid": record.uid,
+        "attempts": record.attempts,
+        "startedAt": rfc3339(record.started_at),
+        "finishedAt": rfc3339(record.finished_at) if phase in FINISHED_PHASES else None,
+        "nextAttemptAt": rfc3339(record.eta) if phase in ("Pending", "Retrying") else None,
+        "result": record.result if phase == "Succeeded" else None,
+        "error": _error(record.error) if phase in ("Failed", "Retrying", "Cancelled") else None,
+    }
+    if generation is not None:
+        status["observedGeneration"] = generation
+    failed = phase == "Failed"
+    reason = {"Failed": "TaskFailed", "Cancelled": "TaskCancelled"}.get(phase, "Enqueued")
+    message = (
+        status["error"]["message"]
+        if failed and status["error"]
+        else f"task {record.task} is {phase.lower()} in queue {record.namespace}"
+    )
+    status["conditions"] = condition(
+        (previous or {}).get("conditions"),
+        type_="Ready",
+        status=not failed,
+        reason=reason,
+        message=message,
+        generation=generation,
+        now=now,
+    )
+    return status
+
+
+def _error(error: Mapping[str, Any] | None) -> dict[str, str] | None:
+    if not error:
+        return None
+    return {"type": str(error.get("type", "Error")), "message": str(error.get("message", ""))}
+
+
+def invalid_status(
+    message: str, *, previous: Mapping[str, Any] | None, generation: int | None, now: datetime
+) -> dict[str, Any]:
+    """Status of a resource the operator cannot act on: Ready=False with the reason."""
+    return {
+        "observedGeneration": generation,
+        "conditions": condition(
+            (previous or {}).get("conditions"),
+            type_="Ready",
+            status=False,
+            reason="InvalidSpec",
+            message=message,
+            generation=generation,
+            now=now,
+        ),
+    }
+
+
+def schedule_status(
+    record: ScheduleRecord,
+    history: ScheduleHistory,
+    *,
+    previous: Mapping[str, Any] | None,
+    now: datetime,
+) -> dict[str, Any]:
+    if record.error:
+        ready, reason, message = False, "InvalidSchedule", record.error
+    elif record.suspend:
+        ready, reason, message = True, "Suspended", "suspended: no ticks fire"
+    else:
+        ready, reason = True, "Scheduled"
+        message = f"{record.expression!r} in {record.time_zone}"
+    active = [r.task_uid for r in history.runs if PHASES[r.status] not in FINISHED_PHASES]
+    return {
+        "observedGeneration": record.generation,
+        "lastScheduleTime": rfc3339(record.last_tick),
+        "nextScheduleTime": None if record.suspend or record.error else rfc3339(record.next_tick),
+        "lastSuccessfulTime": rfc3339(history.last_success),
+        "lastFailureTime": rfc3339(history.last_failure),
+        "active": active,
+        "recentRuns": [
+            {"time": rfc3339(r.time), "taskUid": r.task_uid, "phase": PHASES[r.status]}
+            for r in history.runs
+        ],
+        "conditions": condition(
+            (previous or {}).get("conditions"),
+            type_="Ready",
+            status=ready,
+            reason=reason,
+            message=message,
+            generation=record.generation,
+            now=now,
+        ),
+    }

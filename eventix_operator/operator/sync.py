@@ -1,0 +1,159 @@
+"""Status sync: what the database knows flows back into resource status.
+
+One pass a second reads the resource-backed rows changed since the last pass
+(one query for tasks, one for schedules), computes each resource's status,
+and patches only those whose status differs from what was last written. Phase
+changes become events. Only the replica holding the database leader lock runs
+it, so two replicas never write the same status twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import DBAPIError
+
+from eventix_operator.db import schedules as schedule_db
+from eventix_operator.db import tasks as task_db
+from eventix_operator.logs import get_logger
+from eventix_operator.operator.kube import Kube, ResourceRef
+from eventix_operator.operator.status import schedule_status, task_status
+
+log = get_logger("eventix.sync")
+
+#: Rows are stamped with their transaction's start time, and a transaction can
+#: commit after a pass has read past that time; re-reading this far back (and
+#: skipping statuses that did not change) catches them.
+OVERLAP = timedelta(seconds=10)
+
+
+class StatusSync:
+    def __init__(
+        self,
+        engine: Engine,
+        kube: Kube,
+        *,
+        interval: float = 1.0,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        patch_threads: int = 8,
+    ) -> None:
+        self.engine = engine
+        self.kube = kube
+        self.interval = interval
+        self.clock = clock
+        self.written: dict[str, dict[str, Any]] = {}  # resource uid -> last status written
+        self.cursor: datetime | None = None
+        self.pool = concurrent.futures.ThreadPoolExecutor(patch_threads, "eventix-status")
+        self.stopping = asyncio.Event()
+
+    def remember(self, uid: str, status: dict[str, Any]) -> None:
+        """A handler wrote this status already (no need to write it again)."""
+        self.written[uid] = status
+
+    def forget(self, uid: str) -> None:
+        self.written.pop(uid, None)
+
+    async def run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                await asyncio.to_thread(self.sync_once)
+            except DBAPIError as exc:
+                log.warning("status sync pass failed", error=str(exc).splitlines()[0])
+            except Exception:
+                log.exception("status sync pass crashed; retrying")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), self.interval)
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def sync_once(self) -> int:
+        """One pass; returns how many statuses were written."""
+        with self.engine.connect() as conn:
+            started: datetime = conn.execute(text("SELECT now()")).scalar_one()
+            since = (self.cursor - OVERLAP) if self.cursor else datetime(1970, 1, 1, tzinfo=UTC)
+            tasks = task_db.changed_resource_tasks(conn, since)
+            schedules = schedule_db.changed_schedules(conn, since)
+            history = schedule_db.schedule_history(conn, [s.uid for s in schedules])
+        now = self.clock()
+        jobs: list[concurrent.futures.Future[bool]] = []
+        for t in tasks:
+            if t.source != "k8s" or not (t.k8s_namespace and t.k8s_name and t.k8s_uid):
+                continue
+            ref = ResourceRef("eventixtasks", t.k8s_namespace, t.k8s_name, t.k8s_uid)
+            previous = self.written.get(ref.uid)
+            status = task_status(t, previous=previous, generation=None, now=now)
+            if previous is None or _differs(previous, status):
+                # After a restart, announce only what just happened, not every old outcome.
+                announce = previous is not None or t.updated_at >= started - OVERLAP
+                jobs.append(self.pool.submit(self._write_task, ref, status, previous, announce))
+        for s in schedules:
+            ref = ResourceRef("eventixschedules", s.k8s_namespace, s.k8s_name, s.uid)
+            previous = self.written.get(ref.uid)
+            status = schedule_status(s, history[s.uid], previous=previous, now=now)
+            if previous is None or _differs(previous, status):
+                jobs.append(self.pool.submit(self._write, ref, status))
+        written = sum(1 for j in concurrent.futures.as_completed(jobs) if j.result())
+        self.cursor = started
+        return written
+
+    def _write(self, ref: ResourceRef, status: dict[str, Any]) -> bool:
+        if self.kube.patch_status(ref, status):
+            self.written[ref.uid] = status
+            return True
+        self.forget(ref.uid)  # the resource is gone
+        return False
+
+    def _write_task(
+        self,
+        ref: ResourceRef,
+        status: dict[str, Any],
+        previous: dict[str, Any] | None,
+        announce: bool,
+    ) -> bool:
+        if not self._write(ref, status):
+            return False
+        if announce and (previous or {}).get("phase") != status["phase"]:
+            event = phase_event(status)
+            if event is not None:
+                self.kube.event(ref, type_=event[0], reason=event[1], message=event[2])
+        return True
+
+
+def _differs(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether writing ``new`` changes anything; fields the handler owns (like
+    observedGeneration) are not the sync's to compare."""
+    return any(old.get(k) != v for k, v in new.items())
+
+
+def phase_event(status: dict[str, Any]) -> tuple[str, str, str] | None:
+    phase = status["phase"]
+    attempt = status.get("attempts", 0)
+    error = status.get("error") or {}
+    if phase == "Running":
+        return ("Normal", "Started", f"attempt {attempt} started")
+    if phase == "Succeeded":
+        return ("Normal", "Succeeded", f"succeeded on attempt {attempt}")
+    if phase == "Retrying":
+        return (
+            "Warning",
+            "Retrying",
+            f"attempt {attempt} failed ({error.get('type')}: "
+            f"{error.get('message')}); next attempt at {status.get('nextAttemptAt')}",
+        )
+    if phase == "Failed":
+        return (
+            "Warning",
+            "Failed",
+            f"failed after {attempt} attempt(s), no retry left: "
+            f"{error.get('type')}: {error.get('message')}",
+        )
+    if phase == "Cancelled":
+        return ("Normal", "Cancelled", "cancelled before it started")
+    return None
