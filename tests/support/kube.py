@@ -265,11 +265,15 @@ def write_kubeconfig(path: Path, *, server: str, ca_cert: bytes, token: str) -> 
 # Processes
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def free_ports(count: int) -> list[int]:
+    """Distinct TCP ports on 127.0.0.1 that were free a moment ago."""
+    with contextlib.ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind(("127.0.0.1", 0))
+            ports.append(int(sock.getsockname()[1]))
+        return ports
 
 
 _PR_SET_PDEATHSIG = 1
@@ -328,9 +332,6 @@ class Process:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout)
-        # Anything the child left behind in its group.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def _stop_all(processes: list[Process], workdir: Path | None) -> None:
@@ -397,7 +398,19 @@ class LocalControlPlane:
     ca_cert: bytes = field(init=False)
     _processes: list[Process] = field(init=False, default_factory=list)
 
-    def start(self, timeout: float = START_TIMEOUT) -> None:
+    def start(self, timeout: float = START_TIMEOUT, attempts: int = 3) -> None:
+        """Start etcd and kube-apiserver and wait until the API server is ready. A port that
+        another process took between choosing and binding it means another try."""
+        for attempt in range(1, attempts + 1):
+            try:
+                self._start_once(timeout)
+                return
+            except KubeStartError as err:
+                if attempt == attempts or "address already in use" not in str(err):
+                    raise
+                log.warning("a port was taken meanwhile, starting again: %s", err)
+
+    def _start_once(self, timeout: float) -> None:
         started = time.monotonic()
         base = _tmp_base()
         _reap_stale_workdirs(base)
@@ -443,7 +456,7 @@ class LocalControlPlane:
             f'{self.token},{ADMIN_USER},{ADMIN_USER},"system:masters"\n'
         )
 
-        etcd_port, peer_port, api_port = free_port(), free_port(), free_port()
+        etcd_port, peer_port, api_port = free_ports(3)
         etcd_url = f"http://127.0.0.1:{etcd_port}"
         peer_url = f"http://127.0.0.1:{peer_port}"
         etcd = Process(
