@@ -107,19 +107,39 @@ def e2e_processes(
     procs.stop_all()
 
 
+class Operators:
+    """The session's operator (restartable) and worker processes."""
+
+    def __init__(self, api: KubeAPI, procs: Processes) -> None:
+        self.cluster = Cluster(api, "default", procs)
+        self.procs = procs
+        self.main = self.cluster.operator()
+        self.worker = procs.worker("--concurrency", "8")
+
+    def restart(self, down_seconds: float, kill: bool = True) -> None:
+        if kill:
+            self.main.kill()
+            self.main.wait(10)
+        else:
+            self.procs.stop(self.main)
+        time.sleep(down_seconds)
+        self.main = self.cluster.operator()
+
+    def another_replica(self) -> Any:
+        return self.cluster.operator()
+
+
 @pytest.fixture(scope="session")
-def running_operator(kube_api: KubeAPI, e2e_processes: Processes) -> Iterator[None]:
-    """One operator and one worker for the session's ordinary tests."""
-    cluster = Cluster(kube_api, "default", e2e_processes)
-    operator = cluster.operator()
-    worker = e2e_processes.worker("--concurrency", "8")
-    yield
-    e2e_processes.stop(operator)
-    e2e_processes.stop(worker)
+def operators(kube_api: KubeAPI, e2e_processes: Processes) -> Iterator[Operators]:
+    """One operator and one worker for the session's tests."""
+    ops = Operators(kube_api, e2e_processes)
+    yield ops
+    e2e_processes.stop(ops.main)
+    e2e_processes.stop(ops.worker)
 
 
 @pytest.fixture
 def cluster(
-    kube_api: KubeAPI, kube_namespace: str, e2e_processes: Processes, running_operator: None
+    kube_api: KubeAPI, kube_namespace: str, e2e_processes: Processes, operators: Operators
 ) -> Cluster:
     return Cluster(kube_api, kube_namespace, e2e_processes)
