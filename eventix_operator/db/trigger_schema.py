@@ -51,9 +51,7 @@ trigger_table = Table(
     Column("last_error_at", DateTime(timezone=True)),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    CheckConstraint(
-        "filter IS NULL OR jsonb_typeof(filter) = 'object'", name="filter_is_object"
-    ),
+    CheckConstraint("filter IS NULL OR jsonb_typeof(filter) = 'object'", name="filter_is_object"),
     CheckConstraint("jsonb_typeof(template) = 'object'", name="template_is_object"),
     Index("ix_eventix_trigger_event_name", "event_name"),
     # The operator finds a resource's row by name when it has no uid at hand (status sync).

@@ -1,0 +1,108 @@
+"""Authentication and request size, checked before a route reads anything.
+
+A plain ASGI middleware rather than FastAPI dependencies: dependencies run after
+the body has been read and parsed, so a stranger could make the server read and
+parse large bodies, and would get a 422 instead of a 401.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+#: Routes that answer without a token: liveness probes carry none.
+OPEN_PATHS = frozenset({"/healthz"})
+
+
+class BodyTooLarge(HTTPException):
+    """Raised from ``receive`` when a body without (or with a false) Content-Length
+    grows past the limit; FastAPI lets HTTP exceptions from the body read through."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body is over the limit of {limit} bytes")
+
+
+async def _send_json(
+    send: Send, status: int, body: object, headers: list[tuple[bytes, bytes]]
+) -> None:
+    content = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(content)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": content})
+
+
+class Guard:
+    def __init__(self, app: ASGIApp, *, token: str | None, max_body_bytes: int) -> None:
+        self.app = app
+        self.expected = None if token is None else f"bearer {token}".encode()
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        authorization = length = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                authorization = value
+            elif name == b"content-length":
+                length = value
+        if self.expected is not None and scope["path"] not in OPEN_PATHS:
+            if authorization is None:
+                await _send_json(
+                    send, 401, {"detail": "Not authenticated"}, [(b"www-authenticate", b"Bearer")]
+                )
+                return
+            scheme, _, _ = authorization.partition(b" ")
+            given = b"bearer " + authorization[len(scheme) + 1 :]
+            if scheme.lower() != b"bearer" or not hmac.compare_digest(given, self.expected):
+                await _send_json(
+                    send,
+                    401,
+                    {"detail": "Invalid bearer token"},
+                    [(b"www-authenticate", b'Bearer error="invalid_token"')],
+                )
+                return
+        limit = self.max_body_bytes
+        if length is not None:
+            try:
+                declared = int(length)
+            except ValueError:
+                await _send_json(send, 400, {"detail": "invalid Content-Length"}, [])
+                return
+            if declared > limit:
+                await _send_json(
+                    send,
+                    413,
+                    {"detail": f"request body is {declared} bytes, over the limit of {limit}"},
+                    [(b"connection", b"close")],
+                )
+                return
+        if length is not None:
+            # The HTTP parser reads exactly Content-Length bytes: nothing more to count.
+            await self.app(scope, receive, send)
+            return
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge(limit)
+            return message
+
+        await self.app(scope, counted, send)

@@ -1,0 +1,268 @@
+"""Runs the REST API's task statements: parameters in, frozen values out.
+
+Synchronous functions on a SQLAlchemy ``Connection``, like :mod:`db.tasks`: the
+API calls them inside one ``AsyncConnection.run_sync`` per request, so a request
+is one transaction and one hop between the event loop and the driver, however
+many statements it runs. Eventix's own vocabulary (remaining retries, error
+documents in ``result``) is translated by the API; here rows are rows.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, RowMapping
+
+from eventix_operator.db import api_queries, queries
+from eventix_operator.db.schema import PENDING_STATUSES
+from eventix_operator.db.tasks import TaskRecord, dump_json
+
+__all__ = [
+    "PENDING_STATUSES",
+    "Page",
+    "TaskWrite",
+    "WriteConflict",
+    "active_workers",
+    "claim_next",
+    "delete_task",
+    "get_tasks",
+    "namespaces",
+    "parse_uid",
+    "reschedule_task",
+    "status_counts",
+    "task_types",
+    "tasks_by_unique_key",
+    "tasks_page",
+    "write_task",
+]
+
+
+def parse_uid(uid: str) -> uuid.UUID | None:
+    """The UUID a uid names (Eventix writes 32 hex digits, we write dashes), or None."""
+    try:
+        return uuid.UUID(uid)
+    except (ValueError, AttributeError, TypeError):
+        return None
+
+
+def claim_next(
+    conn: Connection, *, worker_id: str, namespace: str, lease_seconds: float
+) -> TaskRecord | None:
+    """Lease the next due task of one queue, exactly as a native worker claims
+    (the same SKIP LOCKED statement), so both kinds of worker share a queue."""
+    params = {
+        "queues": [namespace],
+        "limit": 1,
+        "worker_id": worker_id,
+        "lease_seconds": lease_seconds,
+    }
+    row = conn.execute(queries.CLAIM_TASKS, params).mappings().first()
+    return TaskRecord.from_row(row) if row else None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskWrite:
+    """A whole task as an Eventix client writes it back (``PUT /task/{uid}``).
+
+    ``remaining_retries`` is Eventix's count-down ``max_retries``; ``result`` and
+    ``error`` are already split (the API knows which one an Eventix document meant).
+    ``error_eta_inc`` only applies to a task created by the write.
+    """
+
+    uid: str
+    task: str
+    namespace: str
+    status: str
+    priority: int
+    eta: datetime
+    scheduled: datetime | None
+    args: Sequence[Any]
+    kwargs: Mapping[str, Any]
+    unique_key: str | None
+    worker_id: str | None
+    worker_expires: datetime | None
+    retry: bool
+    remaining_retries: int | None
+    error_eta_inc: int
+    error_eta_max: int
+    store_result: bool
+    result: Any
+    error: Mapping[str, Any] | None
+    result_expires: int | None
+    error_expires: int | None
+    expires: datetime | None
+    operator: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class WriteConflict:
+    """The write lost: the task changed since the writer read it."""
+
+    current_revision: int
+
+
+def _write_params(write: TaskWrite, payload_limit: int) -> dict[str, Any]:
+    args = dump_json(list(write.args), what=f"args of {write.task}", limit=payload_limit)
+    kwargs = dump_json(dict(write.kwargs), what=f"kwargs of {write.task}", limit=payload_limit)
+    result = (
+        None
+        if write.result is None
+        else dump_json(write.result, what=f"the result of {write.task}", limit=payload_limit)
+    )
+    error = (
+        None
+        if write.error is None
+        else dump_json(dict(write.error), what=f"the error of {write.task}", limit=payload_limit)
+    )
+    return {
+        "uid": write.uid,
+        "task": write.task,
+        "namespace": write.namespace,
+        "status": write.status,
+        "priority": write.priority,
+        "eta": write.eta,
+        "scheduled": write.scheduled,
+        "args": args,
+        "kwargs": kwargs,
+        "unique_key": write.unique_key,
+        "worker_id": write.worker_id,
+        "worker_expires": write.worker_expires,
+        "retry": write.retry,
+        "remaining_retries": write.remaining_retries,
+        "error_eta_inc": write.error_eta_inc,
+        "error_eta_max": write.error_eta_max,
+        "store_result": write.store_result,
+        "result": result,
+        "error": error,
+        "result_expires": write.result_expires,
+        "error_expires": write.error_expires,
+        "expires": write.expires,
+        "operator": write.operator,
+    }
+
+
+def write_task(
+    conn: Connection, write: TaskWrite, *, revision: int | None, payload_limit: int
+) -> TaskRecord | WriteConflict:
+    """Replace the task while its revision is still ``revision``; create it when
+    it does not exist (as Eventix's backend does); otherwise a conflict.
+
+    A task that becomes pending again wakes the workers of its queue.
+    """
+    params = _write_params(write, payload_limit)
+    row: RowMapping | None = None
+    if revision is not None:
+        replaced = conn.execute(api_queries.REPLACE_TASK, {**params, "revision": revision})
+        row = replaced.mappings().first()
+    if row is None:
+        current = conn.execute(api_queries.TASK_REVISION, {"uid": write.uid}).scalar()
+        if current is not None:
+            return WriteConflict(int(current))
+        row = conn.execute(api_queries.INSERT_TASK_ROW, params).mappings().one()
+    record = TaskRecord.from_row(row)
+    if record.status in PENDING_STATUSES:
+        conn.execute(queries.NOTIFY_READY, {"queues": [record.namespace]})
+    return record
+
+
+def get_tasks(conn: Connection, uids: Sequence[str]) -> list[TaskRecord]:
+    """The tasks of ``uids`` that exist, in the order of ``uids``."""
+    if not uids:
+        return []
+    rows = conn.execute(api_queries.TASKS_BY_UIDS, {"uids": list(uids)}).mappings()
+    by_uid = {str(r["uid"]): TaskRecord.from_row(r) for r in rows}
+    return [by_uid[u] for u in uids if u in by_uid]
+
+
+def delete_task(conn: Connection, uid: str) -> bool:
+    """Remove a task whatever its state; False when there was none.
+
+    A worker still running it finishes, and its write-back creates it again, as
+    in Eventix; a native worker's recording is guarded by its lease and finds nothing.
+    """
+    if parse_uid(uid) is None:
+        return False
+    return conn.execute(api_queries.DELETE_TASK, {"uid": uid}).first() is not None
+
+
+def reschedule_task(conn: Connection, uid: str, eta: datetime | None) -> TaskRecord | None:
+    """Make a failed (or retrying, or cancelled) task due again; None when there is
+    no such task in such a state."""
+    if parse_uid(uid) is None:
+        return None
+    row = conn.execute(api_queries.RESCHEDULE_TASK, {"uid": uid, "eta": eta}).mappings().first()
+    if row is None:
+        return None
+    conn.execute(queries.NOTIFY_READY, {"queues": [row["namespace"]]})
+    return TaskRecord.from_row(row)
+
+
+def tasks_by_unique_key(
+    conn: Connection,
+    unique_key: str,
+    *,
+    namespace: str | None,
+    stati: Sequence[str],
+    limit: int = 2,
+) -> list[TaskRecord]:
+    """Newest first; ``namespace=None`` searches every queue."""
+    params = {
+        "unique_key": unique_key,
+        "namespace": namespace,
+        "stati": list(stati),
+        "limit": limit,
+    }
+    rows = conn.execute(api_queries.TASKS_BY_UNIQUE_KEY, params).mappings()
+    return [TaskRecord.from_row(r) for r in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    records: list[TaskRecord]
+    total: int
+
+
+def tasks_page(
+    conn: Connection,
+    *,
+    equals: Mapping[str, Any],
+    within: Mapping[str, Sequence[Any]] | None = None,
+    order: Sequence[tuple[str, bool]] = (),
+    skip: int = 0,
+    limit: int = 100,
+) -> Page:
+    """One page of a listing and the size of the whole listing.
+
+    Column names are Eventix's (see :data:`api_queries.LISTING_COLUMNS`); an
+    unknown name is a ``KeyError`` the caller turns into a 422.
+    """
+    within = within or {}
+    for name in [*equals, *within, *(n for n, _ in order if n != "status_id")]:
+        if name not in api_queries.LISTING_COLUMNS:
+            raise KeyError(name)
+    page = api_queries.tasks_page(equals=equals, within=within, order=order, skip=skip, limit=limit)
+    total = conn.execute(api_queries.tasks_count(equals=equals, within=within)).scalar_one()
+    return Page([TaskRecord.from_row(r) for r in conn.execute(page).mappings()], int(total))
+
+
+def namespaces(conn: Connection) -> list[str]:
+    return [str(n) for n in conn.execute(api_queries.NAMESPACES).scalars()]
+
+
+def task_types(conn: Connection, namespace: str) -> list[str]:
+    return [
+        str(t) for t in conn.execute(api_queries.TASK_TYPES, {"namespace": namespace}).scalars()
+    ]
+
+
+def status_counts(conn: Connection) -> dict[str, int]:
+    rows = conn.execute(api_queries.STATUS_COUNTS).mappings()
+    return {str(r["status"]): int(r["count"]) for r in rows}
+
+
+def active_workers(conn: Connection) -> int:
+    return int(conn.execute(api_queries.ACTIVE_WORKERS).scalar_one())

@@ -1,0 +1,331 @@
+"""Declarative triggers: the trigger table's data functions, and the small, safe
+template that turns an event into a task.
+
+A trigger (filled by the operator from an ``EventixTrigger`` resource) names an
+event, optionally a filter on the event's payload, and a task template. The
+template is data, never code: a string of the exact form ``"{{ payload.a.b }}"``
+(or ``"{{ event.name }}"``) anywhere in ``args``, ``kwargs`` or ``unique_key`` is
+replaced by that value, whatever its JSON type; nothing else is evaluated. So
+whoever can write a resource can choose which registered task runs with which
+arguments, and nothing more. The template and the filter are checked here so
+that the operator can reject a bad resource with the same rules the API applies.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, RowMapping
+
+from eventix_operator.db import api_queries
+from eventix_operator.db.tasks import NewTask
+
+__all__ = [
+    "EventContext",
+    "TemplateError",
+    "TriggerMatch",
+    "TriggerOutcome",
+    "TriggerRecord",
+    "delete_trigger",
+    "get_trigger",
+    "list_triggers_for_event",
+    "record_trigger_outcomes",
+    "render",
+    "trigger_task",
+    "upsert_trigger",
+    "validate_filter",
+    "validate_template",
+]
+
+
+class TemplateError(ValueError):
+    """A template or filter that cannot work, or an event it cannot be applied to."""
+
+
+#: What a template may set, and the JSON types each takes (``None`` is allowed where listed).
+TEMPLATE_FIELDS: Mapping[str, tuple[type, ...]] = {
+    "task": (str,),
+    "args": (list,),
+    "kwargs": (dict,),
+    "namespace": (str,),
+    "unique_key": (str, type(None)),
+    "delay": (int, float),
+    "retry": (bool,),
+    "max_retries": (int, type(None)),
+    "error_eta_inc": (int,),
+    "error_eta_max": (int,),
+    "store_result": (bool,),
+    "result_expires": (int, type(None)),
+    "error_expires": (int, type(None)),
+}
+#: Fields whose strings may be placeholders; the others are taken literally.
+TEMPLATED_FIELDS = ("args", "kwargs", "unique_key")
+
+_PLACEHOLDER = re.compile(r"^\{\{\s*(payload|event)((?:\.[^.\s{}]+)*)\s*\}\}$")
+_EVENT_FIELDS = ("name", "namespace", "priority", "operator", "timestamp", "uid")
+
+
+@dataclass(frozen=True, slots=True)
+class EventContext:
+    """What a template can read of an event."""
+
+    name: str
+    namespace: str = "default"
+    priority: int = 0
+    operator: str | None = None
+    payload: Mapping[str, Any] = field(default_factory=dict)
+    timestamp: str | None = None
+    uid: str | None = None
+
+
+def _placeholders(value: Any) -> list[str]:
+    """Strings in ``value`` that look like placeholders (contain ``{{``)."""
+    if isinstance(value, str):
+        return [value] if "{{" in value else []
+    if isinstance(value, list):
+        return [p for item in value for p in _placeholders(item)]
+    if isinstance(value, dict):
+        return [p for item in value.values() for p in _placeholders(item)]
+    return []
+
+
+def validate_template(template: Any) -> None:
+    """Raise :class:`TemplateError` naming what is wrong with a task template."""
+    if not isinstance(template, dict):
+        raise TemplateError("the template must be a JSON object")
+    unknown = sorted(set(template) - set(TEMPLATE_FIELDS))
+    if unknown:
+        raise TemplateError(
+            f"unknown template field(s) {', '.join(unknown)}; allowed: {', '.join(TEMPLATE_FIELDS)}"
+        )
+    for name, value in template.items():
+        kinds = TEMPLATE_FIELDS[name]
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            wanted = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
+            raise TemplateError(f"template field {name} must be {wanted}")
+        if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
+            raise TemplateError(f"template field {name} must be >= 0")
+    if not template.get("task"):
+        raise TemplateError("the template needs a task name (field task)")
+    if not template.get("namespace", "default"):
+        raise TemplateError("template field namespace must not be empty")
+    for name, value in template.items():
+        for text in _placeholders(value):
+            if name not in TEMPLATED_FIELDS:
+                raise TemplateError(
+                    f"template field {name} is taken literally; placeholders work only in "
+                    f"{', '.join(TEMPLATED_FIELDS)}"
+                )
+            if not _PLACEHOLDER.match(text):
+                raise TemplateError(
+                    f"{text!r} is not a placeholder: write the whole string as "
+                    '"{{ payload.some.key }}" or "{{ event.name }}" (no text around it)'
+                )
+            match = _PLACEHOLDER.match(text)
+            if match and match.group(1) == "event":
+                path = match.group(2).lstrip(".").split(".") if match.group(2) else []
+                if len(path) != 1 or path[0] not in _EVENT_FIELDS:
+                    raise TemplateError(
+                        f"{text!r}: an event placeholder names one of {', '.join(_EVENT_FIELDS)}"
+                    )
+
+
+def validate_filter(payload_filter: Any) -> None:
+    if payload_filter is not None and not isinstance(payload_filter, dict):
+        raise TemplateError("the filter must be a JSON object (or absent)")
+
+
+def _lookup(context: EventContext, root: str, path: str, text: str) -> Any:
+    if root == "event":
+        return getattr(context, path.lstrip("."))
+    value: Any = context.payload
+    walked = "payload"
+    for key in path.lstrip(".").split(".") if path else []:
+        if isinstance(value, dict) and key in value:
+            value = value[key]
+        elif (
+            isinstance(value, list)
+            and key.lstrip("-").isdigit()
+            and -len(value) <= int(key) < len(value)
+        ):
+            value = value[int(key)]
+        else:
+            raise TemplateError(f"{text!r}: the event's {walked} has no {key!r}")
+        walked = f"{walked}.{key}"
+    return value
+
+
+def render(value: Any, context: EventContext) -> Any:
+    """``value`` with every placeholder string replaced by what it names."""
+    if isinstance(value, str):
+        match = _PLACEHOLDER.match(value)
+        return _lookup(context, match.group(1), match.group(2), value) if match else value
+    if isinstance(value, list):
+        return [render(item, context) for item in value]
+    if isinstance(value, dict):
+        return {key: render(item, context) for key, item in value.items()}
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerRecord:
+    """One row of ``eventix_trigger``."""
+
+    uid: str
+    name: str
+    k8s_namespace: str | None
+    k8s_name: str | None
+    generation: int
+    event_name: str
+    filter: dict[str, Any] | None
+    template: dict[str, Any]
+    fired_count: int
+    ignored_count: int
+    failed_count: int
+    last_fired_at: datetime | None
+    last_error: str | None
+    last_error_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_row(cls, row: RowMapping) -> TriggerRecord:
+        return cls(**{k: v for k, v in row.items() if k != "matches"})
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerMatch:
+    """A trigger registered for an event, and whether the event passes its filter."""
+
+    trigger: TriggerRecord
+    matches: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerOutcome:
+    """What one trigger did with a number of events, to add to its counters."""
+
+    uid: str
+    fired: int = 0
+    ignored: int = 0
+    failed: int = 0
+    error: str | None = None
+
+
+def trigger_task(trigger: TriggerRecord, event: EventContext) -> NewTask:
+    """The task a trigger makes of an event. As Eventix does with a trigger's task,
+    the event gives the priority and the operator, and the queue unless the
+    template names one other than ``default``."""
+    template = trigger.template
+    validate_template(template)
+    unique_key = render(template.get("unique_key"), event)
+    if unique_key is not None and not isinstance(unique_key, str | int | float):
+        raise TemplateError("unique_key must render to a string")
+    namespace = template.get("namespace") or "default"
+    return NewTask(
+        task=template["task"],
+        args=tuple(render(template.get("args", []), event)),
+        kwargs=render(template.get("kwargs", {}), event),
+        queue=event.namespace if namespace == "default" else namespace,
+        priority=event.priority,
+        delay=template.get("delay"),
+        unique_key=None if unique_key is None else str(unique_key),
+        retry=template.get("retry", True),
+        max_retries=template.get("max_retries"),
+        backoff_seconds=template.get("error_eta_inc", 15),
+        max_backoff_seconds=template.get("error_eta_max", 300),
+        store_result=template.get("store_result", True),
+        result_expires=template.get("result_expires", 604_800),
+        error_expires=template.get("error_expires"),
+        operator=event.operator,
+        source="trigger",
+    )
+
+
+def upsert_trigger(
+    conn: Connection,
+    *,
+    uid: str,
+    name: str,
+    event_name: str,
+    template: Mapping[str, Any],
+    filter: Mapping[str, Any] | None = None,
+    k8s_namespace: str | None = None,
+    k8s_name: str | None = None,
+    generation: int = 0,
+) -> TriggerRecord:
+    """Create or update the trigger ``uid`` (idempotent: a replay changes nothing
+    but ``updated_at``). Raises :class:`TemplateError` for a template or filter
+    that cannot work, before anything is written."""
+    if not uid or not name or not event_name:
+        raise TemplateError("a trigger needs a uid, a name and an event name")
+    validate_template(dict(template))
+    validate_filter(None if filter is None else dict(filter))
+    params = {
+        "uid": uid,
+        "name": name,
+        "k8s_namespace": k8s_namespace,
+        "k8s_name": k8s_name,
+        "generation": generation,
+        "event_name": event_name,
+        "filter": None if filter is None else json.dumps(dict(filter)),
+        "template": json.dumps(dict(template)),
+    }
+    return TriggerRecord.from_row(conn.execute(api_queries.UPSERT_TRIGGER, params).mappings().one())
+
+
+def get_trigger(conn: Connection, uid: str) -> TriggerRecord | None:
+    row = conn.execute(api_queries.GET_TRIGGER, {"uid": uid}).mappings().first()
+    return TriggerRecord.from_row(row) if row else None
+
+
+def delete_trigger(conn: Connection, uid: str) -> bool:
+    """Remove a trigger; False when there was none. Tasks it created stay: they
+    are work already asked for, not state of the trigger."""
+    return conn.execute(api_queries.DELETE_TRIGGER, {"uid": uid}).first() is not None
+
+
+def list_triggers_for_event(
+    conn: Connection, event_name: str, payload: Mapping[str, Any] | None = None
+) -> list[TriggerMatch]:
+    """Every trigger of ``event_name`` (by name), each with whether ``payload``
+    passes its filter; the database decides containment, so the filter means
+    exactly what JSONB ``@>`` means."""
+    params = {"event_name": event_name, "payload": json.dumps(dict(payload or {}))}
+    rows = conn.execute(api_queries.TRIGGERS_FOR_EVENT, params).mappings()
+    return [TriggerMatch(TriggerRecord.from_row(r), bool(r["matches"])) for r in rows]
+
+
+def record_trigger_outcomes(conn: Connection, outcomes: Sequence[TriggerOutcome]) -> int:
+    """Add outcomes to the triggers' counters in one statement; returns rows changed
+    (a trigger deleted meanwhile is skipped)."""
+    merged: dict[str, TriggerOutcome] = {}
+    for o in outcomes:
+        old = merged.get(o.uid)
+        merged[o.uid] = (
+            o
+            if old is None
+            else TriggerOutcome(
+                o.uid,
+                old.fired + o.fired,
+                old.ignored + o.ignored,
+                old.failed + o.failed,
+                o.error if o.error is not None else old.error,
+            )
+        )
+    if not merged:
+        return 0
+    values = list(merged.values())
+    params = {
+        "uid": [o.uid for o in values],
+        "fired": [o.fired for o in values],
+        "ignored": [o.ignored for o in values],
+        "failed": [o.failed for o in values],
+        "error": [None if o.error is None else o.error[:2000] for o in values],
+    }
+    return conn.execute(api_queries.RECORD_TRIGGER_OUTCOMES, params).rowcount
