@@ -20,7 +20,7 @@ from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
 from zoneinfo import ZoneInfo
 
 import typer
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import OperationalError
 
 from eventix_operator.client import new_task
@@ -231,26 +231,33 @@ def tasks_show(uid: str, output: Annotated[Output, typer.Option()] = Output.tabl
             typer.echo(f"{key:16} {json.dumps(value) if isinstance(value, dict | list) else value}")
 
 
+def _change_task(
+    uid: str,
+    change: Callable[[Connection, str], task_db.TaskRecord | None],
+    done: str,
+) -> None:
+    """Apply ``change``; when it does not apply, say why (unknown uid, or the status)."""
+    with engine().begin() as conn:
+        record = task_db.get_task(conn, uid)
+        if record is None:
+            fail(f"no task {uid}")
+        if change(conn, uid) is None:
+            fail(f"task {uid} is {record.status}")
+    typer.echo(f"task {uid} {done}")
+
+
 @tasks_app.command("retry")
 @user_errors
 def tasks_retry(uid: str) -> None:
     """Run a finished, failed or cancelled task again, now."""
-    with engine().begin() as conn:
-        if task_db.retry_task(conn, uid) is None:
-            record = task_db.get_task(conn, uid)
-            fail(f"no task {uid}" if record is None else f"task {uid} is {record.status}")
-    typer.echo(f"task {uid} scheduled again")
+    _change_task(uid, task_db.retry_task, "scheduled again")
 
 
 @tasks_app.command("cancel")
 @user_errors
 def tasks_cancel(uid: str) -> None:
     """Cancel a task that has not started."""
-    with engine().begin() as conn:
-        if task_db.cancel_task(conn, uid) is None:
-            record = task_db.get_task(conn, uid)
-            fail(f"no task {uid}" if record is None else f"task {uid} is {record.status}")
-    typer.echo(f"task {uid} cancelled")
+    _change_task(uid, task_db.cancel_task, "cancelled")
 
 
 @queue_app.command("stats")

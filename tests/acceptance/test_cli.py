@@ -154,3 +154,11 @@ def test_schedule_backfill_creates_each_tick_once(processes: Processes, engine: 
                             "2026-01-02")  # fmt: skip
     assert missing.returncode == 2
     assert missing.stderr.strip() == "error: no schedule named 'nope'"
+
+
+@pytest.mark.parametrize("command", ["retry", "cancel"])
+def test_retry_and_cancel_of_an_unknown_uid(processes: Processes, command: str) -> None:
+    for uid in ("not-a-uid", "00000000-0000-0000-0000-000000000000"):
+        result = processes.cli("tasks", command, uid)
+        assert result.returncode == 2
+        assert result.stderr.strip() == f"error: no task {uid}"
