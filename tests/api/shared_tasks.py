@@ -1,0 +1,16 @@
+"""The native side of the shared-queue test: the same task name Eventix's workers run."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from eventix_operator import task
+
+
+@task(name="shared_record")
+def shared_record(n: int) -> int:
+    record = Path(os.environ["EVENTIX_TEST_RECORD_DIR"]) / f"native-{os.getpid()}.log"
+    with record.open("a") as f:
+        f.write(f"{n}\n")
+    return n
