@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 from eventix_operator import task
 
 
 @task(name="shared_record")
-def shared_record(n: int) -> int:
+def shared_record(n: int, seconds: float) -> int:
+    time.sleep(seconds)
     record = Path(os.environ["EVENTIX_TEST_RECORD_DIR"]) / f"native-{os.getpid()}.log"
     with record.open("a") as f:
         f.write(f"{n}\n")

@@ -16,6 +16,8 @@ from tests.api.conftest import ApiServer, stop
 from tests.support.processes import ROOT
 
 TASKS = 400
+#: Long enough that the native workers cannot take everything before Eventix's poll.
+TASK_SECONDS = 0.01
 
 
 def test_http_and_native_workers_share_a_queue(
@@ -63,11 +65,20 @@ def test_http_and_native_workers_share_a_queue(
                     stderr=subprocess.STDOUT,
                 )
             )
-        time.sleep(1.0)  # let all four start polling
+        deadline = time.monotonic() + 60
+        while not all(
+            "ready" in (tmp_path / f"http-{i}.log").read_text() for i in range(2)
+        ):  # Eventix's client takes a while to import
+            assert time.monotonic() < deadline, "the Eventix workers did not start"
+            time.sleep(0.05)
+        time.sleep(0.5)
         with api.engine.begin() as conn:
             insert_tasks(
                 conn,
-                [NewTask("shared_record", args=(n,), queue=namespace) for n in range(TASKS)],
+                [
+                    NewTask("shared_record", args=(n, TASK_SECONDS), queue=namespace)
+                    for n in range(TASKS)
+                ],
                 payload_limit=10_000,
             )
 

@@ -5,6 +5,7 @@ nothing here imports eventix_operator.
 """
 
 import os
+import time
 from pathlib import Path
 
 from eventix.functions.core import task
@@ -26,8 +27,9 @@ def keyed(key, value):
 
 
 @task()
-def shared_record(n):
+def shared_record(n, seconds):
     """The task HTTP and native workers share: notes who ran it."""
+    time.sleep(seconds)
     record = Path(os.environ["EVENTIX_TEST_RECORD_DIR"]) / f"http-{os.getpid()}.log"
     with record.open("a") as f:
         f.write(f"{n}\n")
