@@ -15,12 +15,7 @@ from sqlalchemy import Engine
 from eventix_operator.db import schedules as schedule_db
 from eventix_operator.db import tasks as task_db
 from eventix_operator.operator.kube import ResourceRef
-from eventix_operator.operator.status import (
-    PHASES,
-    invalid_status,
-    schedule_status,
-    task_status,
-)
+from eventix_operator.operator.status import PHASES, invalid_status
 from eventix_operator.resources import schedule_definition, task_from_spec
 from eventix_operator.schedules.scheduler import apply_schedule
 
@@ -31,6 +26,17 @@ Event = tuple[str, str, str]  # (type, reason, message)
 class Reconciled:
     status: dict[str, Any]
     events: list[Event] = field(default_factory=list)
+
+
+def handled(generation: int, **fields: Any) -> dict[str, Any]:
+    """The status a handler writes once the database holds the resource.
+
+    Only what the handler alone knows: the generation it acted on (and the task
+    row it created). Phase, attempts, conditions and times come from status
+    sync, the one writer of database state: a handler's snapshot, applied after
+    a quick task already finished, would otherwise turn Succeeded back into Pending.
+    """
+    return {"observedGeneration": generation, **fields}
 
 
 def enqueue_task(
@@ -90,9 +96,7 @@ def enqueue_task(
                     )
     if record is None:  # finished and expired since: nothing left to show
         return Reconciled(dict(previous or {}))
-    return Reconciled(
-        task_status(record, previous=previous, generation=generation, now=now), events
-    )
+    return Reconciled(handled(generation, taskUid=record.uid), events)
 
 
 def update_task(
@@ -129,9 +133,7 @@ def update_task(
                 )
     if record is None:
         return Reconciled(dict(previous or {}), events)
-    return Reconciled(
-        task_status(record, previous=previous, generation=generation, now=now), events
-    )
+    return Reconciled(handled(generation, taskUid=record.uid), events)
 
 
 def delete_task(engine: Engine, ref: ResourceRef) -> str | None:
@@ -164,12 +166,11 @@ def apply_schedule_resource(
         status = invalid_status(message, previous=previous, generation=generation, now=now)
         return Reconciled(status, [("Warning", "InvalidSpec", message)])
     with engine.begin() as conn:
-        record, error = apply_schedule(conn, definition, now)
-        history = schedule_db.schedule_history(conn, [record.uid])[record.uid]
+        _, error = apply_schedule(conn, definition, now)
     events: list[Event] = []
     if error:
         events.append(("Warning", "InvalidSchedule", error))
-    return Reconciled(schedule_status(record, history, previous=previous, now=now), events)
+    return Reconciled(handled(generation), events)
 
 
 def delete_schedule_resource(engine: Engine, ref: ResourceRef) -> int:

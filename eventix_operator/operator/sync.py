@@ -53,7 +53,7 @@ class StatusSync:
         self.stopping = asyncio.Event()
 
     def remember(self, uid: str, status: dict[str, Any]) -> None:
-        """A handler wrote this status already (no need to write it again)."""
+        """A handler wrote these fields; the next pass writes what differs from them."""
         self.written[uid] = status
 
     def forget(self, uid: str) -> None:
