@@ -93,6 +93,7 @@ class Phase:
     units: int = 0  # tasks for the worker cycle, requests otherwise
     errors: int = 0
     seconds: float = 0.0
+    server_cpu: float = 0.0  # seconds of CPU the server processes used in the phase
     latencies: list[float] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
@@ -112,6 +113,9 @@ class Phase:
             "p50_ms": pct(0.50),
             "p99_ms": pct(0.99),
             "mean_ms": round(statistics.fmean(lat) * 1000, 2) if lat else 0.0,
+            "server_cpu_us_per_request": round(self.server_cpu / self.requests * 1e6)
+            if self.requests
+            else 0,
         }
 
 
@@ -157,6 +161,7 @@ async def drive(
     *,
     max_requests: int,
     seconds: float,
+    server_pid: int = 0,
 ) -> Phase:
     """Run ``step`` on every connection until the request budget or the time is
     spent, or ``step`` says there is nothing left."""
@@ -169,9 +174,11 @@ async def drive(
             if not await step(conn, next(counter), phase):
                 return
 
+    cpu = server_cpu_seconds(server_pid)
     started = time.perf_counter()
     await asyncio.gather(*(loop(c) for c in conns))
     phase.seconds = time.perf_counter() - started
+    phase.server_cpu = server_cpu_seconds(server_pid) - cpu
     return phase
 
 
@@ -216,6 +223,25 @@ async def post_event(conn: Connection, n: int, phase: Phase) -> bool:
     return True
 
 
+def server_processes(pid: int) -> list[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    return [pid, *(int(p) for p in children.read_text().split())] if children.exists() else [pid]
+
+
+def server_cpu_seconds(pid: int) -> float:
+    """User + system CPU of the server and its worker processes (Linux /proc)."""
+    if not pid:
+        return 0.0
+    ticks = 0
+    for p in server_processes(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 async def load(args: argparse.Namespace) -> list[dict[str, Any]]:
     conns = [Connection("127.0.0.1", args.port, args.token) for _ in range(args.connections)]
     await asyncio.gather(*(c.open() for c in conns))
@@ -223,11 +249,15 @@ async def load(args: argparse.Namespace) -> list[dict[str, Any]]:
     await drive("warm-up", conns, post_task, max_requests=4 * len(conns), seconds=5)
     results = []
     for name, step in (("POST /task", post_task), ("worker cycle", worker_cycle)):
-        phase = await drive(name, conns, step, max_requests=args.requests, seconds=args.seconds)
+        phase = await drive(
+            name, conns, step, max_requests=args.requests, seconds=args.seconds,
+            server_pid=args.server_pid,
+        )  # fmt: skip
         results.append(phase.summary())
     phase = await drive(
-        "POST /event", conns, post_event, max_requests=args.requests, seconds=args.seconds
-    )
+        "POST /event", conns, post_event, max_requests=args.requests, seconds=args.seconds,
+        server_pid=args.server_pid,
+    )  # fmt: skip
     results.append(phase.summary())
     await asyncio.gather(*(c.close() for c in conns))
     return results
@@ -239,11 +269,7 @@ async def load(args: argparse.Namespace) -> list[dict[str, Any]]:
 def peak_rss_kib(pid: int) -> int:
     """VmHWM of a process and of its children (uvicorn's worker processes)."""
     total = 0
-    pids = [pid]
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    if children.exists():
-        pids += [int(p) for p in children.read_text().split()]
-    for p in pids:
+    for p in server_processes(pid):
         try:
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith("VmHWM:"):
@@ -277,6 +303,7 @@ def main() -> None:
     parser.add_argument("--load", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--token", help=argparse.SUPPRESS)
+    parser.add_argument("--server-pid", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.load:
         import uvloop
@@ -348,19 +375,19 @@ def run(args: argparse.Namespace) -> None:
         load = subprocess.run(
             [sys.executable, __file__, "--load", "--port", str(port),
              "--connections", str(args.connections), "--seconds", str(args.seconds),
-             "--requests", str(args.requests)],
+             "--requests", str(args.requests), "--server-pid", str(server.pid)],
             cwd=REPO, capture_output=True, text=True, check=True,
             timeout=3 * args.seconds + 120,
         )  # fmt: skip
         rss = peak_rss_kib(server.pid)
         results = json.loads(load.stdout)
-        print(
-            f"{'phase':<14}{'per s':>10}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'n':>9}{'err':>6}"
-        )
+        header = f"{'phase':<14}{'per s':>10}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
+        print(f"{header}{'n':>9}{'err':>6}{'server CPU us/req':>19}")
         for r in results:
             print(
                 f"{r['phase']:<14}{r['per_second']:>10}{r['requests_per_second']:>10}"
                 f"{r['p50_ms']:>9}{r['p99_ms']:>9}{r['units']:>9}{r['errors']:>6}"
+                f"{r['server_cpu_us_per_request']:>19}"
             )
         print(f"server peak RSS (VmHWM): {rss / 1024:.1f} MiB")
     finally:

@@ -35,7 +35,6 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy import Connection
 from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from eventix_operator.api import convert, errors
 from eventix_operator.api.config import ApiSettings
@@ -72,7 +71,6 @@ from eventix_operator.api.triggers import (
 from eventix_operator.db import api_tasks
 from eventix_operator.db import tasks as task_db
 from eventix_operator.db.api_queries import LISTING_COLUMNS
-from eventix_operator.db.engine import make_async_engine
 from eventix_operator.db.tasks import AsyncTaskStore, PayloadTooLarge, TaskRecord
 from eventix_operator.db.triggers import record_trigger_outcomes
 from eventix_operator.logs import get_logger
@@ -106,7 +104,7 @@ class ApiContext:
     api: ApiSettings
     code_triggers: dict[str, dict[str, CodeTrigger]] = field(default_factory=dict)
     stats: TriggerStats = field(default_factory=TriggerStats)
-    engine: AsyncEngine | None = None
+    store: api_tasks.AsyncApiStore | None = None
 
     @property
     def payload_limit(self) -> int:
@@ -120,9 +118,12 @@ class ApiContext:
         self, fn: Callable[Concatenate[Connection, P], R], *args: P.args, **kwargs: P.kwargs
     ) -> R:
         """Run ``fn(connection, ...)`` in one transaction."""
-        assert self.engine is not None, "the API is not started"
-        async with self.engine.begin() as conn:
-            return await conn.run_sync(fn, *args, **kwargs)
+        return await self.db.transaction(fn, *args, **kwargs)
+
+    @property
+    def db(self) -> api_tasks.AsyncApiStore:
+        assert self.store is not None, "the API is not started"
+        return self.store
 
 
 # -- answers ---------------------------------------------------------------------
@@ -156,13 +157,15 @@ def _revision(value: str | None) -> int | None:
     return int(value) if value is not None and value.isdigit() else None
 
 
-def _integrity(exc: IntegrityError, uid: str | None, unique_key: str | None) -> errors.ApiError:
-    constraint = getattr(getattr(exc.orig, "diag", None), "constraint_name", None)
+def _integrity(exc: Exception, uid: str | None, unique_key: str | None) -> errors.ApiError:
+    """The Eventix error for a unique violation (from SQLAlchemy or from psycopg)."""
+    orig = getattr(exc, "orig", exc)
+    constraint = getattr(getattr(orig, "diag", None), "constraint_name", None)
     if constraint == "pk_eventix_task":
         return errors.AlreadyExists(hex_uid(uid) if uid else "")
     if constraint == "uq_eventix_task_pending_unique_key":
         return errors.TaskUniqueKeyNotUnique(unique_key or "")
-    return errors.ApiError(str(exc.orig).splitlines()[0])
+    return errors.ApiError(str(orig).splitlines()[0])
 
 
 def _listing(
@@ -265,16 +268,9 @@ def add_routes(app: FastAPI, ctx: ApiContext) -> None:
         namespace has, that task is updated instead (earliest eta, lowest priority,
         newest args and kwargs) and returned. A uid that exists is a 409."""
         item = convert.new_task(task)
-
-        def insert(conn: Connection) -> TaskRecord:
-            uid = task_db.insert_tasks(conn, [item], payload_limit=limit)[0]
-            record = task_db.get_task(conn, uid)
-            assert record is not None
-            return record
-
         try:
-            record = await ctx.run(insert)
-        except IntegrityError as exc:
+            record = await ctx.db.insert_task(item, payload_limit=limit)
+        except psycopg.IntegrityError as exc:
             raise _integrity(exc, item.uid, item.unique_key) from None
         return task_response(record)
 
@@ -343,7 +339,7 @@ def add_routes(app: FastAPI, ctx: ApiContext) -> None:
 
     @app.get("/task/{uid}", tags=["task"], response_model=EventixTask, responses=E404)
     async def get_task(uid: str) -> Response:
-        record = await ctx.run(task_db.get_task, _uid_or_404(uid))
+        record = await ctx.db.get_task(_uid_or_404(uid))
         if record is None:
             raise errors.NotFound(uid)
         return task_response(record)
@@ -365,11 +361,16 @@ def add_routes(app: FastAPI, ctx: ApiContext) -> None:
         if api_tasks.parse_uid(uid) is None:
             raise errors.InvalidRequest("uid must be a UUID (32 hex digits, as Eventix makes them)")
         write = convert.task_write(task, uid)
+        revision = _revision(task.revision)
         try:
-            outcome = await ctx.run(
-                api_tasks.write_task, write, revision=_revision(task.revision), payload_limit=limit
-            )
-        except IntegrityError as exc:
+            outcome: TaskRecord | api_tasks.WriteConflict | None = None
+            if revision is not None:
+                outcome = await ctx.db.replace_task(write, revision=revision, payload_limit=limit)
+            if outcome is None:  # stale revision, or no such task: decide in a transaction
+                outcome = await ctx.run(
+                    api_tasks.write_task, write, revision=None, payload_limit=limit
+                )
+        except (IntegrityError, psycopg.IntegrityError) as exc:
             raise _integrity(exc, write.uid, write.unique_key) from None
         if isinstance(outcome, api_tasks.WriteConflict):
             raise errors.RevisionConflict(str(outcome.current_revision))
@@ -420,8 +421,7 @@ def add_routes(app: FastAPI, ctx: ApiContext) -> None:
         """Claim the next due task of the namespace for this worker, with a lease
         of ``EVENTIX_API_LEASE_SECONDS``; 204 when none is due. The same claim as
         native workers', so both can share a queue."""
-        record = await ctx.run(
-            api_tasks.claim_next,
+        record = await ctx.db.claim_next(
             worker_id=worker_id,
             namespace=namespace,
             lease_seconds=ctx.api.api_lease_seconds,
@@ -541,8 +541,9 @@ def add_error_handlers(app: FastAPI) -> None:
         return errors.PayloadTooLarge(str(exc)).response()
 
     @app.exception_handler(DataError)
-    async def data_error(request: Request, exc: DataError) -> Response:
-        message = str(exc.orig).splitlines()[0]
+    @app.exception_handler(psycopg.DataError)
+    async def data_error(request: Request, exc: Exception) -> Response:
+        message = str(getattr(exc, "orig", exc)).splitlines()[0]
         return errors.InvalidRequest(f"the database cannot store this value: {message}").response()
 
     @app.exception_handler(TypeError)
@@ -577,8 +578,7 @@ def add_error_handlers(app: FastAPI) -> None:
 async def _maintenance(ctx: ApiContext) -> None:
     """Return tasks of vanished HTTP workers to the queue and remove expired
     results, as native workers do: a deployment may have only HTTP workers."""
-    assert ctx.engine is not None
-    store = AsyncTaskStore(ctx.engine, f"api-{uuid.uuid4().hex[:8]}", ctx.api.api_lease_seconds)
+    store = AsyncTaskStore(ctx.db.engine, f"api-{uuid.uuid4().hex[:8]}", ctx.api.api_lease_seconds)
     while True:
         await asyncio.sleep(ctx.api.api_maintenance_interval)
         try:
@@ -619,7 +619,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        ctx.engine = make_async_engine(settings)
+        ctx.store = api_tasks.AsyncApiStore(api_tasks.make_autocommit_engine(settings))
         side = [asyncio.create_task(_trigger_stats_loop(ctx), name="eventix-trigger-stats")]
         if api.api_maintenance_interval > 0:
             side.append(asyncio.create_task(_maintenance(ctx), name="eventix-api-maintenance"))
@@ -636,7 +636,7 @@ def create_app(
                 task.cancel()
             await asyncio.gather(*side, return_exceptions=True)
             await _flush_trigger_stats(ctx)
-            await ctx.engine.dispose()
+            await ctx.db.engine.dispose()
             log.info("api stopped")
 
     app = FastAPI(

@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Select, TextClause, case, func, select, text
 
+from eventix_operator.db import queries
 from eventix_operator.db.queries import _returning
 from eventix_operator.db.schema import task_table
 
@@ -23,6 +24,16 @@ _TASK = _returning()
 _T_TASK = _returning("t.")
 
 # -- Tasks ----------------------------------------------------------------------
+
+# -- name: insert_task_returning --
+# The queue's own insert with Eventix's unique-key merge (queries.INSERT_TASKS,
+# not a copy of it), returning the whole row: POST /task answers with the task in
+# the same round trip.
+_INSERT_RETURNS = "RETURNING t.uid, t.namespace, t.unique_key"
+assert queries.INSERT_TASKS.text.rstrip().endswith(_INSERT_RETURNS)
+INSERT_TASK_RETURNING: TextClause = text(
+    queries.INSERT_TASKS.text.rstrip()[: -len(_INSERT_RETURNS)] + f"RETURNING {_T_TASK}"
+)
 
 # -- name: replace_task --
 # Eventix's write-back (PUT /task/{uid}): replace the document while its revision

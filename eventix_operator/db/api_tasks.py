@@ -9,20 +9,30 @@ documents in ``result``) is translated by the API; here rows are rows.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from sqlalchemy import Connection, RowMapping
+import psycopg
+from sqlalchemy import Connection, RowMapping, TextClause
+from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.util import greenlet_spawn
 
 from eventix_operator.db import api_queries, queries
 from eventix_operator.db.schema import PENDING_STATUSES
-from eventix_operator.db.tasks import TaskRecord, dump_json
+from eventix_operator.db.tasks import NewTask, TaskRecord, dump_json, insert_params
+from eventix_operator.settings import Settings, normalise_database_url
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 __all__ = [
     "PENDING_STATUSES",
+    "AsyncApiStore",
     "Page",
     "TaskWrite",
     "WriteConflict",
@@ -266,3 +276,139 @@ def status_counts(conn: Connection) -> dict[str, int]:
 
 def active_workers(conn: Connection) -> int:
     return int(conn.execute(api_queries.ACTIVE_WORKERS).scalar_one())
+
+
+# -- the hot paths ------------------------------------------------------------------
+
+
+class DriverStatement:
+    """A named statement compiled once by SQLAlchemy for psycopg, then run on the
+    pooled connection's psycopg connection.
+
+    The four statements an Eventix client and worker send thousands of times a
+    second (insert, get, claim, write-back) are one statement each; through
+    SQLAlchemy's execute path each would also cost a transaction's BEGIN and
+    COMMIT round trips and the rebuilding of 36 columns' result metadata, several
+    times the statement itself. So they run in autocommit (one statement is one
+    transaction) straight on the driver, and rows map to :class:`TaskRecord` by
+    the column names computed here once.
+    """
+
+    def __init__(self, statement: TextClause) -> None:
+        self.sql = statement.compile(dialect=psycopg_dialect()).string  # type: ignore[no-untyped-call]
+        self.names: tuple[str, ...] | None = None  # the result's columns, read once
+
+    async def fetch_task(
+        self, conn: psycopg.AsyncConnection[Any], params: Mapping[str, Any]
+    ) -> TaskRecord | None:
+        cursor = await conn.execute(self.sql, params)
+        row = await cursor.fetchone()
+        if row is None:
+            return None
+        if self.names is None:
+            assert cursor.description is not None
+            self.names = tuple(c.name for c in cursor.description)
+        values = dict(zip(self.names, row, strict=True))
+        values["uid"] = str(values["uid"])
+        return TaskRecord(**values)
+
+
+_INSERT = DriverStatement(api_queries.INSERT_TASK_RETURNING)
+_GET = DriverStatement(queries.GET_TASK)
+_CLAIM = DriverStatement(queries.CLAIM_TASKS)
+_REPLACE = DriverStatement(api_queries.REPLACE_TASK)
+_NOTIFY = DriverStatement(queries.NOTIFY_READY)
+
+
+def make_autocommit_engine(settings: Settings) -> AsyncEngine:
+    """The API's engine: the settings' pool, connections in autocommit.
+
+    Autocommit is set once per connection (switching per checkout costs a round
+    trip), and a connection goes back to the pool without a ROLLBACK: in
+    autocommit there is nothing to roll back, and a transaction opened by
+    :meth:`AsyncApiStore.transaction` has ended by then.
+    """
+    return create_async_engine(
+        normalise_database_url(settings.require_database_url()),
+        isolation_level="AUTOCOMMIT",
+        pool_reset_on_return=None,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pool_pre_ping=settings.db_pool_pre_ping,
+        connect_args={"connect_timeout": max(1, int(settings.db_connect_timeout))},
+    )
+
+
+class AsyncApiStore:
+    """The REST API's side of the queue.
+
+    ``engine`` must be in autocommit (``isolation_level="AUTOCOMMIT"``): the hot
+    paths run one statement per request on it, and :meth:`transaction` opens a
+    real transaction (READ COMMITTED) for requests that need several.
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    @contextlib.asynccontextmanager
+    async def driver(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A psycopg connection from the engine's pool (one hop into the pool each
+        way, instead of the three an ``AsyncConnection`` takes)."""
+        pooled = await greenlet_spawn(self.engine.sync_engine.raw_connection)
+        conn: psycopg.AsyncConnection[Any] = pooled.driver_connection  # type: ignore[assignment]
+        try:
+            yield conn
+        finally:
+            # A failed statement leaves an autocommit connection idle and usable; one
+            # interrupted mid-statement (or lost) is not, and must not go back as it is.
+            if conn.closed or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                await greenlet_spawn(pooled.invalidate)
+            await greenlet_spawn(pooled.close)
+
+    async def transaction(
+        self, fn: Callable[Concatenate[Connection, P], R], *args: P.args, **kwargs: P.kwargs
+    ) -> R:
+        """Run ``fn(connection, ...)`` in one transaction."""
+        async with self.engine.connect() as conn:
+            conn = await conn.execution_options(isolation_level="READ COMMITTED")
+            async with conn.begin():
+                return await conn.run_sync(fn, *args, **kwargs)
+
+    async def insert_task(self, task: NewTask, *, payload_limit: int) -> TaskRecord:
+        """Enqueue one task, merged Eventix-style into a pending one with its unique key."""
+        params = insert_params([task], payload_limit=payload_limit)
+        async with self.driver() as conn:
+            record = await _INSERT.fetch_task(conn, params)
+        assert record is not None
+        return record
+
+    async def get_task(self, uid: str) -> TaskRecord | None:
+        if parse_uid(uid) is None:
+            return None
+        async with self.driver() as conn:
+            return await _GET.fetch_task(conn, {"uid": uid})
+
+    async def claim_next(
+        self, *, worker_id: str, namespace: str, lease_seconds: float
+    ) -> TaskRecord | None:
+        """:func:`claim_next` in one autocommit statement."""
+        params = {
+            "queues": [namespace],
+            "limit": 1,
+            "worker_id": worker_id,
+            "lease_seconds": lease_seconds,
+        }
+        async with self.driver() as conn:
+            return await _CLAIM.fetch_task(conn, params)
+
+    async def replace_task(
+        self, write: TaskWrite, *, revision: int, payload_limit: int
+    ) -> TaskRecord | None:
+        """The common write-back: the revision matches. None: it does not (or the
+        task is gone), and :func:`write_task` decides in a transaction."""
+        params = {**_write_params(write, payload_limit), "revision": revision}
+        async with self.driver() as conn:
+            record = await _REPLACE.fetch_task(conn, params)
+            if record is not None and record.status in PENDING_STATUSES:
+                await conn.execute(_NOTIFY.sql, {"queues": [record.namespace]})
+        return record
