@@ -125,8 +125,8 @@ class Operators:
         time.sleep(down_seconds)
         self.main = self.cluster.operator()
 
-    def another_replica(self) -> Any:
-        return self.cluster.operator()
+    def another_replica(self, **env: str) -> Any:
+        return self.cluster.operator(**env)
 
 
 @pytest.fixture(scope="session")

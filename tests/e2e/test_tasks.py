@@ -6,7 +6,8 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 from sqlalchemy import create_engine, text
 
-from tests.e2e.conftest import Cluster
+from tests.e2e.conftest import Cluster, Operators
+from tests.support.postgres import PostgresServer
 
 pytestmark = pytest.mark.kube
 TASKS = "eventixtasks"
@@ -134,3 +135,25 @@ def test_invalid_tasks_are_rejected_by_the_api_server(
         cluster.create(TASKS, "invalid", spec)
     assert error.value.status == 422
     assert message in str(error.value.body)
+
+
+def test_deletion_is_not_held_forever_by_a_lost_database(
+    cluster: Cluster, operators: Operators, pg_server: PostgresServer
+) -> None:
+    if pg_server.embedded is None:
+        pytest.skip("needs the embedded server")
+    impatient = operators.another_replica(EVENTIX_OPERATOR_DELETE_TIMEOUT="3")
+    try:
+        cluster.create(TASKS, "orphan", {"task": "tests.record", "delaySeconds": 3600})
+        cluster.wait("enqueued", lambda: cluster.status(TASKS, "orphan").get("taskUid"))
+        pg_server.embedded.stop("fast")
+        try:
+            cluster.delete(TASKS, "orphan")
+            cluster.wait("released", lambda: cluster.get(TASKS, "orphan") is None, 40)
+        finally:
+            pg_server.embedded.start()
+    finally:
+        operators.procs.stop(impatient)
+    abandoned = [m for t, r, m in cluster.events("orphan") if r == "CleanupAbandoned"]
+    assert abandoned
+    assert "unreachable" in abandoned[0]

@@ -11,6 +11,8 @@ CREATE DATABASE); tests that restart the server are skipped then.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,12 +51,14 @@ class PostgresServer:
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+def pg_server() -> Iterator[PostgresServer]:
     external = os.environ.get("EVENTIX_TEST_DATABASE_URL")
     if external:
         server = PostgresServer(external, None)
     else:
-        data = Path(tmp_path_factory.mktemp("pg")) / "data"
+        # Not under pytest's basetemp: concurrent pytest sessions prune each other's
+        # old basetemp directories, which would pull the data out from under the server.
+        data = Path(tempfile.mkdtemp(prefix="eventix-test-pg-")) / "data"
         embedded = EmbeddedPostgres(
             data,
             # Durability is not under test; speed is welcome.
@@ -72,6 +76,7 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServ
     finally:
         if server.embedded is not None:
             server.embedded.destroy()
+            shutil.rmtree(server.embedded.data_dir.parent, ignore_errors=True)
 
 
 @pytest.fixture
