@@ -94,7 +94,12 @@ class Phase:
     errors: int = 0
     seconds: float = 0.0
     server_cpu: float = 0.0  # seconds of CPU the server processes used in the phase
+    postgres_cpu: float = 0.0  # ... PostgreSQL's backends (embedded server only)
+    load_cpu: float = 0.0  # ... this load process
     latencies: list[float] = field(default_factory=list)
+
+    def per_request(self, seconds: float) -> int:
+        return round(seconds / self.requests * 1e6) if self.requests else 0
 
     def summary(self) -> dict[str, Any]:
         lat = sorted(self.latencies)
@@ -113,9 +118,9 @@ class Phase:
             "p50_ms": pct(0.50),
             "p99_ms": pct(0.99),
             "mean_ms": round(statistics.fmean(lat) * 1000, 2) if lat else 0.0,
-            "server_cpu_us_per_request": round(self.server_cpu / self.requests * 1e6)
-            if self.requests
-            else 0,
+            "server_cpu_us_per_request": self.per_request(self.server_cpu),
+            "postgres_cpu_us_per_request": self.per_request(self.postgres_cpu),
+            "load_cpu_us_per_request": self.per_request(self.load_cpu),
         }
 
 
@@ -162,6 +167,7 @@ async def drive(
     max_requests: int,
     seconds: float,
     server_pid: int = 0,
+    postgres_pid: int = 0,
 ) -> Phase:
     """Run ``step`` on every connection until the request budget or the time is
     spent, or ``step`` says there is nothing left."""
@@ -174,11 +180,13 @@ async def drive(
             if not await step(conn, next(counter), phase):
                 return
 
-    cpu = server_cpu_seconds(server_pid)
+    cpu = server_cpu_seconds(server_pid), server_cpu_seconds(postgres_pid), time.process_time()
     started = time.perf_counter()
     await asyncio.gather(*(loop(c) for c in conns))
     phase.seconds = time.perf_counter() - started
-    phase.server_cpu = server_cpu_seconds(server_pid) - cpu
+    phase.server_cpu = server_cpu_seconds(server_pid) - cpu[0]
+    phase.postgres_cpu = server_cpu_seconds(postgres_pid) - cpu[1]
+    phase.load_cpu = time.process_time() - cpu[2]
     return phase
 
 
@@ -252,11 +260,13 @@ async def load(args: argparse.Namespace) -> list[dict[str, Any]]:
         phase = await drive(
             name, conns, step, max_requests=args.requests, seconds=args.seconds,
             server_pid=args.server_pid,
+            postgres_pid=args.postgres_pid,
         )  # fmt: skip
         results.append(phase.summary())
     phase = await drive(
         "POST /event", conns, post_event, max_requests=args.requests, seconds=args.seconds,
         server_pid=args.server_pid,
+        postgres_pid=args.postgres_pid,
     )  # fmt: skip
     results.append(phase.summary())
     await asyncio.gather(*(c.close() for c in conns))
@@ -304,6 +314,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--token", help=argparse.SUPPRESS)
     parser.add_argument("--server-pid", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--postgres-pid", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.load:
         import uvloop
@@ -352,6 +363,9 @@ def run(args: argparse.Namespace) -> None:
             )
         engine.dispose()
 
+        postmaster = (
+            int((embedded.data_dir / "postmaster.pid").read_text().split()[0]) if embedded else 0
+        )
         port = free_port()
         env = dict(
             os.environ,
@@ -375,19 +389,21 @@ def run(args: argparse.Namespace) -> None:
         load = subprocess.run(
             [sys.executable, __file__, "--load", "--port", str(port),
              "--connections", str(args.connections), "--seconds", str(args.seconds),
-             "--requests", str(args.requests), "--server-pid", str(server.pid)],
+             "--requests", str(args.requests), "--server-pid", str(server.pid),
+             "--postgres-pid", str(postmaster)],
             cwd=REPO, capture_output=True, text=True, check=True,
             timeout=3 * args.seconds + 120,
         )  # fmt: skip
         rss = peak_rss_kib(server.pid)
         results = json.loads(load.stdout)
         header = f"{'phase':<14}{'per s':>10}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
-        print(f"{header}{'n':>9}{'err':>6}{'server CPU us/req':>19}")
+        print(f"{header}{'n':>9}{'err':>6}   CPU us/req: server / postgres / load")
         for r in results:
             print(
                 f"{r['phase']:<14}{r['per_second']:>10}{r['requests_per_second']:>10}"
                 f"{r['p50_ms']:>9}{r['p99_ms']:>9}{r['units']:>9}{r['errors']:>6}"
-                f"{r['server_cpu_us_per_request']:>19}"
+                f"{r['server_cpu_us_per_request']:>20} / {r['postgres_cpu_us_per_request']}"
+                f" / {r['load_cpu_us_per_request']}"
             )
         print(f"server peak RSS (VmHWM): {rss / 1024:.1f} MiB")
     finally:

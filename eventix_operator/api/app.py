@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import resource
 import uuid
@@ -620,6 +621,12 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ctx.store = api_tasks.AsyncApiStore(api_tasks.make_autocommit_engine(settings))
+        if api.api_gc_tuning:
+            # Everything loaded so far lives as long as the process: keep the cyclic
+            # collector from walking it again and again, and let it run less often
+            # (a request allocates many short-lived objects, few of them cyclic).
+            gc.freeze()
+            gc.set_threshold(20_000, 20, 20)
         side = [asyncio.create_task(_trigger_stats_loop(ctx), name="eventix-trigger-stats")]
         if api.api_maintenance_interval > 0:
             side.append(asyncio.create_task(_maintenance(ctx), name="eventix-api-maintenance"))

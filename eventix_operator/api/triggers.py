@@ -228,6 +228,12 @@ def run_code_triggers(
         try:
             task = trigger.run(event)
         except ValidationError as exc:
+            log.warning(
+                "trigger returned an invalid task",
+                trigger=trigger.name,
+                event_name=context.name,
+                error=str(exc)[:500],
+            )
             results.append(CodeResult(trigger.name, error=f"invalid task: {exc}"))
             continue
         except Exception as exc:

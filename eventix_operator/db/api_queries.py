@@ -35,6 +35,44 @@ INSERT_TASK_RETURNING: TextClause = text(
     queries.INSERT_TASKS.text.rstrip()[: -len(_INSERT_RETURNS)] + f"RETURNING {_T_TASK}"
 )
 
+# -- name: claim_tasks_for_workers --
+# queries.CLAIM_TASKS for several workers of one queue at once (concurrent
+# GET /tasks/next_scheduled): the same due rows in the same order (priority,
+# eta), locked the same way (SKIP LOCKED), leased the same way; the n-th row
+# goes to the n-th worker slot, so a worker id used twice (Eventix's default
+# "default") still gets one task per request. Returns each row with its slot.
+CLAIM_TASKS_FOR_WORKERS: TextClause = text(
+    f"""
+    WITH slots AS (
+        SELECT s.worker_id, s.slot
+        FROM unnest(CAST(:worker_ids AS text[])) WITH ORDINALITY AS s(worker_id, slot)
+    ), next AS (
+        SELECT c.uid, row_number() OVER (ORDER BY c.priority, c.eta) AS slot
+        FROM (
+            SELECT uid, priority, eta
+            FROM eventix_task
+            WHERE namespace = :namespace
+              AND status IN ('scheduled', 'retry')
+              AND eta <= now()
+            ORDER BY priority, eta
+            LIMIT cardinality(CAST(:worker_ids AS text[]))
+            FOR UPDATE SKIP LOCKED
+        ) AS c
+    )
+    UPDATE eventix_task AS t
+    SET status = 'processing',
+        worker_id = slots.worker_id,
+        worker_expires = now() + make_interval(secs => :lease_seconds),
+        attempts = t.attempts + 1,
+        started_at = now(),
+        updated_at = now(),
+        revision = t.revision + 1
+    FROM next JOIN slots ON slots.slot = next.slot
+    WHERE t.uid = next.uid
+    RETURNING next.slot AS claim_slot, {_T_TASK}
+    """
+)
+
 # -- name: replace_task --
 # Eventix's write-back (PUT /task/{uid}): replace the document while its revision
 # still matches. Eventix counts retries down in max_retries; the row keeps the

@@ -9,12 +9,13 @@ documents in ``result``) is translated by the API; here rows are rows.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
 
 import psycopg
 from sqlalchemy import Connection, RowMapping, TextClause
@@ -24,11 +25,19 @@ from sqlalchemy.util import greenlet_spawn
 
 from eventix_operator.db import api_queries, queries
 from eventix_operator.db.schema import PENDING_STATUSES
-from eventix_operator.db.tasks import NewTask, TaskRecord, dump_json, insert_params
+from eventix_operator.db.tasks import (
+    NewTask,
+    TaskRecord,
+    _merge_duplicates,
+    dump_json,
+    insert_params,
+)
 from eventix_operator.settings import Settings, normalise_database_url
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
+U = TypeVar("U")
 
 __all__ = [
     "PENDING_STATUSES",
@@ -303,11 +312,28 @@ class DriverStatement:
     ) -> TaskRecord | None:
         cursor = await conn.execute(self.sql, params)
         row = await cursor.fetchone()
-        if row is None:
-            return None
+        return None if row is None else self._record(cursor, row)
+
+    async def fetch_tasks(
+        self, conn: psycopg.AsyncConnection[Any], params: Mapping[str, Any]
+    ) -> list[TaskRecord]:
+        cursor = await conn.execute(self.sql, params)
+        return [self._record(cursor, row) for row in await cursor.fetchall()]
+
+    async def fetch_tasks_with(
+        self, conn: psycopg.AsyncConnection[Any], params: Mapping[str, Any], extra: str
+    ) -> list[tuple[Any, TaskRecord]]:
+        """Rows with one more column than a task's (named ``extra``, first)."""
+        cursor = await conn.execute(self.sql, params)
+        rows = await cursor.fetchall()
+        return [(row[0], self._record(cursor, row[1:], skip=1)) for row in rows]
+
+    def _record(
+        self, cursor: psycopg.AsyncCursor[Any], row: Sequence[Any], skip: int = 0
+    ) -> TaskRecord:
         if self.names is None:
             assert cursor.description is not None
-            self.names = tuple(c.name for c in cursor.description)
+            self.names = tuple(c.name for c in cursor.description[skip:])
         values = dict(zip(self.names, row, strict=True))
         values["uid"] = str(values["uid"])
         return TaskRecord(**values)
@@ -315,7 +341,7 @@ class DriverStatement:
 
 _INSERT = DriverStatement(api_queries.INSERT_TASK_RETURNING)
 _GET = DriverStatement(queries.GET_TASK)
-_CLAIM = DriverStatement(queries.CLAIM_TASKS)
+_CLAIM_FOR_WORKERS = DriverStatement(api_queries.CLAIM_TASKS_FOR_WORKERS)
 _REPLACE = DriverStatement(api_queries.REPLACE_TASK)
 _NOTIFY = DriverStatement(queries.NOTIFY_READY)
 
@@ -339,6 +365,55 @@ def make_autocommit_engine(settings: Settings) -> AsyncEngine:
     )
 
 
+class Batcher(Generic[T, U]):
+    """Coalesce concurrent requests into few statements.
+
+    A request that arrives while statements are on their way to the database
+    joins the next one: under load many requests share one statement (one round
+    trip, one plan, one trigger call, one WAL flush); idle, a request goes alone
+    at once, so batching adds no latency. ``run`` gets the items of a batch and
+    returns one outcome per item, an exception being that item's failure.
+    """
+
+    def __init__(
+        self,
+        run: Callable[[list[T]], Awaitable[list[U | BaseException]]],
+        *,
+        max_batch: int = 256,
+        in_flight: int = 4,
+    ) -> None:
+        self.run = run
+        self.max_batch = max_batch
+        self.in_flight = in_flight
+        self.pending: list[tuple[T, asyncio.Future[U]]] = []
+        self.drainers: set[asyncio.Task[None]] = set()
+
+    async def submit(self, item: T) -> U:
+        future: asyncio.Future[U] = asyncio.get_running_loop().create_future()
+        self.pending.append((item, future))
+        if len(self.drainers) < self.in_flight:
+            drainer = asyncio.create_task(self._drain())
+            self.drainers.add(drainer)
+            drainer.add_done_callback(self.drainers.discard)
+        return await future
+
+    async def _drain(self) -> None:
+        while self.pending:
+            batch = self.pending[: self.max_batch]
+            del self.pending[: self.max_batch]
+            try:
+                outcomes = await self.run([item for item, _ in batch])
+            except Exception as exc:
+                outcomes = [exc] * len(batch)
+            for (_, future), outcome in zip(batch, outcomes, strict=True):
+                if future.done():  # its request was cancelled meanwhile
+                    continue
+                if isinstance(outcome, BaseException):
+                    future.set_exception(outcome)
+                else:
+                    future.set_result(outcome)
+
+
 class AsyncApiStore:
     """The REST API's side of the queue.
 
@@ -349,6 +424,9 @@ class AsyncApiStore:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        self._payload_limit = 1_000_000
+        self._inserts: Batcher[NewTask, TaskRecord] = Batcher(self._insert_batch)
+        self._claims: dict[str, Batcher[tuple[str, float], TaskRecord | None]] = {}
 
     @contextlib.asynccontextmanager
     async def driver(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
@@ -375,12 +453,42 @@ class AsyncApiStore:
                 return await conn.run_sync(fn, *args, **kwargs)
 
     async def insert_task(self, task: NewTask, *, payload_limit: int) -> TaskRecord:
-        """Enqueue one task, merged Eventix-style into a pending one with its unique key."""
-        params = insert_params([task], payload_limit=payload_limit)
+        """Enqueue one task, merged Eventix-style into a pending one with its unique
+        key; concurrent requests share INSERT statements (see :class:`Batcher`)."""
+        insert_params([task], payload_limit=payload_limit)  # this task's own errors, first
+        self._payload_limit = payload_limit
+        return await self._inserts.submit(task)
+
+    async def _insert_batch(self, tasks: list[NewTask]) -> list[TaskRecord | BaseException]:
+        """All in one statement; if the database refuses it (a uid that exists, a
+        value jsonb cannot hold), each on its own, so that the error is its task's."""
+        try:
+            return list(await self._insert_many(tasks, self._payload_limit))
+        except (psycopg.IntegrityError, psycopg.DataError) as exc:
+            if len(tasks) == 1:
+                return [exc]
+        outcomes: list[TaskRecord | BaseException] = []
+        for task in tasks:
+            try:
+                outcomes.append((await self._insert_many([task], self._payload_limit))[0])
+            except (psycopg.IntegrityError, psycopg.DataError) as exc:
+                outcomes.append(exc)
+        return outcomes
+
+    async def _insert_many(self, tasks: Sequence[NewTask], payload_limit: int) -> list[TaskRecord]:
+        """One INSERT for ``tasks``; the row of each, in order (a task merged by
+        unique key gets the row it merged into)."""
+        merged, position = _merge_duplicates(tasks)
+        params = insert_params(merged, payload_limit=payload_limit)
         async with self.driver() as conn:
-            record = await _INSERT.fetch_task(conn, params)
-        assert record is not None
-        return record
+            rows = await _INSERT.fetch_tasks(conn, params)
+        by_key = {(r.namespace, r.unique_key): r for r in rows if r.unique_key is not None}
+        by_uid = {r.uid: r for r in rows}
+        resolved = [
+            by_key[(t.queue, t.unique_key)] if t.unique_key is not None else by_uid[t.uid]
+            for t in merged
+        ]
+        return [resolved[position[i]] for i in range(len(tasks))]
 
     async def get_task(self, uid: str) -> TaskRecord | None:
         if parse_uid(uid) is None:
@@ -391,15 +499,29 @@ class AsyncApiStore:
     async def claim_next(
         self, *, worker_id: str, namespace: str, lease_seconds: float
     ) -> TaskRecord | None:
-        """:func:`claim_next` in one autocommit statement."""
+        """:func:`claim_next` for an HTTP worker; concurrent claims on one queue
+        share a statement (:data:`api_queries.CLAIM_TASKS_FOR_WORKERS`)."""
+        batcher = self._claims.get(namespace)
+        if batcher is None:
+            batcher = self._claims[namespace] = Batcher(
+                lambda claims: self._claim_batch(namespace, claims)
+            )
+        return await batcher.submit((worker_id, lease_seconds))
+
+    async def _claim_batch(
+        self, namespace: str, claims: list[tuple[str, float]]
+    ) -> list[TaskRecord | BaseException | None]:
         params = {
-            "queues": [namespace],
-            "limit": 1,
-            "worker_id": worker_id,
-            "lease_seconds": lease_seconds,
+            "namespace": namespace,
+            "worker_ids": [worker for worker, _ in claims],
+            "lease_seconds": claims[0][1],
         }
         async with self.driver() as conn:
-            return await _CLAIM.fetch_task(conn, params)
+            rows = await _CLAIM_FOR_WORKERS.fetch_tasks_with(conn, params, extra="claim_slot")
+        by_slot = {slot: record for slot, record in rows}
+        if not self._claims[namespace].pending and len(self._claims) > 1000:
+            self._claims.pop(namespace, None)  # queues come and go: keep the map small
+        return [by_slot.get(slot) for slot in range(1, len(claims) + 1)]
 
     async def replace_task(
         self, write: TaskWrite, *, revision: int, payload_limit: int
