@@ -75,6 +75,13 @@ class Settings(BaseSettings):
         description="Seconds a deleted resource waits for an unreachable database before "
         "the operator releases it anyway (with a Warning event).",
     )
+    metrics_port: int = Field(
+        9090,
+        ge=0,
+        le=65535,
+        description="Port of the Prometheus /metrics endpoint of the operator and of each "
+        "worker process; 0 disables it.",
+    )
     log_format: str = Field("console", description="`console` or `json`.")
     log_level: str = Field("INFO", description="Python logging level name.")
 

@@ -511,3 +511,74 @@ CHANGED_SCHEDULES: TextClause = text(
                   WHERE t.schedule_uid = s.uid AND t.updated_at >= :since)
     """
 )
+
+# -- Worker pools and metrics ------------------------------------------------------
+
+# -- name: queue_load --
+# What worker pools scale on, per queue: due tasks (counted up to :cap, more than
+# any pool can use, so a deep backlog costs no more than a full pool), running
+# tasks, the distinct workers holding their leases, and, when nothing is due, the
+# seconds until the next pending task falls due. Each part reads a partial index.
+QUEUE_LOAD: TextClause = text(
+    """
+    SELECT q.name AS queue,
+           d.due,
+           r.running,
+           r.holders,
+           CASE WHEN d.due = 0 THEN (
+               SELECT extract(epoch FROM min(t.eta) - now())
+               FROM eventix_task t
+               WHERE t.namespace = q.name AND t.status IN ('scheduled', 'retry')
+                 AND t.eta > now()
+           ) END AS next_due_in
+    FROM unnest(CAST(:queues AS text[])) AS q(name)
+    CROSS JOIN LATERAL (
+        SELECT count(*) AS due FROM (
+            SELECT 1 FROM eventix_task t
+            WHERE t.namespace = q.name AND t.status IN ('scheduled', 'retry')
+              AND t.eta <= now()
+            LIMIT :cap
+        ) AS capped
+    ) AS d
+    CROSS JOIN LATERAL (
+        SELECT count(*) AS running,
+               array_remove(array_agg(DISTINCT t.worker_id), NULL) AS holders
+        FROM eventix_task t
+        WHERE t.namespace = q.name AND t.status = 'processing'
+    ) AS r
+    """
+)
+
+# -- name: queue_metrics --
+# Pending, due and running tasks per queue and the age of the oldest due task,
+# for the operator's /metrics (pending and processing rows only).
+QUEUE_METRICS: TextClause = text(
+    """
+    SELECT namespace AS queue,
+           count(*) FILTER (WHERE status IN ('scheduled', 'retry') AND eta <= now()) AS due,
+           count(*) FILTER (WHERE status IN ('scheduled', 'retry')) AS pending,
+           count(*) FILTER (WHERE status = 'processing') AS running,
+           extract(epoch FROM now() - min(eta) FILTER (
+               WHERE status IN ('scheduled', 'retry') AND eta <= now())) AS oldest_due_seconds
+    FROM eventix_task
+    WHERE status IN ('scheduled', 'retry', 'processing')
+    GROUP BY namespace
+    """
+)
+
+# -- name: finished_counts --
+# Finished rows still kept per queue and status (done, error), for /metrics: they
+# fall as results expire, so they are gauges, not counters.
+FINISHED_COUNTS: TextClause = text(
+    """
+    SELECT namespace AS queue, status, count(*) AS count
+    FROM eventix_task
+    WHERE status IN ('done', 'error')
+    GROUP BY namespace, status
+    """
+)
+
+# -- name: try_advisory_lock / advisory_unlock --
+# Session locks that make one operator replica the one that acts (pool scaling).
+TRY_ADVISORY_LOCK: TextClause = text("SELECT pg_try_advisory_lock(:key)")
+ADVISORY_UNLOCK: TextClause = text("SELECT pg_advisory_unlock(:key)")

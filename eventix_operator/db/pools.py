@@ -1,0 +1,111 @@
+"""Queue load for worker pools and /metrics: run the statements, map rows to values."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Connection
+
+from eventix_operator.db import queries
+
+
+@dataclass(frozen=True, slots=True)
+class QueueLoad:
+    """One queue as a pool's scaler sees it."""
+
+    queue: str
+    due: int  # pending with eta <= now, counted up to the cap asked for
+    running: int
+    holders: frozenset[str]  # worker ids holding leases of running tasks
+    next_due_in: float | None  # nothing due: seconds until the next pending task is
+
+
+def queue_loads(conn: Connection, queues: Sequence[str], *, cap: int) -> dict[str, QueueLoad]:
+    """Load of each queue (queues without tasks included, at zero)."""
+    if not queues:
+        return {}
+    rows = conn.execute(queries.QUEUE_LOAD, {"queues": list(queues), "cap": cap}).mappings()
+    return {
+        r["queue"]: QueueLoad(
+            queue=r["queue"],
+            due=int(r["due"]),
+            running=int(r["running"]),
+            holders=frozenset(r["holders"] or ()),
+            next_due_in=None if r["next_due_in"] is None else float(r["next_due_in"]),
+        )
+        for r in rows
+    }
+
+
+def combined(loads: Iterable[QueueLoad]) -> tuple[int, int, int, float | None]:
+    """(due, running, distinct lease holders, next due in) over a pool's queues: a
+    worker serving several of them counts once."""
+    due = running = 0
+    holders: set[str] = set()
+    next_due: float | None = None
+    for load in loads:
+        due += load.due
+        running += load.running
+        holders |= load.holders
+        if load.next_due_in is not None:
+            next_due = load.next_due_in if next_due is None else min(next_due, load.next_due_in)
+    return due, running, len(holders), next_due
+
+
+@dataclass(frozen=True, slots=True)
+class QueueMetrics:
+    queue: str
+    due: int
+    pending: int
+    running: int
+    oldest_due_seconds: float | None
+    done: int | None = None  # finished rows kept; None: not counted this time
+    failed: int | None = None
+
+
+def queue_metrics(conn: Connection, *, finished: bool) -> list[QueueMetrics]:
+    """Per-queue figures for /metrics; with ``finished``, also the done and error
+    rows still kept (a heavier count, so callers ask for it less often)."""
+    found: dict[str, QueueMetrics] = {}
+    for r in conn.execute(queries.QUEUE_METRICS).mappings():
+        oldest = r["oldest_due_seconds"]
+        found[r["queue"]] = QueueMetrics(
+            queue=r["queue"],
+            due=int(r["due"]),
+            pending=int(r["pending"]),
+            running=int(r["running"]),
+            oldest_due_seconds=None if oldest is None else float(oldest),
+        )
+    if not finished:
+        return list(found.values())
+    counts: dict[tuple[str, str], int] = {
+        (r["queue"], r["status"]): int(r["count"])
+        for r in conn.execute(queries.FINISHED_COUNTS).mappings()
+    }
+    queues = sorted(set(found) | {q for q, _ in counts})
+    return [
+        QueueMetrics(
+            queue=q,
+            due=found[q].due if q in found else 0,
+            pending=found[q].pending if q in found else 0,
+            running=found[q].running if q in found else 0,
+            oldest_due_seconds=found[q].oldest_due_seconds if q in found else None,
+            done=counts.get((q, "done"), 0),
+            failed=counts.get((q, "error"), 0),
+        )
+        for q in queues
+    ]
+
+
+def try_lock(conn: Connection, key: int) -> bool:
+    """Take a session advisory lock without waiting; held until released or the
+    connection ends (so a replica that dies lets go of it)."""
+    held: bool = conn.execute(queries.TRY_ADVISORY_LOCK, {"key": key}).scalar_one()
+    conn.commit()  # the lock is the session's; end the transaction the query began
+    return held
+
+
+def unlock(conn: Connection, key: int) -> None:
+    conn.execute(queries.ADVISORY_UNLOCK, {"key": key})
+    conn.commit()
