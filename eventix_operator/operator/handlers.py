@@ -204,3 +204,67 @@ def remove_schedule(meta: kopf.Meta, memo: kopf.Memo, runtime: timedelta, **_: A
     ref = ResourceRef(SCHEDULES, str(meta.namespace), str(meta.name), str(meta.uid))
     _delete(rt, ref, runtime, lambda: reconcile.delete_schedule_resource(rt.engine, ref))
     rt.sync.forget(ref.uid)
+
+
+# -- EventixWorkerPool ---------------------------------------------------------
+# Async handlers: they only touch the scaler's in-memory pools (event-loop owned);
+# the scaler loop does the database and /scale work (see operator/pools.py).
+
+POOLS = "eventixworkerpools"
+
+
+def _pool_ref(meta: kopf.Meta) -> ResourceRef:
+    return ResourceRef(POOLS, str(meta.namespace), str(meta.name), str(meta.uid))
+
+
+@kopf.on.resume(GROUP, VERSION, POOLS, id="configure")
+@kopf.on.create(GROUP, VERSION, POOLS, id="configure")
+@kopf.on.update(GROUP, VERSION, POOLS, id="configure", field="spec")
+async def configure_pool(
+    spec: kopf.Spec,
+    meta: kopf.Meta,
+    status: kopf.Status,
+    memo: kopf.Memo,
+    patch: kopf.Patch,
+    **_: Any,
+) -> None:
+    rt = runtime_of(memo)
+    ref = _pool_ref(meta)
+    result = rt.pools.configure(
+        ref, spec, generation=int(meta.get("generation", 1)), status=status, now=now()
+    )
+    if result.status is not None:
+        patch.status.update(result.status)
+    for type_, reason, message in result.events:
+        await asyncio.to_thread(rt.kube.event, ref, type_=type_, reason=reason, message=message)
+
+
+@kopf.daemon(GROUP, VERSION, POOLS, id="hold", cancellation_timeout=10)
+async def hold_pool(
+    stopped: kopf.DaemonStopped,
+    spec: kopf.Spec,
+    meta: kopf.Meta,
+    status: kopf.Status,
+    memo: kopf.Memo,
+    **_: Any,
+) -> None:
+    """Keep the pool in this replica's scaler while kopf lets this replica act.
+
+    Kopf stops daemons when peering pauses a replica (and resumes them after),
+    which handlers never learn: without this, a paused replica would keep
+    scaling pools from a stale spec.
+    """
+    rt = runtime_of(memo)
+    ref = _pool_ref(meta)
+    generation = int(meta.get("generation", 1))
+    rt.pools.configure(ref, spec, generation=generation, status=status, now=now())
+    try:
+        await stopped.wait()
+    finally:
+        rt.pools.forget(ref.uid)
+
+
+@kopf.on.delete(GROUP, VERSION, POOLS, id="remove", optional=True)
+async def remove_pool(meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
+    """Stop scaling; the target keeps the replicas it has (as after deleting an HPA)."""
+    runtime_of(memo).pools.forget(str(meta.uid))

@@ -19,7 +19,19 @@ from eventix_operator.resources import GROUP, VERSION
 
 log = get_logger("eventix.kube")
 
-KINDS = {"eventixtasks": "EventixTask", "eventixschedules": "EventixSchedule"}
+KINDS = {
+    "eventixtasks": "EventixTask",
+    "eventixschedules": "EventixSchedule",
+    "eventixworkerpools": "EventixWorkerPool",
+}
+
+
+@dataclass(frozen=True)
+class Scale:
+    """A scale subresource: what its controller was asked for, and what it has."""
+
+    replicas: int  # spec.replicas
+    current: int  # status.replicas: pods the controller counts now
 
 
 @dataclass(frozen=True)
@@ -47,6 +59,7 @@ class Kube:
         self.api_client = api_client or client.ApiClient()
         self.custom = client.CustomObjectsApi(self.api_client)
         self.core = client.CoreV1Api(self.api_client)
+        self.apps = client.AppsV1Api(self.api_client)
 
     def patch_status(self, ref: ResourceRef, status: dict[str, Any]) -> bool:
         """Merge-patch the status subresource; False when the resource is gone."""
@@ -96,6 +109,40 @@ class Kube:
             self.custom.delete_namespaced_custom_object(
                 GROUP, VERSION, ref.namespace, ref.plural, ref.name
             )
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    # -- scale subresources (worker pools) ----------------------------------------
+
+    def get_scale(self, namespace: str, kind: str, name: str) -> Scale | None:
+        """The ``/scale`` of a Deployment or StatefulSet; None when there is none."""
+        read = {
+            "Deployment": self.apps.read_namespaced_deployment_scale,
+            "StatefulSet": self.apps.read_namespaced_stateful_set_scale,
+        }[kind]
+        try:
+            scale = read(name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return Scale(
+            replicas=int(scale.spec.replicas or 0) if scale.spec else 0,
+            current=int(scale.status.replicas or 0) if scale.status else 0,
+        )
+
+    def patch_scale(self, namespace: str, kind: str, name: str, replicas: int) -> bool:
+        """Set the replicas through ``/scale`` (the way HPA does, so the target's own
+        spec stays the user's); False when the target is gone."""
+        patch = {
+            "Deployment": self.apps.patch_namespaced_deployment_scale,
+            "StatefulSet": self.apps.patch_namespaced_stateful_set_scale,
+        }[kind]
+        try:
+            patch(name, namespace, {"spec": {"replicas": replicas}})
         except ApiException as exc:
             if exc.status == 404:
                 return False

@@ -1,19 +1,25 @@
 """What the operator process holds besides kopf: the engine, the Kubernetes
-client, the scheduler loop and the status sync, started and stopped together."""
+client, the scheduler loop, the status sync, the worker-pool scaler and the
+metrics endpoint, started and stopped together."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import functools
+from collections.abc import Callable
+from wsgiref.simple_server import WSGIServer
 
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
 
-from eventix_operator.db.engine import make_engine
+from eventix_operator.db import pools as pool_db
+from eventix_operator.db.engine import libpq_url, make_engine
 from eventix_operator.db.migrate import upgrade
 from eventix_operator.logs import get_logger
+from eventix_operator.metrics import operator_metrics, serve
 from eventix_operator.operator.kube import Kube, ResourceRef, load_config
+from eventix_operator.operator.pools import PoolScaler
 from eventix_operator.operator.sync import StatusSync
 from eventix_operator.schedules.loop import SchedulerLoop
 from eventix_operator.schedules.scheduler import ScheduleFiring
@@ -23,6 +29,10 @@ log = get_logger("eventix.operator")
 
 #: pg_advisory_lock key of the replica that syncs status ("evx" + 1).
 LEADER_LOCK = 0x65767801
+#: Seconds between two reads of the queue figures for /metrics (leader only);
+#: the finished-row counts, a heavier read, every FINISHED_EVERY-th time.
+QUEUE_METRICS_INTERVAL = 15.0
+FINISHED_EVERY = 4
 
 
 class Runtime:
@@ -34,9 +44,15 @@ class Runtime:
             engine, payload_limit=settings.max_payload_bytes, on_firing=self._on_firing
         )
         self.sync = StatusSync(engine, kube)
+        self.pools = PoolScaler(
+            engine, kube, database_url=libpq_url(engine.url.render_as_string(hide_password=False))
+        )
         self.stopping = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.leading = False  # holds the leader lock (status sync, queue metrics)
+        self.metrics_server: WSGIServer | None = None
+        self._uncount_errors: Callable[[], None] | None = None
 
     @classmethod
     def create(cls, settings: Settings) -> Runtime:
@@ -50,16 +66,26 @@ class Runtime:
 
     def launch(self) -> None:
         self.loop = asyncio.get_running_loop()
+        self._uncount_errors = operator_metrics().count_kopf_errors()
+        self.metrics_server = serve(self.settings.metrics_port)
         self.tasks = [
             asyncio.create_task(self.scheduler.run(), name="eventix-scheduler"),
             asyncio.create_task(self._lead(), name="eventix-status-sync"),
+            asyncio.create_task(self.pools.run(), name="eventix-pool-scaler"),
+            asyncio.create_task(self._queue_metrics(), name="eventix-queue-metrics"),
         ]
 
     async def stop(self) -> None:
         self.stopping.set()
         self.scheduler.stop()
         self.sync.stop()
+        self.pools.stop()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.metrics_server is not None:
+            self.metrics_server.shutdown()
+            self.metrics_server.server_close()
+        if self._uncount_errors is not None:
+            self._uncount_errors()
         self.engine.dispose()
 
     async def _lead(self) -> None:
@@ -83,13 +109,38 @@ class Runtime:
         log.info("leading status sync")
         self.sync.stopping.clear()
         syncing = asyncio.create_task(self.sync.run())
+        self.leading = True
         try:
             while not self.stopping.is_set():
                 await self._pause(3.0)
                 await asyncio.to_thread(conn.execute, text("SELECT 1"))
         finally:
+            self.leading = False
             self.sync.stop()
             await syncing
+
+    async def _queue_metrics(self) -> None:
+        """Queue figures for /metrics, read by the leader only: they describe the
+        database, and one replica exporting them keeps sums across replicas true."""
+        passes = 0
+        while not self.stopping.is_set():
+            figures: list[pool_db.QueueMetrics] | None = None
+            if self.leading:
+                finished = passes % FINISHED_EVERY == 0
+                try:
+                    figures = await asyncio.to_thread(self._read_queue_metrics, finished)
+                    passes += 1
+                except DBAPIError as exc:
+                    log.warning("queue metrics not read", error=str(exc).splitlines()[0])
+            else:
+                passes = 0
+            if figures is not None or not self.leading:
+                operator_metrics().queues.update(figures)
+            await self._pause(QUEUE_METRICS_INTERVAL if self.leading else 3.0)
+
+    def _read_queue_metrics(self, finished: bool) -> list[pool_db.QueueMetrics]:
+        with self.engine.connect() as conn:
+            return pool_db.queue_metrics(conn, finished=finished)
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

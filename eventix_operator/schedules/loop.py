@@ -17,6 +17,7 @@ from sqlalchemy.exc import DBAPIError
 
 from eventix_operator.db import schedules as schedule_db
 from eventix_operator.logs import get_logger
+from eventix_operator.metrics import schedule_lateness
 from eventix_operator.schedules.scheduler import ScheduleFiring, fire_due
 
 log = get_logger("eventix.scheduler")
@@ -81,6 +82,7 @@ class SchedulerLoop:
         s = firing.schedule
         for tick, uid in firing.fired:
             lateness = (self.clock() - tick).total_seconds()
+            schedule_lateness().observe(max(0.0, lateness))
             log.info(
                 "schedule fired",
                 schedule=f"{s.k8s_namespace}/{s.k8s_name}",

@@ -7,6 +7,7 @@ import signal
 from collections.abc import Sequence
 
 from eventix_operator.db.engine import make_async_engine
+from eventix_operator.metrics import serve
 from eventix_operator.registry import Registry
 from eventix_operator.settings import Settings
 from eventix_operator.worker.worker import Worker, WorkerConfig
@@ -38,6 +39,7 @@ async def run_worker(
     """Run until SIGTERM/SIGINT (or an empty queue in burst mode)."""
     engine = make_async_engine(settings, database_url)
     worker = Worker(engine, registry, config, database_url=database_url)
+    metrics = serve(settings.metrics_port)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stop)
@@ -46,5 +48,8 @@ async def run_worker(
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+        if metrics is not None:
+            metrics.shutdown()
+            metrics.server_close()
         await engine.dispose()
     return worker

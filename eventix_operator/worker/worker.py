@@ -27,6 +27,7 @@ from eventix_operator.db.engine import libpq_url
 from eventix_operator.db.queries import READY_CHANNEL
 from eventix_operator.db.tasks import AsyncTaskStore, Failure, TaskRecord
 from eventix_operator.logs import get_logger
+from eventix_operator.metrics import worker_metrics
 from eventix_operator.registry import Registry, TaskFunction
 from eventix_operator.worker.execute import Outcome, lookup, run_one, run_sync
 
@@ -85,6 +86,8 @@ class Worker:
             config.concurrency, thread_name_prefix="eventix-task"
         )
         self.stats = {"claimed": 0, "succeeded": 0, "failed": 0}
+        self.metrics = worker_metrics()  # added to per batch, never per task
+        self.metrics.track_running(lambda: len(self.running))
 
     def stop(self) -> None:
         """Stop claiming and drain (called from a SIGTERM/SIGINT handler)."""
@@ -150,6 +153,8 @@ class Worker:
         for job in jobs:
             self.buffer.put_nowait(job)
         self.stats["claimed"] += len(jobs)
+        if jobs:
+            self.metrics.claimed.inc(len(jobs))
         return len(jobs)
 
     # -- running --------------------------------------------------------------
@@ -200,6 +205,7 @@ class Worker:
     def _finish(self, jobs: list[TaskRecord], outcomes: list[Outcome], seconds: float) -> None:
         self.outcomes.extend(outcomes)
         self.outcomes_ready.set()
+        self.metrics.durations.observe(seconds, len(outcomes))
         for job, o in zip(jobs, outcomes, strict=True):
             if isinstance(o, Failure):
                 log.warning("task failed", uid=o.uid, task=job.task, error=o.error["message"][:500],
@@ -262,6 +268,7 @@ class Worker:
             return False
         self.stats["succeeded"] += done
         self.stats["failed"] += failed
+        self.metrics.recorded(done, failed)
         if done + failed < len(batch):
             log.warning(
                 "some results were not recorded: their lease had passed to another worker",

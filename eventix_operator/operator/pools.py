@@ -1,0 +1,469 @@
+"""EventixWorkerPool: worker Deployments sized on queue depth, down to zero and back.
+
+**Who acts.** Kopf tells this replica which pools exist: handlers on create,
+resume and update, and a daemon per pool whose end (deletion, exit, or a
+peering pause) forgets it, so a replica that kopf paused holds no pools. A
+replica with pools takes a PostgreSQL advisory lock before it touches any
+target and lets go when it has none left: two replicas (peering in
+transition, or two standalone ones) never fight over a Deployment's replicas.
+
+**When.** Each pool every ``pollingIntervalSeconds``, and at once (at most every
+:data:`NOTIFY_DEBOUNCE`) when the enqueue notification names one of its queues;
+a pool whose queues hold only future tasks is looked at when the first falls
+due. So a pool at zero gets its first worker within a second of its first task,
+where a polling autoscaler (KEDA: 30 s by default) takes up to its interval.
+
+**What.** One query for the load of every queue due for a look, each target's
+``/scale`` read and, when the decision (:mod:`eventix_operator.scaling`)
+differs, patched; status patched when it changed, its live counters at most
+every :data:`STATUS_REFRESH` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from kubernetes.client.exceptions import ApiException
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError
+
+from eventix_operator.db import pools as pool_db
+from eventix_operator.db.queries import READY_CHANNEL
+from eventix_operator.logs import get_logger
+from eventix_operator.metrics import operator_metrics
+from eventix_operator.operator.kube import Kube, ResourceRef, Scale
+from eventix_operator.operator.status import condition, rfc3339
+from eventix_operator.scaling import Decision, Load, PoolConfig, ScalerState, decide, pool_config
+
+log = get_logger("eventix.pools")
+
+POOLS = "eventixworkerpools"
+KIND = "EventixWorkerPool"
+#: pg_advisory_lock key of the replica that scales pools ("evx" + 2).
+SCALER_LOCK = 0x65767802
+#: Shortest time between two looks at one pool when notifications keep coming.
+NOTIFY_DEBOUNCE = 0.25
+#: Shortest time between two status writes that change only the live counters.
+STATUS_REFRESH = 2.0
+#: Due tasks are counted up to this (or what the largest pool can use, if more).
+DEPTH_CAP = 100_000
+#: Pause before trying again for the lock, or after a lost database connection.
+RETRY_PAUSE = 2.0
+#: Status fields that move with every enqueue; the rest changes with decisions.
+LIVE_FIELDS = frozenset({"queueDepth", "running", "busyWorkers", "currentReplicas"})
+CONDITION_ORDER = ("Ready", "Active", "ScalingLimited")
+
+Event = tuple[str, str, str]  # (type, reason, message)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class PoolEntry:
+    """A pool as this replica knows it; touched only on the event loop."""
+
+    ref: ResourceRef
+    generation: int
+    config: PoolConfig | None
+    status: dict[str, Any]  # as last written (or as found on the resource)
+    state: ScalerState = field(default_factory=ScalerState)
+    next_at: float = 0.0
+    last_look: float = -math.inf
+    written_at: float = -math.inf
+
+
+@dataclass(frozen=True)
+class Configured:
+    """What a handler writes: a status (None: nothing to write) and events."""
+
+    status: dict[str, Any] | None
+    events: list[Event]
+
+
+@dataclass(frozen=True)
+class Looked:
+    """The outcome of one look at one pool (computed in a worker thread)."""
+
+    uid: str
+    state: ScalerState
+    status: dict[str, Any]
+    written: bool
+    gone: bool
+    next_due_in: float | None
+
+
+class PoolScaler:
+    def __init__(
+        self,
+        engine: Engine,
+        kube: Kube,
+        *,
+        database_url: str,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], datetime] = utcnow,
+        lock_key: int = SCALER_LOCK,
+    ) -> None:
+        self.engine = engine
+        self.kube = kube
+        self.database_url = database_url
+        self.clock = clock
+        self.wall = wall
+        self.lock_key = lock_key
+        self.pools: dict[str, PoolEntry] = {}
+        self.wakeup = asyncio.Event()
+        self.stopping = asyncio.Event()
+        self.leading = False
+
+    # -- membership (from the handlers, on the event loop) ----------------------
+
+    def configure(
+        self,
+        ref: ResourceRef,
+        spec: Mapping[str, Any],
+        *,
+        generation: int,
+        status: Mapping[str, Any] | None,
+        now: datetime,
+    ) -> Configured:
+        """Add or update a pool and look at it now; an unusable spec is reported
+        (the CRD rejects these already; see :mod:`eventix_operator.scaling.spec`)."""
+        try:
+            config: PoolConfig | None = pool_config(spec)
+            error = None
+        except ValueError as exc:
+            config, error = None, str(exc)
+        entry = self.pools.get(ref.uid)
+        if entry is None:
+            entry = PoolEntry(ref, generation, config, dict(status or {}))
+            self.pools[ref.uid] = entry
+        else:
+            entry.generation, entry.config = generation, config
+        entry.next_at = self.clock() if config is not None else math.inf
+        self.wakeup.set()
+        if error is None:
+            return Configured(None, [])
+        message = f"spec cannot be used: {error}"
+        entry.status = {
+            **entry.status,
+            "observedGeneration": generation,
+            "conditions": _ordered(
+                condition(
+                    entry.status.get("conditions"),
+                    type_="Ready",
+                    status=False,
+                    reason="InvalidSpec",
+                    message=message,
+                    generation=generation,
+                    now=now,
+                )
+            ),
+        }
+        return Configured(entry.status, [("Warning", "InvalidSpec", message)])
+
+    def forget(self, uid: str) -> None:
+        entry = self.pools.pop(uid, None)
+        if entry is not None:
+            operator_metrics().forget_pool(entry.ref.namespace, entry.ref.name)
+            self.wakeup.set()
+
+    def poke(self, queue: str) -> None:
+        """Tasks became ready in ``queue``: look at its pools now, or as soon as
+        the debounce allows."""
+        now = self.clock()
+        for entry in self.pools.values():
+            if entry.config is not None and queue in entry.config.queues:
+                entry.next_at = min(entry.next_at, max(now, entry.last_look + NOTIFY_DEBOUNCE))
+                self.wakeup.set()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.wakeup.set()
+
+    # -- the loop ---------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Take the scaler lock whenever this replica has pools, and scale them
+        while holding it."""
+        while not self.stopping.is_set():
+            if not self.pools:
+                await self._wait(None)
+                continue
+            conn: Connection | None = None
+            try:
+                conn = await asyncio.to_thread(self.engine.connect)
+                while self.pools and not self.stopping.is_set():
+                    if await asyncio.to_thread(pool_db.try_lock, conn, self.lock_key):
+                        await self._lead(conn)
+                        if not self.stopping.is_set():
+                            await asyncio.to_thread(pool_db.unlock, conn, self.lock_key)
+                        break
+                    await self._wait(RETRY_PAUSE)
+            except DBAPIError as exc:
+                log.warning("pool scaler lost its database", error=str(exc).splitlines()[0])
+                await self._wait(RETRY_PAUSE)
+            except Exception:
+                log.exception("pool scaler crashed; starting again")
+                operator_metrics().reconcile_errors.labels(KIND).inc()
+                await self._wait(RETRY_PAUSE)
+            finally:
+                if conn is not None:
+                    with contextlib.suppress(DBAPIError):
+                        await asyncio.to_thread(conn.close)
+
+    async def _lead(self, conn: Connection) -> None:
+        log.info("scaling worker pools", pools=len(self.pools))
+        self.leading = True
+        listener = asyncio.create_task(self._listen(), name="eventix-pool-listen")
+        try:
+            while self.pools and not self.stopping.is_set():
+                now = self.clock()
+                due = [e for e in self.pools.values() if e.next_at <= now]
+                if due:
+                    views = [dataclasses.replace(e) for e in due]
+                    for e in due:
+                        e.last_look, e.next_at = now, math.inf  # set again in _apply
+                    try:
+                        looked = await asyncio.to_thread(self._look, conn, views, now)
+                    except BaseException:
+                        for e in due:  # look again once the connection is back
+                            e.next_at = min(e.next_at, now + RETRY_PAUSE)
+                        raise
+                    self._apply(looked, now)
+                self.wakeup.clear()
+                nearest = min((e.next_at for e in self.pools.values()), default=math.inf)
+                if nearest > self.clock():
+                    await self._wait(None if math.isinf(nearest) else nearest - self.clock())
+        finally:
+            self.leading = False
+            listener.cancel()
+            await asyncio.gather(listener, return_exceptions=True)
+
+    async def _listen(self) -> None:
+        """The enqueue notification (payload: the queue) pokes that queue's pools."""
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self.database_url, autocommit=True
+                ) as conn:
+                    await conn.execute(f"LISTEN {READY_CHANNEL}")
+                    for entry in self.pools.values():  # what came while nobody listened
+                        if entry.config is not None:
+                            entry.next_at = min(entry.next_at, self.clock())
+                    self.wakeup.set()
+                    async for note in conn.notifies():
+                        self.poke(note.payload)
+            except (psycopg.Error, OSError) as exc:
+                log.info("pool listener lost its connection", error=str(exc).splitlines()[0])
+                await asyncio.sleep(1.0)
+            except Exception:  # polling still covers the pools; listen again
+                log.exception("pool listener failed")
+                await asyncio.sleep(1.0)
+
+    async def _wait(self, seconds: float | None) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.wakeup.wait(), seconds)
+        self.wakeup.clear()
+
+    def _apply(self, looked: list[Looked], now: float) -> None:
+        for result in looked:
+            entry = self.pools.get(result.uid)
+            if entry is None:
+                continue
+            if result.gone:
+                self.forget(result.uid)
+                continue
+            entry.state = result.state
+            if result.written:
+                entry.status, entry.written_at = result.status, now
+            if entry.config is None:
+                continue
+            next_at = now + entry.config.scaling.polling_interval
+            if result.next_due_in is not None:
+                next_at = min(next_at, now + max(0.0, result.next_due_in) + 0.05)
+            if not result.written and _differs(entry.status, result.status):
+                next_at = min(next_at, entry.written_at + STATUS_REFRESH)
+            entry.next_at = min(entry.next_at, next_at)
+
+    # -- one look (in a worker thread: blocking database and API calls) ----------
+
+    def _look(self, conn: Connection, views: list[PoolEntry], now: float) -> list[Looked]:
+        configs = [(v, v.config) for v in views if v.config is not None]
+        queues = sorted({q for _, c in configs for q in c.queues})
+        cap = max(
+            [DEPTH_CAP]
+            + [c.scaling.max_replicas * c.scaling.tasks_per_replica + 1 for _, c in configs]
+        )
+        try:
+            with conn.begin():  # a transaction of its own: now() is this look's time
+                loads = pool_db.queue_loads(conn, queues, cap=cap)
+        except DBAPIError:
+            operator_metrics().reconcile_errors.labels(KIND).inc()
+            raise
+        wall = self.wall()
+        return [self._look_at(v, c, loads, now, wall) for v, c in configs]
+
+    def _look_at(
+        self,
+        view: PoolEntry,
+        config: PoolConfig,
+        loads: dict[str, pool_db.QueueLoad],
+        now: float,
+        wall: datetime,
+    ) -> Looked:
+        ref, kind, name = view.ref, config.target_kind, config.target_name
+        due, running, busy, next_due_in = pool_db.combined(
+            loads[q] for q in config.queues if q in loads
+        )
+        load = Load(due=due, running=running, busy_workers=busy)
+        state, decision, scale = view.state, None, None
+        last_scale = view.status.get("lastScaleTime")
+        events: list[Event] = []
+        metrics = operator_metrics()
+        try:
+            scale = self.kube.get_scale(ref.namespace, kind, name)
+            if scale is not None:
+                decision, state = decide(config.scaling, load, scale.replicas, view.state, now)
+                if decision.replicas != scale.replicas:
+                    if self.kube.patch_scale(ref.namespace, kind, name, decision.replicas):
+                        last_scale = rfc3339(wall)
+                        up = decision.replicas > scale.replicas
+                        direction = "up" if up else "down"
+                        metrics.scalings.labels(ref.namespace, ref.name, direction).inc()
+                        events.append(_scaled(config, scale, decision))
+                    else:
+                        scale, decision, state = None, None, view.state
+            if decision is not None:
+                metrics.desired_replicas.labels(ref.namespace, ref.name).set(decision.replicas)
+                ready = (True, "Scaling", f"{kind} {name} is scaled on queue depth")
+            else:
+                message = f"{kind} {name} does not exist in namespace {ref.namespace}"
+                ready = (False, "TargetNotFound", message)
+        except ApiException as exc:
+            metrics.reconcile_errors.labels(KIND).inc()
+            state, decision = view.state, None
+            ready = (False, "ScaleFailed", f"cannot scale {kind} {name}: {exc.status} {exc.reason}")
+        status = pool_status(
+            config,
+            load,
+            scale,
+            decision,
+            ready=ready,
+            previous=view.status,
+            generation=view.generation,
+            last_scale=last_scale,
+            now=wall,
+        )
+        if not ready[0] and _ready_reason(view.status) != ready[1]:
+            events.append(("Warning", ready[1], ready[2]))
+        written, gone = False, False
+        if _differs(view.status, status) and (
+            _differs(view.status, status, ignore=LIVE_FIELDS)
+            or now - view.written_at >= STATUS_REFRESH
+        ):
+            gone = not self.kube.patch_status(ref, status)
+            written = not gone
+        for type_, reason, message in [] if gone else events:
+            self.kube.event(ref, type_=type_, reason=reason, message=message)
+        return Looked(ref.uid, state, status, written, gone, next_due_in)
+
+
+def pool_status(
+    config: PoolConfig,
+    load: Load,
+    scale: Scale | None,
+    decision: Decision | None,
+    *,
+    ready: tuple[bool, str, str],
+    previous: Mapping[str, Any],
+    generation: int,
+    last_scale: str | None,
+    now: datetime,
+) -> dict[str, Any]:
+    """A pool's status; conditions keep their transition times while their status
+    holds, and their messages carry no live counts, so an unchanged pool gives
+    an unchanged status."""
+    conditions = condition(
+        previous.get("conditions"),
+        type_="Ready",
+        status=ready[0],
+        reason=ready[1],
+        message=ready[2],
+        generation=generation,
+        now=now,
+    )
+    if decision is not None:
+        spec = config.scaling
+        if decision.active:
+            active = ("TasksWaiting", "tasks are due or running")
+        elif scale is not None and scale.replicas == 0 and load.due > 0:
+            below = f"fewer than activationTasks ({spec.activation_tasks}) tasks are due"
+            active = ("BelowActivation", below)
+        else:
+            active = ("QueueEmpty", "no task is due or running")
+        conditions = condition(
+            conditions,
+            type_="Active",
+            status=decision.active,
+            reason=active[0],
+            message=active[1],
+            generation=generation,
+            now=now,
+        )
+        conditions = condition(
+            conditions,
+            type_="ScalingLimited",
+            status=decision.limit is not None,
+            reason=str(decision.limit or "DesiredWithinRange"),
+            message="; ".join(decision.reasons[1:]) or "the replicas are what the load wants",
+            generation=generation,
+            now=now,
+        )
+    desired = decision.replicas if decision is not None else previous.get("desiredReplicas")
+    return {
+        "observedGeneration": generation,
+        "queueDepth": load.due,
+        "running": load.running,
+        "busyWorkers": load.busy_workers,
+        "desiredReplicas": desired,
+        "currentReplicas": scale.current if scale is not None else None,
+        "lastScaleTime": last_scale,
+        "conditions": _ordered(conditions),
+    }
+
+
+def _scaled(config: PoolConfig, scale: Scale, decision: Decision) -> Event:
+    return (
+        "Normal",
+        "Scaled",
+        f"{config.target_kind} {config.target_name} scaled from {scale.replicas} to "
+        f"{decision.replicas}: {'; '.join(decision.reasons)}",
+    )
+
+
+def _ordered(conditions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rank = {t: i for i, t in enumerate(CONDITION_ORDER)}
+    return sorted(conditions, key=lambda c: rank.get(str(c.get("type")), len(rank)))
+
+
+def _ready_reason(status: Mapping[str, Any]) -> str | None:
+    for c in status.get("conditions") or ():
+        if c.get("type") == "Ready":
+            return str(c.get("reason"))
+    return None
+
+
+def _differs(
+    old: Mapping[str, Any], new: Mapping[str, Any], ignore: frozenset[str] = frozenset()
+) -> bool:
+    return any(old.get(k) != v for k, v in new.items() if k not in ignore)
