@@ -4,40 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, RowMapping
 
 from eventix_operator.db import queries
-
-
-@dataclass(frozen=True, slots=True)
-class ScheduleRecord:
-    uid: str
-    k8s_namespace: str
-    k8s_name: str
-    generation: int
-    expression: str
-    time_zone: str
-    suspend: bool
-    concurrency_policy: str
-    starting_deadline_seconds: int | None
-    catch_up: str
-    max_catch_up_runs: int
-    successful_runs_history_limit: int
-    failed_runs_history_limit: int
-    template: dict[str, Any]
-    error: str | None
-    created_at: datetime
-    updated_at: datetime
-    last_tick: datetime | None
-    next_tick: datetime | None
-
-    @classmethod
-    def from_row(cls, row: RowMapping) -> ScheduleRecord:
-        return cls(**row)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +34,20 @@ class ScheduleDefinition:
     created_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class ScheduleRecord(ScheduleDefinition):
+    """One row of ``eventix_schedule``: the definition and its firing state."""
+
+    error: str | None
+    updated_at: datetime
+    last_tick: datetime | None
+    next_tick: datetime | None
+
+    @classmethod
+    def from_row(cls, row: RowMapping) -> ScheduleRecord:
+        return cls(**row)
+
+
 def upsert_schedule(
     conn: Connection,
     definition: ScheduleDefinition,
@@ -69,7 +56,7 @@ def upsert_schedule(
     next_tick: datetime | None,
 ) -> ScheduleRecord:
     params = {
-        **{f: getattr(definition, f) for f in definition.__dataclass_fields__},
+        **{f.name: getattr(definition, f.name) for f in fields(ScheduleDefinition)},
         "template": json.dumps(definition.template),
         "error": error,
         "next_tick": next_tick,
