@@ -495,7 +495,7 @@ def add_routes(app: FastAPI, ctx: ApiContext) -> None:
         results = (
             await anyio.to_thread.run_sync(run_code_triggers, code, event, context) if code else []
         )
-        records = await ctx.run(fire_event, context, results, stats=ctx.stats, payload_limit=limit)
+        records = await fire_event(ctx.db, context, results, stats=ctx.stats, payload_limit=limit)
         body = b",".join(convert.task_out(r).model_dump_json().encode() for r in records)
         return Response(b"[" + body + b"]", media_type=JSON)
 

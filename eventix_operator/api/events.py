@@ -1,28 +1,24 @@
-"""``POST /event``: every trigger of the event's name makes its task, in one transaction.
+"""``POST /event``: every trigger of the event's name makes its task.
 
-Code triggers have already run (in a thread) when this starts; here the table's
-triggers are read, their templates rendered, and all the tasks enqueued with the
-queue's own unique-key merge. A trigger whose task cannot be made or stored
-counts as failed and is logged; the others' tasks are still enqueued.
+Code triggers have already run (in a thread) when this starts; here the
+table's triggers are read, their templates rendered, and every task enqueued
+through the same coalesced insert as ``POST /task`` (with its unique-key
+merge). Each task is its own statement's row, so a trigger whose task cannot be
+made or stored counts as failed and is logged, and the others' tasks are still
+enqueued.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection
-from sqlalchemy.exc import IntegrityError
+import psycopg
 
 from eventix_operator.api.triggers import CodeResult, TriggerStats
-from eventix_operator.db.api_tasks import get_tasks
-from eventix_operator.db.tasks import (
-    NewTask,
-    PayloadTooLarge,
-    TaskRecord,
-    insert_params,
-    insert_tasks,
-)
+from eventix_operator.db.api_tasks import AsyncApiStore
+from eventix_operator.db.tasks import NewTask, PayloadTooLarge, TaskRecord, insert_params
 from eventix_operator.db.triggers import (
     EventContext,
     TemplateError,
@@ -44,8 +40,8 @@ class _Made:
     row_uid: str | None
 
 
-def fire_event(
-    conn: Connection,
+async def fire_event(
+    store: AsyncApiStore,
     event: EventContext,
     code_results: Sequence[CodeResult],
     *,
@@ -63,7 +59,7 @@ def fire_event(
         else:
             made.append(_Made(result.trigger, result.task, None))
 
-    for match in list_triggers_for_event(conn, event.name, event.payload):
+    for match in await store.read(list_triggers_for_event, event.name, event.payload):
         trigger = match.trigger
         if not match.matches:
             stats.count(trigger.name, "ignored")
@@ -83,42 +79,23 @@ def fire_event(
         else:
             storable.append(item)
 
-    uids = _insert(conn, storable, stats, event, payload_limit)
-    for item, uid in zip(storable, uids, strict=True):
-        if uid is None:
+    outcomes = await asyncio.gather(
+        *(store.insert_task(i.task, payload_limit=payload_limit) for i in storable),
+        return_exceptions=True,
+    )
+    records: list[TaskRecord] = []
+    for item, outcome in zip(storable, outcomes, strict=True):
+        if isinstance(outcome, psycopg.IntegrityError | psycopg.DataError):
+            _failed(stats, item.label, item.row_uid, event, str(outcome).splitlines()[0])
             continue
+        if isinstance(outcome, BaseException):
+            raise outcome  # the database is down, or a bug: the request fails
         stats.count(item.label, "fired")
         if item.row_uid is not None:
             stats.queue(TriggerOutcome(item.row_uid, fired=1))
-        log.info("trigger fired", trigger=item.label, event_name=event.name, uid=uid)
-    return get_tasks(conn, [u for u in uids if u is not None])
-
-
-def _insert(
-    conn: Connection,
-    items: Sequence[_Made],
-    stats: TriggerStats,
-    event: EventContext,
-    payload_limit: int,
-) -> list[str | None]:
-    """All in one statement; if the database refuses one (a code trigger's fixed
-    uid that exists), each on its own so that only that one fails."""
-    if not items:
-        return []
-    try:
-        with conn.begin_nested():
-            return list(insert_tasks(conn, [i.task for i in items], payload_limit=payload_limit))
-    except IntegrityError:
-        pass
-    uids: list[str | None] = []
-    for item in items:
-        try:
-            with conn.begin_nested():
-                uids.append(insert_tasks(conn, [item.task], payload_limit=payload_limit)[0])
-        except IntegrityError as exc:
-            _failed(stats, item.label, item.row_uid, event, str(exc.orig).splitlines()[0])
-            uids.append(None)
-    return uids
+        log.info("trigger fired", trigger=item.label, event_name=event.name, uid=outcome.uid)
+        records.append(outcome)
+    return records
 
 
 def _failed(

@@ -46,7 +46,6 @@ __all__ = [
     "TaskWrite",
     "WriteConflict",
     "active_workers",
-    "claim_next",
     "delete_task",
     "get_tasks",
     "namespaces",
@@ -66,21 +65,6 @@ def parse_uid(uid: str) -> uuid.UUID | None:
         return uuid.UUID(uid)
     except (ValueError, AttributeError, TypeError):
         return None
-
-
-def claim_next(
-    conn: Connection, *, worker_id: str, namespace: str, lease_seconds: float
-) -> TaskRecord | None:
-    """Lease the next due task of one queue, exactly as a native worker claims
-    (the same SKIP LOCKED statement), so both kinds of worker share a queue."""
-    params = {
-        "queues": [namespace],
-        "limit": 1,
-        "worker_id": worker_id,
-        "lease_seconds": lease_seconds,
-    }
-    row = conn.execute(queries.CLAIM_TASKS, params).mappings().first()
-    return TaskRecord.from_row(row) if row else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -451,6 +435,14 @@ class AsyncApiStore:
             conn = await conn.execution_options(isolation_level="READ COMMITTED")
             async with conn.begin():
                 return await conn.run_sync(fn, *args, **kwargs)
+
+    async def read(
+        self, fn: Callable[Concatenate[Connection, P], R], *args: P.args, **kwargs: P.kwargs
+    ) -> R:
+        """Run ``fn(connection, ...)`` in autocommit: for one statement, or reads
+        that need no snapshot shared between statements."""
+        async with self.engine.connect() as conn:
+            return await conn.run_sync(fn, *args, **kwargs)
 
     async def insert_task(self, task: NewTask, *, payload_limit: int) -> TaskRecord:
         """Enqueue one task, merged Eventix-style into a pending one with its unique
