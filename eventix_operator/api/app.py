@@ -7,10 +7,11 @@ and the operator see the same tasks. ``GET /tasks/next_scheduled`` claims with
 the native worker's ``SKIP LOCKED`` statement: HTTP and native workers can drain
 one queue together and no task runs twice.
 
-Each request is one transaction, run as one ``run_sync`` call on an async
-connection from the pool: the event loop serves other requests while the
-database works, and a request costs one hop into the driver however many
-statements it runs. Answers are serialised once, straight from the row.
+The hot paths (``POST /task``, ``GET /task/{uid}``, the claim, the write-back,
+``POST /event``) are one autocommit statement each on a pooled psycopg
+connection, and concurrent requests share statements (see
+:class:`~eventix_operator.db.api_tasks.Batcher`); the rest run as one
+transaction each. Answers are serialised once, straight from the row.
 """
 
 from __future__ import annotations

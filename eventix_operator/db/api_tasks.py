@@ -1,10 +1,14 @@
 """Runs the REST API's task statements: parameters in, frozen values out.
 
-Synchronous functions on a SQLAlchemy ``Connection``, like :mod:`db.tasks`: the
-API calls them inside one ``AsyncConnection.run_sync`` per request, so a request
-is one transaction and one hop between the event loop and the driver, however
-many statements it runs. Eventix's own vocabulary (remaining retries, error
-documents in ``result``) is translated by the API; here rows are rows.
+Two kinds of caller. Synchronous functions on a SQLAlchemy ``Connection``, like
+:mod:`db.tasks`, serve the requests that need a transaction (listings,
+reschedule, a write-back that lost its revision); the API runs each inside one
+``run_sync``. :class:`AsyncApiStore` serves the hot paths an Eventix client and
+its workers call thousands of times a second (insert, get, claim, write-back):
+one autocommit statement each, run on the pooled psycopg connection, with
+concurrent requests coalesced into shared statements. Eventix's vocabulary
+(remaining retries, error documents in ``result``) is translated by the API;
+here rows are rows.
 """
 
 from __future__ import annotations
@@ -491,8 +495,10 @@ class AsyncApiStore:
     async def claim_next(
         self, *, worker_id: str, namespace: str, lease_seconds: float
     ) -> TaskRecord | None:
-        """:func:`claim_next` for an HTTP worker; concurrent claims on one queue
-        share a statement (:data:`api_queries.CLAIM_TASKS_FOR_WORKERS`)."""
+        """Lease the next due task of one queue to an HTTP worker, with the native
+        worker's claim order and SKIP LOCKED, so both kinds of worker share a queue
+        and no task is handed out twice; concurrent claims on one queue share a
+        statement (:data:`api_queries.CLAIM_TASKS_FOR_WORKERS`)."""
         batcher = self._claims.get(namespace)
         if batcher is None:
             batcher = self._claims[namespace] = Batcher(
