@@ -1,0 +1,337 @@
+{{/*
+Names. Kubernetes names are cut to 63 characters (DNS label); suffixed names leave room for
+the suffix.
+*/}}
+{{- define "eventix-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "eventix-operator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* "<fullname>-<suffix>", the full name cut so that the whole stays within 63. */}}
+{{- define "eventix-operator.componentName" -}}
+{{- $root := index . 0 }}
+{{- $suffix := index . 1 }}
+{{- $base := include "eventix-operator.fullname" $root | trunc (int (sub 62 (len $suffix))) | trimSuffix "-" }}
+{{- printf "%s-%s" $base $suffix }}
+{{- end }}
+
+{{- define "eventix-operator.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels of every object. */}}
+{{- define "eventix-operator.labels" -}}
+helm.sh/chart: {{ include "eventix-operator.chart" . }}
+{{ include "eventix-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: eventix
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "eventix-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "eventix-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* Labels and selector labels of one component: (list $ "operator"). */}}
+{{- define "eventix-operator.componentLabels" -}}
+{{ include "eventix-operator.labels" (index . 0) }}
+app.kubernetes.io/component: {{ index . 1 }}
+{{- end }}
+
+{{- define "eventix-operator.componentSelectorLabels" -}}
+{{ include "eventix-operator.selectorLabels" (index . 0) }}
+app.kubernetes.io/component: {{ index . 1 }}
+{{- end }}
+
+{{/*
+ServiceAccount names: (list $ "workers" "worker") reads .Values.workers.serviceAccount and
+defaults to "<fullname>-worker"; the suffix defaults to the values key.
+*/}}
+{{- define "eventix-operator.serviceAccountName" -}}
+{{- $root := index . 0 }}
+{{- $key := index . 1 }}
+{{- $suffix := $key }}
+{{- if gt (len .) 2 }}
+{{- $suffix = index . 2 }}
+{{- end }}
+{{- $sa := (index $root.Values $key).serviceAccount }}
+{{- if $sa.create }}
+{{- default (include "eventix-operator.componentName" (list $root $suffix)) $sa.name }}
+{{- else }}
+{{- default "default" $sa.name }}
+{{- end }}
+{{- end }}
+
+{{/* Object names of the parts. */}}
+{{- define "eventix-operator.operatorName" -}}
+{{- include "eventix-operator.componentName" (list . "operator") }}
+{{- end }}
+
+{{- define "eventix-operator.workerName" -}}
+{{- include "eventix-operator.componentName" (list . "worker") }}
+{{- end }}
+
+{{- define "eventix-operator.apiName" -}}
+{{- include "eventix-operator.componentName" (list . "api") }}
+{{- end }}
+
+{{- define "eventix-operator.migrationName" -}}
+{{- include "eventix-operator.componentName" (list . "migrate") }}
+{{- end }}
+
+{{/* The kopf peering object the operator replicas share. */}}
+{{- define "eventix-operator.peeringName" -}}
+{{- default (include "eventix-operator.fullname" .) .Values.operator.peering.name }}
+{{- end }}
+
+{{/*
+Namespaces the operator watches: empty means the whole cluster; otherwise the listed ones
+plus the release namespace (where the chart's own worker pool lives), without duplicates.
+*/}}
+{{- define "eventix-operator.watchNamespaces" -}}
+{{- if .Values.operator.watchNamespaces }}
+{{- uniq (prepend .Values.operator.watchNamespaces .Release.Namespace) | toJson }}
+{{- else }}
+{{- list | toJson }}
+{{- end }}
+{{- end }}
+
+{{/* Namespaces where the operator may scale Deployments: a list, or ["*"] for all. */}}
+{{- define "eventix-operator.scaleNamespaces" -}}
+{{- $extra := .Values.operator.rbac.scaleNamespaces }}
+{{- if has "*" $extra }}
+{{- list "*" | toJson }}
+{{- else }}
+{{- $watched := include "eventix-operator.watchNamespaces" . | fromJsonArray }}
+{{- uniq (concat (list .Release.Namespace) $watched $extra) | toJson }}
+{{- end }}
+{{- end }}
+
+{{/* Images: (list $ .Values.workers.image) falls back to .Values.image field by field. */}}
+{{- define "eventix-operator.image" -}}
+{{- $root := index . 0 }}
+{{- $override := index . 1 }}
+{{- $repository := default $root.Values.image.repository $override.repository }}
+{{- $digest := default $root.Values.image.digest $override.digest }}
+{{- if and $override.repository (not $override.digest) }}
+{{- $digest = "" }}
+{{- end }}
+{{- $tag := default (default $root.Chart.AppVersion $root.Values.image.tag) $override.tag }}
+{{- if $digest }}
+{{- printf "%s@%s" $repository $digest }}
+{{- else }}
+{{- printf "%s:%s" $repository $tag }}
+{{- end }}
+{{- end }}
+
+{{- define "eventix-operator.imagePullSecrets" -}}
+{{- with .Values.imagePullSecrets -}}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/* The database URL: the Secret the chart makes, or the user's. */}}
+{{- define "eventix-operator.databaseSecretName" -}}
+{{- if .Values.database.existingSecret }}
+{{- .Values.database.existingSecret }}
+{{- else }}
+{{- include "eventix-operator.componentName" (list . "database") }}
+{{- end }}
+{{- end }}
+
+{{- define "eventix-operator.checkDatabase" -}}
+{{- if and .Values.database.url .Values.database.existingSecret }}
+{{- fail "database: set either database.url (the chart makes a Secret) or database.existingSecret, not both" }}
+{{- end }}
+{{- if not (or .Values.database.url .Values.database.existingSecret) }}
+{{- fail "database: set database.url (postgresql://user:password@host:5432/db) or database.existingSecret (a Secret with the URL under database.secretKey)" }}
+{{- end }}
+{{- end }}
+
+{{/* DATABASE_URL from the chart's Secret or the user's: (list $ secretName). */}}
+{{- define "eventix-operator.databaseEnv" -}}
+{{- $root := index . 0 }}
+{{- include "eventix-operator.checkDatabase" $root -}}
+- name: DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ index . 1 }}
+      key: {{ $root.Values.database.secretKey }}
+{{- end }}
+
+{{/* The settings every eventix process reads. */}}
+{{- define "eventix-operator.settingsEnv" -}}
+- name: EVENTIX_LOG_FORMAT
+  value: {{ .Values.config.logFormat | quote }}
+- name: EVENTIX_LOG_LEVEL
+  value: {{ .Values.config.logLevel | quote }}
+- name: EVENTIX_MAX_PAYLOAD_BYTES
+  value: {{ .Values.config.maxPayloadBytes | int64 | quote }}
+- name: EVENTIX_DB_POOL_SIZE
+  value: {{ .Values.config.dbPoolSize | int64 | quote }}
+- name: EVENTIX_DB_MAX_OVERFLOW
+  value: {{ .Values.config.dbMaxOverflow | int64 | quote }}
+{{- end }}
+
+{{/* Environment of the long-running containers. */}}
+{{- define "eventix-operator.env" -}}
+{{ include "eventix-operator.databaseEnv" (list . (include "eventix-operator.databaseSecretName" .)) }}
+{{ include "eventix-operator.settingsEnv" . }}
+{{- end }}
+
+{{/* A number for an environment variable: whole numbers without an exponent. */}}
+{{- define "eventix-operator.number" -}}
+{{- if eq (float64 .) (float64 (int64 .)) }}{{ int64 . }}{{ else }}{{ . }}{{ end }}
+{{- end }}
+
+{{/*
+A container's env: (list $ builtinYAML componentExtraEnv). The built-in entries, then the global
+extraEnv, then the component's; a later entry of the same name replaces an earlier one in its
+place (the API server rejects duplicate names).
+*/}}
+{{- define "eventix-operator.envList" -}}
+{{- $root := index . 0 }}
+{{- $entries := concat (index . 1 | fromYamlArray) $root.Values.extraEnv (index . 2) }}
+{{- $order := list }}
+{{- $byName := dict }}
+{{- range $entries }}
+{{- if not (hasKey $byName .name) }}
+{{- $order = append $order .name }}
+{{- end }}
+{{- $_ := set $byName .name . }}
+{{- end }}
+{{- $out := list }}
+{{- range $order }}
+{{- $out = append $out (get $byName .) }}
+{{- end }}
+{{- toYaml $out }}
+{{- end }}
+
+{{/* The Prometheus endpoint of operator and workers; port 0 turns it off. */}}
+{{- define "eventix-operator.metricsEnv" -}}
+- name: EVENTIX_METRICS_PORT
+  value: {{ ternary (.Values.metrics.port | int64) 0 .Values.metrics.enabled | quote }}
+{{- end }}
+
+{{/*
+Checksum of what the pods read from the chart's Secret, so that a changed URL restarts them.
+*/}}
+{{- define "eventix-operator.configChecksum" -}}
+checksum/database: {{ include (print .Template.BasePath "/secret.yaml") . | sha256sum }}
+{{- end }}
+
+{{/* Pod and container security: non-root, read-only, no privileges, RuntimeDefault seccomp. */}}
+{{- define "eventix-operator.podSecurityContext" -}}
+{{- toYaml .Values.podSecurityContext }}
+{{- end }}
+
+{{- define "eventix-operator.securityContext" -}}
+{{- toYaml .Values.securityContext }}
+{{- end }}
+
+{{/* A writable /tmp on the read-only root file system. */}}
+{{- define "eventix-operator.tmpVolume" -}}
+- name: tmp
+  emptyDir:
+    sizeLimit: {{ .Values.tmpSizeLimit }}
+{{- end }}
+
+{{- define "eventix-operator.tmpMount" -}}
+- name: tmp
+  mountPath: /tmp
+{{- end }}
+
+{{/* Quote a queue name for SQL (single quotes doubled). */}}
+{{- define "eventix-operator.sqlList" -}}
+{{- $quoted := list }}
+{{- range . }}
+{{- $quoted = append $quoted (printf "'%s'" (replace "'" "''" .)) }}
+{{- end }}
+{{- join ", " $quoted }}
+{{- end }}
+
+{{/*
+What the operator does to namespaced objects (a ClusterRole's rules when it watches the whole
+cluster, a Role's in each watched namespace otherwise). Each rule is a call the operator makes:
+kopf lists and watches the resources and patches its finalizer and progress annotations;
+handlers and the status sync patch /status; expired EventixTasks are deleted
+(ttlSecondsAfterFinished); kopf and the operator post core/v1 Events.
+*/}}
+{{- define "eventix-operator.operatorRules" -}}
+- apiGroups: ["eventix.io"]
+  resources: ["eventixtasks", "eventixschedules", "eventixworkerpools"]
+  verbs: ["list", "watch", "patch"]
+- apiGroups: ["eventix.io"]
+  resources: ["eventixtasks/status", "eventixschedules/status", "eventixworkerpools/status"]
+  verbs: ["patch"]
+- apiGroups: ["eventix.io"]
+  resources: ["eventixtasks"]
+  verbs: ["delete"]
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
+{{- end }}
+
+{{/* kopf peering: the replicas watch the peering objects and patch their own entry into one. */}}
+{{- define "eventix-operator.peeringRules" -}}
+{{- $root := index . 0 }}
+{{- $resource := index . 1 -}}
+- apiGroups: ["kopf.dev"]
+  resources: [{{ $resource | quote }}]
+  verbs: ["list", "watch"]
+- apiGroups: ["kopf.dev"]
+  resources: [{{ $resource | quote }}]
+  resourceNames: [{{ include "eventix-operator.peeringName" $root | quote }}]
+  verbs: ["patch"]
+{{- end }}
+
+{{/* EventixWorkerPools read and set the replicas of their Deployments (or StatefulSets). */}}
+{{- define "eventix-operator.scaleRules" -}}
+- apiGroups: ["apps"]
+  resources: ["deployments/scale", "statefulsets/scale"]
+  verbs: ["get", "patch"]
+{{- end }}
+
+{{/* Egress rules every part needs: DNS and the database. */}}
+{{- define "eventix-operator.egressDnsAndDatabase" -}}
+- ports:
+    - port: 53
+      protocol: UDP
+    - port: 53
+      protocol: TCP
+  {{- with .Values.networkPolicy.dns.to }}
+  to:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+- ports:
+    - port: {{ .Values.networkPolicy.database.port }}
+      protocol: TCP
+  {{- with .Values.networkPolicy.database.to }}
+  to:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end }}
+
+{{/*
+KEDA's query: due tasks (pending, eta passed) plus running ones in the pool's queues, one number.
+*/}}
+{{- define "eventix-operator.kedaQuery" -}}
+SELECT count(*) FROM eventix_task WHERE namespace IN ({{ include "eventix-operator.sqlList" .Values.workers.queues }}) AND (status = 'processing' OR (status IN ('scheduled', 'retry') AND eta <= now()))
+{{- end }}

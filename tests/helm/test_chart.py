@@ -1,0 +1,475 @@
+"""The chart as rendered by the real helm: what a default install contains, least privilege,
+pod security, required and rejected values. No cluster needed (see test_kube.py for that)."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.helm.conftest import (
+    CHART,
+    EVERYTHING,
+    KEDA,
+    NAMESPACE,
+    NAMESPACED,
+    RELEASE,
+    REPO,
+    REQUIRED,
+    RenderError,
+    Tools,
+    by_kind,
+    merged,
+    one,
+    pod_specs,
+)
+
+VALUE_SETS = {
+    "required": REQUIRED,
+    "everything": EVERYTHING,
+    "keda": KEDA,
+    "namespaced": NAMESPACED,
+}
+NAME = f"{RELEASE}-eventix-operator"
+
+
+def env_of(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
+
+
+def test_app_version_is_the_package_version(tools: Tools) -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert chart["appVersion"] == project["version"]
+    images = {
+        c["image"]
+        for spec in pod_specs(tools.template(REQUIRED)).values()
+        for c in spec["containers"]
+    }
+    assert images == {f"ghcr.io/eventix-operator/eventix-operator:{project['version']}"}
+
+
+@pytest.mark.parametrize("name", list(VALUE_SETS))
+def test_helm_lint(tools: Tools, name: str) -> None:
+    values = tools._values_file(VALUE_SETS[name])
+    done = tools.run_helm("lint", str(CHART), "--strict", "--values", values)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 chart(s) linted, 0 chart(s) failed" in done.stdout
+
+
+def test_default_install_renders_exactly_these_objects(tools: Tools) -> None:
+    objects = tools.template(REQUIRED)
+    inventory = sorted(
+        (o["kind"], o["metadata"]["name"], o["metadata"].get("namespace")) for o in objects
+    )
+    assert inventory == sorted(
+        [
+            ("ServiceAccount", f"{NAME}-operator", NAMESPACE),
+            ("ClusterRole", f"{NAME}-operator", None),
+            ("ClusterRoleBinding", f"{NAME}-operator", None),
+            ("Role", f"{NAME}-operator-scale", NAMESPACE),
+            ("RoleBinding", f"{NAME}-operator-scale", NAMESPACE),
+            ("ClusterKopfPeering", NAME, None),
+            ("Service", f"{NAME}-operator", NAMESPACE),
+            ("StatefulSet", f"{NAME}-operator", NAMESPACE),
+            ("PodDisruptionBudget", f"{NAME}-operator", NAMESPACE),
+            ("ServiceAccount", f"{NAME}-worker", NAMESPACE),
+            ("Deployment", f"{NAME}-worker", NAMESPACE),
+            ("EventixWorkerPool", f"{NAME}-worker", NAMESPACE),
+            ("PodDisruptionBudget", f"{NAME}-worker", NAMESPACE),
+            ("Secret", f"{NAME}-database", NAMESPACE),
+            # The pre-install/pre-upgrade hook and what it needs before the release exists.
+            ("ServiceAccount", f"{NAME}-migrate", NAMESPACE),
+            ("Secret", f"{NAME}-migrate", NAMESPACE),
+            ("Job", f"{NAME}-migrate", NAMESPACE),
+        ]
+    )
+    pool = one(objects, "EventixWorkerPool")["spec"]
+    assert pool["scaleTargetRef"] == {"kind": "Deployment", "name": f"{NAME}-worker"}
+    assert (pool["queues"], pool["minReplicas"], pool["maxReplicas"]) == (["default"], 0, 10)
+    hooks = {
+        o["kind"]: o["metadata"]["annotations"]
+        for o in objects
+        if "helm.sh/hook" in o["metadata"].get("annotations", {})
+    }
+    assert set(hooks) == {"ServiceAccount", "Secret", "Job"}
+    for hook in hooks.values():
+        assert hook["helm.sh/hook"] == "pre-install,pre-upgrade"
+    # What the Job needs comes first (lower weight).
+    assert int(hooks["Secret"]["helm.sh/hook-weight"]) < int(hooks["Job"]["helm.sh/hook-weight"])
+
+
+def test_the_database_url_is_only_in_secrets(tools: Tools) -> None:
+    text = tools.template_text(REQUIRED)
+    url = REQUIRED["database"]["url"]
+    holders = [o["kind"] for o in yaml.safe_load_all(text) if o and url in yaml.safe_dump(o)]
+    assert holders == ["Secret", "Secret"]  # the release's and the migration hook's
+    for spec in pod_specs(tools.template(REQUIRED)).values():
+        ref = env_of(spec["containers"][0])["DATABASE_URL"]["secretKeyRef"]
+        assert ref["key"] == "DATABASE_URL"
+        assert ref["name"] in (f"{NAME}-database", f"{NAME}-migrate")
+
+
+def test_existing_secret_is_referenced_and_no_secret_made(tools: Tools) -> None:
+    objects = tools.template(EVERYTHING)
+    assert by_kind(objects, "Secret") == []
+    for spec in pod_specs(objects).values():
+        ref = env_of(spec["containers"][0])["DATABASE_URL"]["secretKeyRef"]
+        assert ref == {"name": "eventix-db", "key": "url"}
+
+
+@pytest.mark.parametrize("name", list(VALUE_SETS))
+def test_every_pod_meets_the_restricted_pod_security_standard(tools: Tools, name: str) -> None:
+    for where, spec in pod_specs(tools.template(VALUE_SETS[name])).items():
+        pod = spec["securityContext"]
+        assert pod["runAsNonRoot"] is True, where
+        assert isinstance(pod["runAsUser"], int), where
+        assert pod["runAsUser"] > 0, where
+        assert pod["seccompProfile"] == {"type": "RuntimeDefault"}, where
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        assert "emptyDir" in volumes["tmp"], where
+        for container in spec["containers"]:
+            sc = container["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False, where
+            assert sc["readOnlyRootFilesystem"] is True, where
+            assert sc["capabilities"]["drop"] == ["ALL"], where
+            assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"], where
+            assert container["resources"]["requests"]["memory"], where
+            assert container["resources"]["limits"]["memory"], where
+
+
+@pytest.mark.parametrize("name", list(VALUE_SETS))
+def test_only_the_operator_holds_a_kubernetes_token(tools: Tools, name: str) -> None:
+    objects = tools.template(VALUE_SETS[name])
+    for where, spec in pod_specs(objects).items():
+        operator = where.startswith("StatefulSet/")
+        assert spec["automountServiceAccountToken"] is operator, where
+        assert spec["serviceAccountName"] != "default", where
+    for account in by_kind(objects, "ServiceAccount"):
+        operator = account["metadata"]["name"].endswith("-operator")
+        assert account["automountServiceAccountToken"] is operator
+    bound = {
+        s["name"]
+        for kind in ("RoleBinding", "ClusterRoleBinding")
+        for binding in by_kind(objects, kind)
+        for s in binding["subjects"]
+    }
+    assert bound == {f"{NAME}-operator"}
+
+
+def _rules(objects: list[dict[str, Any]], kind: str, namespace: str | None = None) -> set[str]:
+    """Every (group, resource, verb, resourceName) the roles of a kind grant, as strings."""
+    granted = set()
+    for role in by_kind(objects, kind):
+        if namespace is not None and role["metadata"]["namespace"] != namespace:
+            continue
+        for rule in role["rules"]:
+            for group in rule["apiGroups"]:
+                for resource in rule["resources"]:
+                    for verb in rule["verbs"]:
+                        names = rule.get("resourceNames") or ["*"]
+                        granted |= {f"{group}/{resource}:{verb}@{n}" for n in names}
+    return granted
+
+
+OPERATOR_RULES = {
+    *(
+        f"eventix.io/{r}:{v}@*"
+        for r in ("eventixtasks", "eventixschedules", "eventixworkerpools")
+        for v in ("list", "watch", "patch")
+    ),
+    *(
+        f"eventix.io/{r}/status:patch@*"
+        for r in ("eventixtasks", "eventixschedules", "eventixworkerpools")
+    ),
+    "eventix.io/eventixtasks:delete@*",
+    "/events:create@*",
+}
+
+
+def test_cluster_wide_rbac_is_exactly_what_the_operator_calls(tools: Tools) -> None:
+    objects = tools.template(REQUIRED)
+    assert _rules(objects, "ClusterRole") == OPERATOR_RULES | {
+        "kopf.dev/clusterkopfpeerings:list@*",
+        "kopf.dev/clusterkopfpeerings:watch@*",
+        f"kopf.dev/clusterkopfpeerings:patch@{NAME}",
+        "apiextensions.k8s.io/customresourcedefinitions:list@*",
+        "apiextensions.k8s.io/customresourcedefinitions:watch@*",
+    }
+    assert _rules(objects, "Role") == {
+        "apps/deployments/scale:get@*",
+        "apps/deployments/scale:patch@*",
+        "apps/statefulsets/scale:get@*",
+        "apps/statefulsets/scale:patch@*",
+    }
+    assert one(objects, "Role")["metadata"]["namespace"] == NAMESPACE
+
+
+@pytest.mark.parametrize("name", list(VALUE_SETS))
+def test_no_rule_has_a_wildcard_or_touches_secrets_or_pods(tools: Tools, name: str) -> None:
+    for rule_text in _rules(tools.template(VALUE_SETS[name]), "ClusterRole") | _rules(
+        tools.template(VALUE_SETS[name]), "Role"
+    ):
+        target, _, _ = rule_text.partition("@")
+        assert "*" not in target, rule_text
+        assert not re.search(r"/(secrets|pods|configmaps|serviceaccounts)[:/]", target), rule_text
+
+
+def test_namespaced_mode_has_no_cluster_wide_access(tools: Tools) -> None:
+    objects = tools.template(NAMESPACED)
+    assert by_kind(objects, "ClusterRole") == []  # discovery off too
+    assert by_kind(objects, "ClusterRoleBinding") == []
+    assert by_kind(objects, "ClusterKopfPeering") == []
+    watched = [NAMESPACE, "team-a", "team-b"]
+    peerings = by_kind(objects, "KopfPeering")
+    assert sorted(p["metadata"]["namespace"] for p in peerings) == sorted(watched)
+    for namespace in watched:
+        assert _rules(objects, "Role", namespace) == OPERATOR_RULES | {
+            "kopf.dev/kopfpeerings:list@*",
+            "kopf.dev/kopfpeerings:watch@*",
+            f"kopf.dev/kopfpeerings:patch@{NAME}",
+            "apps/deployments/scale:get@*",
+            "apps/deployments/scale:patch@*",
+            "apps/statefulsets/scale:get@*",
+            "apps/statefulsets/scale:patch@*",
+        }
+    args = one(objects, "StatefulSet")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert [a for a in args if a.startswith("--namespace=")] == [
+        f"--namespace={n}" for n in watched
+    ]
+
+
+def test_namespaced_mode_with_discovery_reads_only_crds_and_namespaces(tools: Tools) -> None:
+    values = merged(NAMESPACED, {"operator": {"rbac": {"discovery": True}}})
+    assert _rules(tools.template(values), "ClusterRole") == {
+        "apiextensions.k8s.io/customresourcedefinitions:list@*",
+        "apiextensions.k8s.io/customresourcedefinitions:watch@*",
+        "/namespaces:list@*",
+        "/namespaces:watch@*",
+    }
+
+
+def test_scaling_everywhere_moves_scale_rights_into_the_cluster_role(tools: Tools) -> None:
+    values = merged(REQUIRED, {"operator": {"rbac": {"scaleNamespaces": ["*"]}}})
+    objects = tools.template(values)
+    assert "apps/deployments/scale:patch@*" in _rules(objects, "ClusterRole")
+    assert by_kind(objects, "Role") == []
+    values = merged(REQUIRED, {"operator": {"rbac": {"scaleNamespaces": ["jobs"]}}})
+    scale_roles = by_kind(tools.template(values), "Role")
+    assert sorted(r["metadata"]["namespace"] for r in scale_roles) == ["eventix", "jobs"]
+
+
+def test_operator_replicas_get_distinct_peering_priorities(tools: Tools) -> None:
+    sts = one(tools.template(REQUIRED), "StatefulSet")
+    spec = sts["spec"]
+    # A rolling update replaces one ordinal at a time: two live pods never share an ordinal.
+    assert spec["replicas"] == 2
+    assert spec["updateStrategy"] == {"type": "RollingUpdate"}
+    assert spec["podManagementPolicy"] == "Parallel"
+    container = spec["template"]["spec"]["containers"][0]
+    assert container["args"][:4] == [
+        "operator",
+        f"--peering={NAME}",
+        "--priority=$(POD_INDEX)",
+        "--liveness=http://0.0.0.0:8080/healthz",
+    ]
+    env = env_of(container)
+    assert env["POD_INDEX"] == {
+        "fieldRef": {"fieldPath": "metadata.labels['apps.kubernetes.io/pod-index']"}
+    }
+    assert env["POD_ID"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "healthz"}
+    assert {"name": "healthz", "containerPort": 8080, "protocol": "TCP"} in container["ports"]
+
+
+def test_worker_drains_within_its_grace_period(tools: Tools) -> None:
+    spec = one(tools.template(REQUIRED), "Deployment")["spec"]["template"]["spec"]
+    grace = float(env_of(spec["containers"][0])["EVENTIX_WORKER_SHUTDOWN_GRACE"])
+    assert spec["terminationGracePeriodSeconds"] > grace
+    values = merged(REQUIRED, {"workers": {"shutdownGraceSeconds": 50}})
+    with pytest.raises(RenderError, match=r"terminationGracePeriodSeconds \(40\) must exceed"):
+        tools.template(values)
+
+
+def test_autoscaled_workers_leave_replicas_to_the_scaler(tools: Tools) -> None:
+    assert "replicas" not in one(tools.template(REQUIRED), "Deployment")["spec"]
+    fixed = tools.template(
+        merged(REQUIRED, {"workers": {"autoscaling": {"mode": "none"}, "replicas": 3}})
+    )
+    assert one(fixed, "Deployment")["spec"]["replicas"] == 3
+    assert by_kind(fixed, "EventixWorkerPool") == by_kind(fixed, "ScaledObject") == []
+
+
+def test_keda_mode_replaces_the_pool_with_a_postgresql_scaler(tools: Tools) -> None:
+    objects = tools.template(KEDA)
+    assert by_kind(objects, "EventixWorkerPool") == []
+    assert "replicas" not in one(objects, "Deployment")["spec"]
+    scaled = one(objects, "ScaledObject")["spec"]
+    assert scaled["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": f"{NAME}-worker",
+    }
+    assert (scaled["minReplicaCount"], scaled["maxReplicaCount"]) == (1, 10)
+    (trigger,) = scaled["triggers"]
+    assert trigger["type"] == "postgresql"
+    assert trigger["metadata"]["targetQueryValue"] == "10"
+    assert trigger["metadata"]["activationTargetQueryValue"] == "4"  # active from 5 due tasks
+    assert "namespace IN ('default', 'reports.v2')" in trigger["metadata"]["query"]
+    auth = one(objects, "TriggerAuthentication")
+    assert trigger["authenticationRef"] == {"name": auth["metadata"]["name"]}
+    assert auth["spec"]["secretTargetRef"] == [
+        {"parameter": "connection", "name": f"{NAME}-database", "key": "DATABASE_URL"}
+    ]
+    with pytest.raises(RenderError, match="plain postgresql:// URL"):
+        tools.template(merged(KEDA, {"database": {"url": "postgresql+psycopg://u:p@db/e"}}))
+    # A read-only user of its own for KEDA's query.
+    own = {"workers": {"autoscaling": {"keda": {"existingSecret": "keda-db", "secretKey": "ro"}}}}
+    auth = one(tools.template(merged(KEDA, own)), "TriggerAuthentication")
+    assert auth["spec"]["secretTargetRef"] == [
+        {"parameter": "connection", "name": "keda-db", "key": "ro"}
+    ]
+
+
+def test_optional_parts_render_when_enabled(tools: Tools) -> None:
+    objects = tools.template(EVERYTHING)
+    kinds = {o["kind"] for o in objects}
+    assert {"ServiceMonitor", "NetworkPolicy", "Service", "Deployment"} <= kinds
+    api = one(objects, "Deployment", f"{NAME}-api")["spec"]["template"]["spec"]["containers"][0]
+    assert api["args"] == ["api", "--host=0.0.0.0", "--port=8000", "--workers=2"]
+    assert env_of(api)["EVENTIX_API_TOKEN"] == {
+        "secretKeyRef": {"name": "eventix-api", "key": "token"}
+    }
+    service = one(objects, "Service", f"{NAME}-api")
+    assert service["spec"]["ports"][0]["targetPort"] == "http"
+    monitors = by_kind(objects, "ServiceMonitor")
+    assert sorted(m["metadata"]["name"] for m in monitors) == [f"{NAME}-operator", f"{NAME}-worker"]
+    for monitor in monitors:
+        assert monitor["metadata"]["labels"]["release"] == "prom"
+        assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    policies = {p["metadata"]["name"]: p["spec"] for p in by_kind(objects, "NetworkPolicy")}
+    assert set(policies) == {f"{NAME}-operator", f"{NAME}-worker", f"{NAME}-api"}
+    operator_egress = policies[f"{NAME}-operator"]["egress"]
+    assert {"ipBlock": {"cidr": "10.0.0.1/32"}} in operator_egress[-1]["to"]
+    assert [p["port"] for p in operator_egress[-1]["ports"]] == [443, 6443]
+    worker_egress = policies[f"{NAME}-worker"]["egress"]
+    assert {} not in worker_egress  # workerEgressAll off
+    assert {"ports": [{"port": 443, "protocol": "TCP"}]} in worker_egress
+    worker = one(objects, "Deployment", f"{NAME}-worker")["spec"]["template"]["spec"]
+    assert worker["imagePullSecrets"] == [{"name": "registry"}]
+    assert worker["containers"][0]["image"] == "registry.example.com/myapp-worker:1.4.2"
+    assert worker["containers"][0]["envFrom"] == [{"secretRef": {"name": "myapp-secrets"}}]
+    pool = one(objects, "EventixWorkerPool")["spec"]
+    assert (pool["scaleUpStep"], pool["scaleDownStep"]) == (2, 1)
+
+
+def test_extra_env_replaces_a_built_in_variable_in_place(tools: Tools) -> None:
+    sts = one(tools.template(EVERYTHING), "StatefulSet")
+    env = sts["spec"]["template"]["spec"]["containers"][0]["env"]
+    names = [e["name"] for e in env]
+    assert len(names) == len(set(names))
+    assert env_of(sts["spec"]["template"]["spec"]["containers"][0])["EVENTIX_LOG_LEVEL"] == "DEBUG"
+
+
+def test_selectors_match_their_pods_and_names_fit_63_characters(tools: Tools) -> None:
+    release = "a-release-name-as-long-as-helm-allows-53-characters-x"
+    assert len(release) == 53
+    objects = tools.template(EVERYTHING, release=release)
+    for obj in objects:
+        assert len(obj["metadata"]["name"]) <= 63, obj["metadata"]["name"]
+        for value in obj["metadata"].get("labels", {}).values():
+            assert len(value) <= 63, value
+    pods = {
+        o["metadata"]["name"]: o["spec"]["template"]["metadata"]["labels"]
+        for o in objects
+        if o["kind"] in ("Deployment", "StatefulSet")
+    }
+    selectors = [o["spec"]["selector"] for o in by_kind(objects, "Service")]
+    selectors += [
+        o["spec"]["selector"]["matchLabels"] for o in by_kind(objects, "PodDisruptionBudget")
+    ]
+    selectors += [
+        o["spec"]["podSelector"]["matchLabels"] for o in by_kind(objects, "NetworkPolicy")
+    ]
+    for selector in selectors:
+        matched = [n for n, labels in pods.items() if selector.items() <= labels.items()]
+        assert len(matched) == 1, (selector, matched)
+
+
+def test_a_changed_database_url_restarts_the_pods(tools: Tools) -> None:
+    def checksums(values: dict[str, Any]) -> set[str]:
+        specs = [
+            o["spec"]["template"]["metadata"]["annotations"]["checksum/database"]
+            for o in tools.template(values)
+            if o["kind"] in ("Deployment", "StatefulSet")
+        ]
+        return set(specs)
+
+    before = checksums(REQUIRED)
+    assert len(before) == 1
+    assert checksums(REQUIRED) == before
+    assert checksums(merged(REQUIRED, {"database": {"url": "postgresql://u:other@db/e"}})) != before
+
+
+# -- values the chart refuses -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"workers": {"tasks": ["myapp.tasks"]}}, "set database.url"),
+        ({"database": {"url": "postgresql://u@db/e"}}, "workers.tasks: name the Python modules"),
+        (
+            merged(REQUIRED, {"database": {"existingSecret": "mine"}}),
+            "either database.url (the chart makes a Secret) or database.existingSecret",
+        ),
+    ],
+    ids=["no-database", "no-task-modules", "url-and-existing-secret"],
+)
+def test_missing_required_values_are_named(
+    tools: Tools, values: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(RenderError, match=re.escape(message)):
+        tools.template(values)
+
+
+@pytest.mark.parametrize(
+    ("override", "where", "complaint"),
+    [
+        ({"operater": {"replicas": 2}}, "at ''", "additional properties 'operater' not allowed"),
+        ({"workers": {"concurency": 4}}, "at '/workers'", "'concurency' not allowed"),
+        ({"operator": {"replicas": "two"}}, "at '/operator/replicas'", "got string, want integer"),
+        ({"operator": {"replicas": 0}}, "at '/operator/replicas'", "minimum"),
+        (
+            {"workers": {"autoscaling": {"mode": "hpa"}}},
+            "at '/workers/autoscaling/mode'",
+            "value must be one of",
+        ),
+        ({"workers": {"queues": ["a,b"]}}, "at '/workers/queues/0'", "does not match pattern"),
+        ({"workers": {"tasks": ["my-app"]}}, "at '/workers/tasks/0'", "does not match pattern"),
+        (
+            {"operator": {"resources": {"requests": {"cpu": "lots"}}}},
+            "at '/operator/resources/requests/cpu'",
+            "",
+        ),
+        ({"database": {"url": "mysql://u@db/e"}}, "at '/database/url'", "does not match pattern"),
+        ({"extraEnv": [{"value": "x"}]}, "at '/extraEnv/0'", "missing property 'name'"),
+    ],
+    ids=[
+        "typo-top-level", "typo-nested", "wrong-type", "below-minimum", "bad-enum",
+        "queue-with-comma", "module-name", "bad-quantity", "not-postgresql", "env-without-name",
+    ],
+)  # fmt: skip
+def test_schema_rejects_bad_values_with_their_path(
+    tools: Tools, override: dict[str, Any], where: str, complaint: str
+) -> None:
+    with pytest.raises(RenderError) as failed:
+        tools.template(merged(REQUIRED, override))
+    message = str(failed.value)
+    assert "values don't meet the specifications of the schema" in message
+    assert where in message, message
+    assert complaint in message, message
