@@ -23,7 +23,6 @@ from eventix_operator.db.triggers import (
     EventContext,
     TemplateError,
     TriggerOutcome,
-    list_triggers_for_event,
     trigger_task,
 )
 from eventix_operator.logs import get_logger
@@ -59,7 +58,7 @@ async def fire_event(
         else:
             made.append(_Made(result.trigger, result.task, None))
 
-    for match in await store.read(list_triggers_for_event, event.name, event.payload):
+    for match in await store.triggers_for_event(event.name, event.payload):
         trigger = match.trigger
         if not match.matches:
             stats.count(trigger.name, "ignored")

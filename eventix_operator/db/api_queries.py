@@ -73,29 +73,42 @@ CLAIM_TASKS_FOR_WORKERS: TextClause = text(
     """
 )
 
-# -- name: replace_task --
-# Eventix's write-back (PUT /task/{uid}): replace the document while its revision
-# still matches. Eventix counts retries down in max_retries; the row keeps the
-# total and counts attempts up, so the remaining count is turned back into a total
-# with the runs this status has used. The retry increment stays the row's own.
-REPLACE_TASK: TextClause = text(
+# -- name: replace_tasks --
+# Eventix's write-back (PUT /task/{uid}), for a batch of tasks: replace each
+# document while its revision is still the one its writer read; a row whose
+# revision moved on is not returned. Eventix counts retries down in max_retries;
+# the row keeps the total and counts attempts up, so the remaining count is
+# turned back into a total with the runs this status has used. The retry
+# increment stays the row's own. A batch must not name a uid twice.
+REPLACE_TASKS: TextClause = text(
     f"""
     UPDATE eventix_task AS t
-    SET task = :task, namespace = :namespace, status = :status, priority = :priority,
-        eta = :eta, args = CAST(:args AS jsonb), kwargs = CAST(:kwargs AS jsonb),
-        unique_key = :unique_key, worker_id = :worker_id, worker_expires = :worker_expires,
-        retry = :retry,
-        max_retries = CAST(:remaining_retries AS int) + t.attempts
-            - CASE WHEN :status IN ('processing', 'done', 'error') AND t.attempts > 0
+    SET task = v.task, namespace = v.namespace, status = v.status, priority = v.priority,
+        eta = v.eta, args = v.args, kwargs = v.kwargs, unique_key = v.unique_key,
+        worker_id = v.worker_id, worker_expires = v.worker_expires, retry = v.retry,
+        max_retries = v.remaining_retries + t.attempts
+            - CASE WHEN v.status IN ('processing', 'done', 'error') AND t.attempts > 0
                    THEN 1 ELSE 0 END,
-        error_eta_max = :error_eta_max, store_result = :store_result,
-        result = CAST(:result AS jsonb), error = CAST(:error AS jsonb),
-        result_expires = :result_expires, error_expires = :error_expires,
-        expires = :expires, operator = :operator,
-        finished_at = CASE WHEN :status IN ('done', 'error') THEN now() END,
+        error_eta_max = v.error_eta_max, store_result = v.store_result,
+        result = v.result, error = v.error, result_expires = v.result_expires,
+        error_expires = v.error_expires, expires = v.expires, operator = v.operator,
+        finished_at = CASE WHEN v.status IN ('done', 'error') THEN now() END,
         updated_at = now(),
         revision = t.revision + 1
-    WHERE t.uid = :uid AND t.revision = :revision
+    FROM unnest(
+        CAST(:uid AS uuid[]), CAST(:revision AS int[]), CAST(:task AS text[]),
+        CAST(:namespace AS text[]), CAST(:status AS text[]), CAST(:priority AS int[]),
+        CAST(:eta AS timestamptz[]), CAST(:args AS jsonb[]), CAST(:kwargs AS jsonb[]),
+        CAST(:unique_key AS text[]), CAST(:worker_id AS text[]),
+        CAST(:worker_expires AS timestamptz[]), CAST(:retry AS boolean[]),
+        CAST(:remaining_retries AS int[]), CAST(:error_eta_max AS int[]),
+        CAST(:store_result AS boolean[]), CAST(:result AS jsonb[]), CAST(:error AS jsonb[]),
+        CAST(:result_expires AS int[]), CAST(:error_expires AS int[]),
+        CAST(:expires AS timestamptz[]), CAST(:operator AS text[])
+    ) AS v(uid, revision, task, namespace, status, priority, eta, args, kwargs, unique_key,
+           worker_id, worker_expires, retry, remaining_retries, error_eta_max, store_result,
+           result, error, result_expires, error_expires, expires, operator)
+    WHERE t.uid = v.uid AND t.revision = v.revision
     RETURNING {_T_TASK}
     """
 )
@@ -320,6 +333,22 @@ TRIGGERS_FOR_EVENT: TextClause = text(
     FROM eventix_trigger
     WHERE event_name = :event_name
     ORDER BY name, uid
+    """
+)
+
+# -- name: triggers_for_events --
+# TRIGGERS_FOR_EVENT for a batch of events (concurrent POST /event): each
+# trigger of each event's name, with the event's slot and whether its payload
+# passes the trigger's filter.
+TRIGGERS_FOR_EVENTS: TextClause = text(
+    f"""
+    SELECT e.slot AS event_slot,
+           {", ".join("tr." + c.strip() for c in _TRIGGER_COLUMNS.split(","))},
+           (tr.filter IS NULL OR e.payload @> tr.filter) AS matches
+    FROM unnest(CAST(:event_name AS text[]), CAST(:payload AS jsonb[]))
+        WITH ORDINALITY AS e(event_name, payload, slot)
+    JOIN eventix_trigger AS tr ON tr.event_name = e.event_name
+    ORDER BY e.slot, tr.name, tr.uid
     """
 )
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from eventix_operator.db.tasks import (
     dump_json,
     insert_params,
 )
+from eventix_operator.db.triggers import TriggerMatch, TriggerRecord
 from eventix_operator.settings import Settings, normalise_database_url
 
 P = ParamSpec("P")
@@ -152,6 +154,22 @@ def _write_params(write: TaskWrite, payload_limit: int) -> dict[str, Any]:
     }
 
 
+_REPLACE_COLUMNS = (
+    "uid", "revision", "task", "namespace", "status", "priority", "eta", "args", "kwargs",
+    "unique_key", "worker_id", "worker_expires", "retry", "remaining_retries",
+    "error_eta_max", "store_result", "result", "error", "result_expires", "error_expires",
+    "expires", "operator",
+)  # fmt: skip
+
+
+def _replace_params(
+    writes: Sequence[tuple[TaskWrite, int]], payload_limit: int
+) -> dict[str, list[Any]]:
+    """Parallel arrays for :data:`api_queries.REPLACE_TASKS`."""
+    rows = [{**_write_params(w, payload_limit), "revision": r} for w, r in writes]
+    return {name: [row[name] for row in rows] for name in _REPLACE_COLUMNS}
+
+
 def write_task(
     conn: Connection, write: TaskWrite, *, revision: int | None, payload_limit: int
 ) -> TaskRecord | WriteConflict:
@@ -163,8 +181,8 @@ def write_task(
     params = _write_params(write, payload_limit)
     row: RowMapping | None = None
     if revision is not None:
-        replaced = conn.execute(api_queries.REPLACE_TASK, {**params, "revision": revision})
-        row = replaced.mappings().first()
+        batch = _replace_params([(write, revision)], payload_limit)
+        row = conn.execute(api_queries.REPLACE_TASKS, batch).mappings().first()
     if row is None:
         current = conn.execute(api_queries.TASK_REVISION, {"uid": write.uid}).scalar()
         if current is not None:
@@ -330,8 +348,9 @@ class DriverStatement:
 _INSERT = DriverStatement(api_queries.INSERT_TASK_RETURNING)
 _GET = DriverStatement(queries.GET_TASK)
 _CLAIM_FOR_WORKERS = DriverStatement(api_queries.CLAIM_TASKS_FOR_WORKERS)
-_REPLACE = DriverStatement(api_queries.REPLACE_TASK)
+_REPLACE = DriverStatement(api_queries.REPLACE_TASKS)
 _NOTIFY = DriverStatement(queries.NOTIFY_READY)
+_TRIGGERS = DriverStatement(api_queries.TRIGGERS_FOR_EVENTS)
 
 
 def make_autocommit_engine(settings: Settings) -> AsyncEngine:
@@ -415,6 +434,10 @@ class AsyncApiStore:
         self._payload_limit = 1_000_000
         self._inserts: Batcher[NewTask, TaskRecord] = Batcher(self._insert_batch)
         self._claims: dict[str, Batcher[tuple[str, float], TaskRecord | None]] = {}
+        self._replaces: Batcher[tuple[TaskWrite, int], TaskRecord | None] = Batcher(
+            self._replace_batch
+        )
+        self._triggers: Batcher[tuple[str, str], list[TriggerMatch]] = Batcher(self._triggers_batch)
 
     @contextlib.asynccontextmanager
     async def driver(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
@@ -486,6 +509,28 @@ class AsyncApiStore:
         ]
         return [resolved[position[i]] for i in range(len(tasks))]
 
+    async def triggers_for_event(
+        self, event_name: str, payload: Mapping[str, Any]
+    ) -> list[TriggerMatch]:
+        """:func:`~eventix_operator.db.triggers.list_triggers_for_event`, with
+        concurrent events sharing a statement."""
+        return await self._triggers.submit((event_name, json.dumps(dict(payload))))
+
+    async def _triggers_batch(
+        self, events: list[tuple[str, str]]
+    ) -> list[list[TriggerMatch] | BaseException]:
+        params = {"event_name": [e for e, _ in events], "payload": [p for _, p in events]}
+        found: list[list[TriggerMatch]] = [[] for _ in events]
+        async with self.driver() as conn:
+            cursor = await conn.execute(_TRIGGERS.sql, params)
+            assert cursor.description is not None
+            names = [c.name for c in cursor.description]
+            for row in await cursor.fetchall():
+                values = dict(zip(names, row, strict=True))
+                slot, matches = values.pop("event_slot"), bool(values.pop("matches"))
+                found[slot - 1].append(TriggerMatch(TriggerRecord(**values), matches))
+        return list(found)
+
     async def get_task(self, uid: str) -> TaskRecord | None:
         if parse_uid(uid) is None:
             return None
@@ -525,10 +570,43 @@ class AsyncApiStore:
         self, write: TaskWrite, *, revision: int, payload_limit: int
     ) -> TaskRecord | None:
         """The common write-back: the revision matches. None: it does not (or the
-        task is gone), and :func:`write_task` decides in a transaction."""
-        params = {**_write_params(write, payload_limit), "revision": revision}
-        async with self.driver() as conn:
-            record = await _REPLACE.fetch_task(conn, params)
-            if record is not None and record.status in PENDING_STATUSES:
-                await conn.execute(_NOTIFY.sql, {"queues": [record.namespace]})
-        return record
+        task is gone), and :func:`write_task` decides in a transaction. Concurrent
+        write-backs share statements."""
+        _write_params(write, payload_limit)  # this write's own errors, first
+        self._payload_limit = payload_limit
+        return await self._replaces.submit((write, revision))
+
+    async def _replace_batch(
+        self, writes: list[tuple[TaskWrite, int]]
+    ) -> list[TaskRecord | BaseException | None]:
+        """Writes to distinct tasks go in one statement; a second write to the same
+        task waits for the next round (one UPDATE cannot apply both, and the later
+        one must see the first's revision to lose against it)."""
+        outcomes: dict[int, TaskRecord | BaseException | None] = {}
+        remaining = list(enumerate(writes))
+        while remaining:
+            seen: set[str] = set()
+            round_: list[tuple[int, tuple[TaskWrite, int]]] = []
+            later: list[tuple[int, tuple[TaskWrite, int]]] = []
+            for i, item in remaining:
+                (later if item[0].uid in seen else round_).append((i, item))
+                seen.add(item[0].uid)
+            remaining = later
+            try:
+                params = _replace_params([item for _, item in round_], self._payload_limit)
+                async with self.driver() as conn:
+                    rows = await _REPLACE.fetch_tasks(conn, params)
+                    queues = sorted({r.namespace for r in rows if r.status in PENDING_STATUSES})
+                    if queues:
+                        await conn.execute(_NOTIFY.sql, {"queues": queues})
+            except (psycopg.IntegrityError, psycopg.DataError) as exc:
+                if len(round_) == 1:
+                    outcomes[round_[0][0]] = exc
+                else:  # one of them is at fault: each on its own
+                    for i, item in round_:
+                        outcomes[i] = (await self._replace_batch([item]))[0]
+                continue
+            by_uid = {r.uid: r for r in rows}
+            for i, (write, _) in round_:
+                outcomes[i] = by_uid.get(write.uid)
+        return [outcomes[i] for i in range(len(writes))]

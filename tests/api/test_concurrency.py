@@ -61,3 +61,27 @@ def test_concurrent_claims_hand_each_task_to_one_request(api: ApiServer, namespa
     assert Counter(a["uid"] for a in claimed).most_common(1)[0][1] == 1
     assert sorted(a["args"][0] for a in claimed) == list(range(40))
     assert {a["status"] for a in claimed} == {"processing"}
+
+
+def test_concurrent_write_backs_one_winner_per_revision(api: ApiServer, namespace: str) -> None:
+    for n in range(20):
+        api.request("POST", "/task", {"task": "t", "namespace": namespace, "args": [n]})
+    path = f"/tasks/next_scheduled?worker_id=w&namespace={namespace}"
+    claimed = [api.request("GET", path)[1] for _ in range(20)]
+    # Each task written back twice at once with the revision read: one write wins.
+    writes = [
+        (task["uid"], {**task, "status": "done", "result": attempt})
+        for task in claimed
+        for attempt in ("first", "second")
+    ]
+    with ThreadPoolExecutor(THREADS) as pool:
+        answers = list(pool.map(lambda w: api.request("PUT", f"/task/{w[0]}", w[1]), writes))
+    by_uid: dict[str, list[int]] = {}
+    for (uid, _), (status, _) in zip(writes, answers, strict=True):
+        by_uid.setdefault(uid, []).append(status)
+    assert all(sorted(s) == [200, 409] for s in by_uid.values()), by_uid
+    for task in claimed:
+        status, stored = api.request("GET", f"/task/{task['uid']}")
+        assert stored["status"] == "done"
+        assert stored["result"] in ("first", "second")
+        assert stored["revision"] == str(int(task["revision"]) + 1)
