@@ -463,14 +463,6 @@ class AsyncApiStore:
             async with conn.begin():
                 return await conn.run_sync(fn, *args, **kwargs)
 
-    async def read(
-        self, fn: Callable[Concatenate[Connection, P], R], *args: P.args, **kwargs: P.kwargs
-    ) -> R:
-        """Run ``fn(connection, ...)`` in autocommit: for one statement, or reads
-        that need no snapshot shared between statements."""
-        async with self.engine.connect() as conn:
-            return await conn.run_sync(fn, *args, **kwargs)
-
     async def insert_task(self, task: NewTask, *, payload_limit: int) -> TaskRecord:
         """Enqueue one task, merged Eventix-style into a pending one with its unique
         key; concurrent requests share INSERT statements (see :class:`Batcher`)."""

@@ -188,32 +188,25 @@ def stop(proc: subprocess.Popen[Any]) -> None:
             proc.wait(10)
 
 
-@pytest.fixture(scope="module")
-def api(
-    api_database_url: str, eventix_python: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ApiServer]:
-    base = tmp_path_factory.mktemp("api")
-    (base / "triggers").mkdir()
-    (base / "triggers" / "orders.yaml").write_text(TRIGGERS_YAML)
+@contextlib.contextmanager
+def launch(database_url: str, python: Path, base: Path, **env: str) -> Iterator[ApiServer]:
+    """``python -m eventix_operator.api.serve`` on a free port until the block ends."""
     port = free_port()
-    env = dict(
+    full_env = dict(
         os.environ,
-        DATABASE_URL=api_database_url,
-        EVENTIX_API_TOKEN=TOKEN,
-        EVENTIX_TRIGGER_CONFIG_DIRECTORY=str(base / "triggers"),
+        DATABASE_URL=database_url,
         EVENTIX_MAX_PAYLOAD_BYTES=str(MAX_PAYLOAD_BYTES),
         EVENTIX_LOG_LEVEL="INFO",
         EVENTIX_DB_POOL_SIZE="4",
+        **env,
     )
     log = base / "server.log"
     proc = subprocess.Popen(
         [sys.executable, "-m", "eventix_operator.api.serve", "--port", str(port)],
-        cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+        cwd=ROOT, env=full_env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
     )  # fmt: skip
-    engine = create_engine(api_database_url)
-    server = ApiServer(
-        f"http://127.0.0.1:{port}", port, api_database_url, engine, proc, log, eventix_python
-    )
+    engine = create_engine(database_url)
+    server = ApiServer(f"http://127.0.0.1:{port}", port, database_url, engine, proc, log, python)
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -229,6 +222,24 @@ def api(
     finally:
         stop(proc)
         engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def api(
+    api_database_url: str, eventix_python: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ApiServer]:
+    """The server with a token and Eventix trigger YAML (orders.yaml)."""
+    base = tmp_path_factory.mktemp("api")
+    (base / "triggers").mkdir()
+    (base / "triggers" / "orders.yaml").write_text(TRIGGERS_YAML)
+    with launch(
+        api_database_url,
+        eventix_python,
+        base,
+        EVENTIX_API_TOKEN=TOKEN,
+        EVENTIX_TRIGGER_CONFIG_DIRECTORY=str(base / "triggers"),
+    ) as server:
+        yield server
 
 
 @pytest.fixture
