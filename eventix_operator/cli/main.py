@@ -382,5 +382,19 @@ def operator(
     run_operator(namespaces=namespace or [], peering=peering, priority=priority, liveness=liveness)
 
 
+@app.command()
+@user_errors
+def api(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes.")] = 1,
+) -> None:
+    """Serve the Eventix-compatible REST API on the same tables, for existing
+    Eventix clients and workers."""
+    from eventix_operator.api.serve import serve
+
+    serve(settings(), host=host, port=port, workers=workers)
+
+
 def main() -> None:
     app()
