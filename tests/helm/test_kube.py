@@ -473,19 +473,37 @@ def test_the_operator_works_with_only_the_charts_rbac(
             )
 
         def deleted() -> bool:
+            """Deleted by the operator (its `delete` right), or gone already. Whether it is
+            gone is kopf's business: after a timer deletes its own object, kopf sometimes
+            keeps the finalizer until the next event about it (seen here in about one run
+            of five; reported), which says nothing about RBAC."""
             try:
-                custom.get_namespaced_custom_object(
-                    GROUP, VERSION, namespace, "eventixtasks", "hello"
+                obj = as_dict(
+                    custom.get_namespaced_custom_object(
+                        GROUP, VERSION, namespace, "eventixtasks", "hello"
+                    )
                 )
             except ApiException as exc:
                 return bool(exc.status == 404)
-            return False
+            return "deletionTimestamp" in obj["metadata"]
 
-        wait_for("the finished task to be deleted (TTL 0)", deleted, 30, lambda: _logs(procs))
-        events = k8s.CoreV1Api(cluster.api_client).list_namespaced_event(
-            namespace, field_selector="involvedObject.name=hello"
-        )
-        assert "Succeeded" in {e.reason for e in events.items}, _logs(procs)
+        def left() -> str:
+            with contextlib.suppress(ApiException):
+                obj = custom.get_namespaced_custom_object(
+                    GROUP, VERSION, namespace, "eventixtasks", "hello"
+                )
+                return f"{yaml.safe_dump(obj)}\n{_logs(procs)}"
+            return _logs(procs)
+
+        wait_for("the finished task to be deleted (TTL 0)", deleted, 30, left)
+
+        def succeeded_event() -> bool:
+            events = k8s.CoreV1Api(cluster.api_client).list_namespaced_event(
+                namespace, field_selector="involvedObject.name=hello"
+            )
+            return "Succeeded" in {e.reason for e in events.items}
+
+        wait_for("the Succeeded event", succeeded_event, 10, lambda: _logs(procs))
 
         # Peering: the higher ordinal acted, the lower one stood by.
         logs = [log.read_text() for _, log in procs]
