@@ -1,6 +1,6 @@
 """The REST API as a real server process, and Eventix's own client in its own venv.
 
-One ``python -m eventix_operator.api.serve`` per test module, on a free loopback
+One ``eventix api`` (``python -m eventix_operator api``) per test module, on a free loopback
 port, against a database of its own (copied from the migrated template), with a
 bearer token and a directory of Eventix trigger YAML. Eventix's client (the
 unmodified ``eventix`` 3.5.7 from PyPI) runs in a virtual environment cached
@@ -190,7 +190,7 @@ def stop(proc: subprocess.Popen[Any]) -> None:
 
 @contextlib.contextmanager
 def launch(database_url: str, python: Path, base: Path, **env: str) -> Iterator[ApiServer]:
-    """``python -m eventix_operator.api.serve`` on a free port until the block ends."""
+    """``eventix api`` on a free port until the block ends."""
     port = free_port()
     full_env = dict(
         os.environ,
@@ -202,7 +202,7 @@ def launch(database_url: str, python: Path, base: Path, **env: str) -> Iterator[
     )
     log = base / "server.log"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "eventix_operator.api.serve", "--port", str(port)],
+        [sys.executable, "-m", "eventix_operator", "api", "--port", str(port)],
         cwd=ROOT, env=full_env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
     )  # fmt: skip
     engine = create_engine(database_url)
