@@ -96,16 +96,3 @@ def queue_metrics(conn: Connection, *, finished: bool) -> list[QueueMetrics]:
         )
         for q in queues
     ]
-
-
-def try_lock(conn: Connection, key: int) -> bool:
-    """Take a session advisory lock without waiting; held until released or the
-    connection ends (so a replica that dies lets go of it)."""
-    held: bool = conn.execute(queries.TRY_ADVISORY_LOCK, {"key": key}).scalar_one()
-    conn.commit()  # the lock is the session's; end the transaction the query began
-    return held
-
-
-def unlock(conn: Connection, key: int) -> None:
-    conn.execute(queries.ADVISORY_UNLOCK, {"key": key})
-    conn.commit()

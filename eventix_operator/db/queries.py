@@ -582,3 +582,4 @@ FINISHED_COUNTS: TextClause = text(
 # Session locks that make one operator replica the one that acts (pool scaling).
 TRY_ADVISORY_LOCK: TextClause = text("SELECT pg_try_advisory_lock(:key)")
 ADVISORY_UNLOCK: TextClause = text("SELECT pg_advisory_unlock(:key)")
+PING: TextClause = text("SELECT 1")

@@ -36,6 +36,7 @@ from kubernetes.client.exceptions import ApiException
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
+from eventix_operator.db import locks
 from eventix_operator.db import pools as pool_db
 from eventix_operator.db.queries import READY_CHANNEL
 from eventix_operator.logs import get_logger
@@ -203,10 +204,10 @@ class PoolScaler:
             try:
                 conn = await asyncio.to_thread(self.engine.connect)
                 while self.pools and not self.stopping.is_set():
-                    if await asyncio.to_thread(pool_db.try_lock, conn, self.lock_key):
+                    if await asyncio.to_thread(locks.try_lock, conn, self.lock_key):
                         await self._lead(conn)
                         if not self.stopping.is_set():
-                            await asyncio.to_thread(pool_db.unlock, conn, self.lock_key)
+                            await asyncio.to_thread(locks.unlock, conn, self.lock_key)
                         break
                     await self._wait(RETRY_PAUSE)
             except DBAPIError as exc:

@@ -10,9 +10,10 @@ import functools
 from collections.abc import Callable
 from wsgiref.simple_server import WSGIServer
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
+from eventix_operator.db import locks
 from eventix_operator.db import pools as pool_db
 from eventix_operator.db.engine import libpq_url, make_engine
 from eventix_operator.db.migrate import upgrade
@@ -95,7 +96,7 @@ class Runtime:
             conn: Connection | None = None
             try:
                 conn = await asyncio.to_thread(self.engine.connect)
-                if await asyncio.to_thread(_try_lock, conn):
+                if await asyncio.to_thread(locks.try_lock, conn, LEADER_LOCK):
                     await self._sync_while_leader(conn)
             except DBAPIError as exc:
                 log.warning("leader lock connection failed", error=str(exc).splitlines()[0])
@@ -113,7 +114,7 @@ class Runtime:
         try:
             while not self.stopping.is_set():
                 await self._pause(3.0)
-                await asyncio.to_thread(conn.execute, text("SELECT 1"))
+                await asyncio.to_thread(locks.ping, conn)
         finally:
             self.leading = False
             self.sync.stop()
@@ -187,10 +188,3 @@ class Runtime:
                 self.kube.event, ref, type_=type_, reason=reason, message=message
             )
             loop.run_in_executor(None, post)
-
-
-def _try_lock(conn: Connection) -> bool:
-    held: bool = conn.execute(
-        text("SELECT pg_try_advisory_lock(:k)"), {"k": LEADER_LOCK}
-    ).scalar_one()
-    return held

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,11 +30,17 @@ class Cluster:
         self.custom = k8s.CustomObjectsApi(api.api_client)
         self.core = k8s.CoreV1Api(api.api_client)
 
-    def operator(self, *args: str, **env: str) -> Any:
-        return self.procs.start(
-            "operator", "operator", "--liveness", f"http://127.0.0.1:{free_port()}/healthz",
+    def operator(self, *args: str, ready: bool = False, **env: str) -> Any:
+        """Start an operator process; with ``ready``, return once its liveness
+        endpoint answers (its start-up, migrations included, is done)."""
+        liveness = f"http://127.0.0.1:{free_port()}/healthz"
+        proc = self.procs.start(
+            "operator", "operator", "--liveness", liveness,
             *args, KUBECONFIG=str(self.api.kubeconfig), EVENTIX_LOG_LEVEL="INFO", **env,
         )  # fmt: skip
+        if ready:
+            self.wait("operator liveness", lambda: _answers(liveness), 60)
+        return proc
 
     def create(self, plural: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
         kind = {"eventixtasks": "EventixTask", "eventixschedules": "EventixSchedule"}[plural]
@@ -88,6 +95,14 @@ class Cluster:
         return [(e.type, e.reason, e.message) for e in items]
 
 
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
 @pytest.fixture(scope="session")
 def e2e_database(pg_server: PostgresServer) -> Iterator[str]:
     name = f"e2e_{uuid.uuid4().hex[:8]}"
@@ -126,7 +141,7 @@ class Operators:
         self.main = self.cluster.operator()
 
     def another_replica(self, **env: str) -> Any:
-        return self.cluster.operator(**env)
+        return self.cluster.operator(ready=True, **env)
 
 
 @pytest.fixture(scope="session")
