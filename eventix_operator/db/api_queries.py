@@ -17,11 +17,11 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, TextClause, case, func, select, text
 
 from eventix_operator.db import queries
-from eventix_operator.db.queries import _returning
+from eventix_operator.db.queries import returning_columns
 from eventix_operator.db.schema import task_table
 
-_TASK = _returning()
-_T_TASK = _returning("t.")
+_TASK = returning_columns()
+_T_TASK = returning_columns("t.")
 
 # -- Tasks ----------------------------------------------------------------------
 

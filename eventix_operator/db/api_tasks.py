@@ -33,9 +33,9 @@ from eventix_operator.db.schema import PENDING_STATUSES
 from eventix_operator.db.tasks import (
     NewTask,
     TaskRecord,
-    _merge_duplicates,
     dump_json,
     insert_params,
+    merge_duplicates,
 )
 from eventix_operator.db.triggers import TriggerMatch, TriggerRecord
 from eventix_operator.settings import Settings, normalise_database_url
@@ -489,7 +489,7 @@ class AsyncApiStore:
     async def _insert_many(self, tasks: Sequence[NewTask], payload_limit: int) -> list[TaskRecord]:
         """One INSERT for ``tasks``; the row of each, in order (a task merged by
         unique key gets the row it merged into)."""
-        merged, position = _merge_duplicates(tasks)
+        merged, position = merge_duplicates(tasks)
         params = insert_params(merged, payload_limit=payload_limit)
         async with self.driver() as conn:
             rows = await _INSERT.fetch_tasks(conn, params)

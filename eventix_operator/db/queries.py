@@ -21,7 +21,7 @@ _TASK_COLUMNS = """
 """
 
 
-def _returning(prefix: str = "") -> str:
+def returning_columns(prefix: str = "") -> str:
     return ", ".join(prefix + c.strip() for c in _TASK_COLUMNS.split(","))
 
 
@@ -118,7 +118,7 @@ CLAIM_TASKS: TextClause = text(
         revision = t.revision + 1
     FROM next
     WHERE t.uid = next.uid
-    RETURNING {_returning("t.")}
+    RETURNING {returning_columns("t.")}
     """
 )
 
@@ -251,13 +251,13 @@ NOTIFY_READY: TextClause = text(
 )
 
 # -- name: get_task --
-GET_TASK: TextClause = text(f"SELECT {_returning()} FROM eventix_task WHERE uid = :uid")
+GET_TASK: TextClause = text(f"SELECT {returning_columns()} FROM eventix_task WHERE uid = :uid")
 
 # -- name: list_tasks --
 # Newest first; NULL filters match everything.
 LIST_TASKS: TextClause = text(
     f"""
-    SELECT {_returning()} FROM eventix_task
+    SELECT {returning_columns()} FROM eventix_task
     WHERE (CAST(:status AS text) IS NULL OR status = :status)
       AND (CAST(:queue AS text) IS NULL OR namespace = :queue)
     ORDER BY created_at DESC, uid
@@ -273,7 +273,7 @@ RETRY_TASK: TextClause = text(
     SET status = 'scheduled', eta = now(), attempts = 0, error = NULL, result = NULL,
         expires = NULL, finished_at = NULL, updated_at = now(), revision = revision + 1
     WHERE uid = :uid AND status IN ('done', 'error', 'cancelled')
-    RETURNING {_returning()}
+    RETURNING {returning_columns()}
     """
 )
 
@@ -286,7 +286,7 @@ CANCEL_TASK: TextClause = text(
         expires = now() + make_interval(secs => error_expires),
         revision = revision + 1
     WHERE uid = :uid AND status IN ('scheduled', 'retry')
-    RETURNING {_returning()}
+    RETURNING {returning_columns()}
     """
 )
 
@@ -476,13 +476,13 @@ UPDATE_PENDING_RESOURCE_TASK: TextClause = text(
         eta = COALESCE(:eta, created_at + make_interval(secs => :delay), eta),
         updated_at = now(), revision = revision + 1
     WHERE k8s_uid = :k8s_uid AND source = 'k8s' AND status = 'scheduled' AND attempts = 0
-    RETURNING {_returning()}
+    RETURNING {returning_columns()}
     """
 )
 
 # -- name: get_resource_task --
 GET_RESOURCE_TASK: TextClause = text(
-    f"SELECT {_returning()} FROM eventix_task WHERE k8s_uid = :k8s_uid AND source = 'k8s'"
+    f"SELECT {returning_columns()} FROM eventix_task WHERE k8s_uid = :k8s_uid AND source = 'k8s'"
 )
 
 # -- name: delete_resource_task --
@@ -494,7 +494,7 @@ DELETE_RESOURCE_TASK: TextClause = text(
 # Resource-backed tasks changed since a moment, for status sync.
 CHANGED_RESOURCE_TASKS: TextClause = text(
     f"""
-    SELECT {_returning()} FROM eventix_task
+    SELECT {returning_columns()} FROM eventix_task
     WHERE k8s_uid IS NOT NULL AND updated_at >= :since
     ORDER BY updated_at
     LIMIT :limit

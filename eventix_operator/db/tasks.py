@@ -133,7 +133,7 @@ def _due(task: NewTask, now: datetime) -> datetime:
     return task.eta if task.eta is not None else now + timedelta(seconds=task.delay or 0)
 
 
-def _merge_duplicates(tasks: Sequence[NewTask]) -> tuple[list[NewTask], dict[int, int]]:
+def merge_duplicates(tasks: Sequence[NewTask]) -> tuple[list[NewTask], dict[int, int]]:
     """Fold tasks sharing (queue, unique key) within one batch, Eventix-style.
 
     PostgreSQL refuses to let one INSERT ... ON CONFLICT touch a row twice, so
@@ -227,7 +227,7 @@ def insert_tasks(conn: Connection, tasks: Sequence[NewTask], *, payload_limit: i
     uids: list[str] = []
     for start in range(0, len(tasks), INSERT_CHUNK):
         chunk = tasks[start : start + INSERT_CHUNK]
-        merged, mapping = _merge_duplicates(chunk)
+        merged, mapping = merge_duplicates(chunk)
         params = insert_params(merged, payload_limit=payload_limit)
         rows = conn.execute(queries.INSERT_TASKS, params).all()
         by_key = {(r.namespace, r.unique_key): str(r.uid) for r in rows if r.unique_key}

@@ -3,7 +3,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from eventix_operator.client import new_task
-from eventix_operator.db.tasks import NewTask, PayloadTooLarge, _merge_duplicates, insert_params
+from eventix_operator.db.tasks import NewTask, PayloadTooLarge, insert_params, merge_duplicates
 
 
 def test_eta_and_delay_together_is_an_error() -> None:
@@ -53,7 +53,7 @@ def test_duplicates_in_one_batch_merge_like_eventix() -> None:
         NewTask("t", args=(3,), queue="other", unique_key="k"),
         NewTask("t", args=(4,)),
     ]
-    merged, mapping = _merge_duplicates(batch)
+    merged, mapping = merge_duplicates(batch)
     assert len(merged) == 3
     assert mapping == {0: 0, 1: 0, 2: 1, 3: 2}
     first = merged[0]
