@@ -8,6 +8,7 @@ where blocking database calls belong.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -154,14 +155,21 @@ def _finished_with_ttl(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
 
 
 @kopf.timer(GROUP, VERSION, TASKS, id="expire", interval=5, when=_finished_with_ttl)
-def expire(
+async def expire(
     spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta, memo: kopf.Memo, **_: Any
 ) -> None:
-    """Delete a finished task ``ttlSecondsAfterFinished`` after it finished, as Jobs do."""
+    """Delete a finished task ``ttlSecondsAfterFinished`` after it finished, as Jobs do.
+
+    The deletion is sent after this timer has returned: kopf does not release the
+    finalizer of an object whose timer is still running when the deletion arrives,
+    and would then wait for an unrelated later event.
+    """
     finished = datetime.fromisoformat(str(status["finishedAt"]).replace("Z", "+00:00"))
     if now() >= finished + timedelta(seconds=int(spec["ttlSecondsAfterFinished"])):
         ref = ResourceRef(TASKS, str(meta.namespace), str(meta.name), str(meta.uid))
-        runtime_of(memo).kube.delete(ref)
+        rt = runtime_of(memo)
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.5, functools.partial(loop.run_in_executor, None, rt.kube.delete, ref))
 
 
 # -- EventixSchedule -----------------------------------------------------------

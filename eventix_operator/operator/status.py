@@ -64,6 +64,39 @@ def condition(
     return [*others, new]
 
 
+def ready_conditions(
+    previous: Sequence[Mapping[str, Any]] | None,
+    *,
+    ready: bool,
+    stalled: bool,
+    reason: str,
+    message: str,
+    generation: int | None,
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """``Ready`` and kstatus' ``Stalled``: a resource that cannot progress without
+    a change (a failed task, an invalid spec) is Stalled, so Flux or ``kubectl
+    wait`` fail at once instead of waiting for their timeout."""
+    conditions = condition(
+        previous,
+        type_="Ready",
+        status=ready,
+        reason=reason,
+        message=message,
+        generation=generation,
+        now=now,
+    )
+    return condition(
+        conditions,
+        type_="Stalled",
+        status=stalled,
+        reason=reason if stalled else "Progressing",
+        message=message if stalled else "",
+        generation=generation,
+        now=now,
+    )
+
+
 def task_status(
     record: TaskRecord,
     *,
@@ -91,10 +124,10 @@ def task_status(
         if failed and status["error"]
         else f"task {record.task} is {phase.lower()} in queue {record.namespace}"
     )
-    status["conditions"] = condition(
+    status["conditions"] = ready_conditions(
         (previous or {}).get("conditions"),
-        type_="Ready",
-        status=not failed,
+        ready=not failed,
+        stalled=failed,
         reason=reason,
         message=message,
         generation=generation,
@@ -115,10 +148,10 @@ def invalid_status(
     """Status of a resource the operator cannot act on: Ready=False with the reason."""
     return {
         "observedGeneration": generation,
-        "conditions": condition(
+        "conditions": ready_conditions(
             (previous or {}).get("conditions"),
-            type_="Ready",
-            status=False,
+            ready=False,
+            stalled=True,
             reason="InvalidSpec",
             message=message,
             generation=generation,
@@ -153,10 +186,10 @@ def schedule_status(
             {"time": rfc3339(r.time), "taskUid": r.task_uid, "phase": PHASES[r.status]}
             for r in history.runs
         ],
-        "conditions": condition(
+        "conditions": ready_conditions(
             (previous or {}).get("conditions"),
-            type_="Ready",
-            status=ready,
+            ready=ready,
+            stalled=bool(record.error),
             reason=reason,
             message=message,
             generation=record.generation,

@@ -1,0 +1,77 @@
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from eventix_operator.db.tasks import TaskRecord
+from eventix_operator.operator.status import task_status
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def record(**changes: Any) -> TaskRecord:
+    base = TaskRecord(
+        uid="u1", task="t", namespace="default", status="scheduled", priority=0, eta=T0,
+        scheduled=T0, args=[], kwargs={}, unique_key=None, revision=1, created_at=T0,
+        updated_at=T0, worker_id=None, worker_expires=None, retry=True, max_retries=None,
+        attempts=0, error_eta_inc=15, error_eta_max=300, timeout_seconds=None,
+        store_result=True, result=None, error=None, result_expires=None, error_expires=None,
+        expires=None, started_at=None, finished_at=None, operator=None, source="k8s",
+        k8s_namespace="ns", k8s_name="n", k8s_uid="k", schedule_uid=None, schedule_time=None,
+    )  # fmt: skip
+    return replace(base, **changes)
+
+
+def conditions(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in status["conditions"]}
+
+
+@pytest.mark.parametrize(
+    ("db_status", "phase"),
+    [("scheduled", "Pending"), ("retry", "Retrying"), ("processing", "Running"),
+     ("done", "Succeeded"), ("error", "Failed"), ("cancelled", "Cancelled")],
+)  # fmt: skip
+def test_phase_follows_the_row(db_status: str, phase: str) -> None:
+    status = task_status(record(status=db_status), previous=None, generation=None, now=T0)
+    assert status["phase"] == phase
+
+
+def test_success_shows_the_result_and_no_error() -> None:
+    done = record(status="done", result={"n": 1}, attempts=1, finished_at=T0)
+    status = task_status(done, previous=None, generation=3, now=T0)
+    assert status["result"] == {"n": 1}
+    assert status["error"] is None
+    assert status["finishedAt"] == "2026-01-01T00:00:00Z"
+    assert status["observedGeneration"] == 3
+    assert conditions(status)["Ready"]["status"] == "True"
+    assert conditions(status)["Stalled"]["status"] == "False"
+
+
+def test_failure_is_not_ready_and_stalled_with_the_message() -> None:
+    failed = record(status="error", attempts=4, error={"type": "E", "message": "boom", "x": 1})
+    status = task_status(failed, previous=None, generation=None, now=T0)
+    assert status["error"] == {"type": "E", "message": "boom"}
+    ready, stalled = conditions(status)["Ready"], conditions(status)["Stalled"]
+    assert (ready["status"], ready["reason"], ready["message"]) == ("False", "TaskFailed", "boom")
+    assert (stalled["status"], stalled["reason"]) == ("True", "TaskFailed")
+
+
+def test_retrying_shows_when_the_next_attempt_is() -> None:
+    retrying = record(status="retry", eta=T0 + timedelta(seconds=30), error={"type": "E"})
+    status = task_status(retrying, previous=None, generation=None, now=T0)
+    assert status["nextAttemptAt"] == "2026-01-01T00:00:30Z"
+    assert status["error"]["type"] == "E"
+
+
+def test_transition_time_moves_only_when_the_condition_changes() -> None:
+    first = task_status(record(), previous=None, generation=None, now=T0)
+    later = T0 + timedelta(minutes=5)
+    running = task_status(record(status="processing"), previous=first, generation=None, now=later)
+    assert conditions(running)["Ready"]["lastTransitionTime"] == "2026-01-01T00:00:00Z"
+    failed = task_status(record(status="error"), previous=running, generation=None, now=later)
+    assert conditions(failed)["Ready"]["lastTransitionTime"] == "2026-01-01T00:05:00Z"
+    # recomputing an unchanged status gives the same dict: nothing to write
+    assert (
+        task_status(record(status="error"), previous=failed, generation=None, now=later) == failed
+    )
