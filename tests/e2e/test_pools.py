@@ -216,9 +216,13 @@ def test_scales_down_after_the_cooldown_and_reaches_zero(
     cluster.wait(
         "inactive", lambda: condition(cluster, "shrink", "Active").get("reason") == "QueueEmpty"
     )
-    scaled = [m for _, r, m in cluster.events("shrink") if r == "Scaled"]
-    assert any("from 3 to 1" in m for m in scaled), scaled
-    assert any("from 1 to 0" in m for m in scaled), scaled
+
+    def scaled() -> list[str]:
+        return [m for _, r, m in cluster.events("shrink") if r == "Scaled"]
+
+    # events are posted after the scale patch, off the scaler's path: wait for them
+    cluster.wait("Scaled events", lambda: any("from 1 to 0" in m for m in scaled()))
+    assert any("from 3 to 1" in m for m in scaled()), scaled()
 
 
 def test_a_missing_target_is_a_condition_until_it_appears(
