@@ -39,7 +39,6 @@ from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, Operationa
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from eventix_operator.api import convert, errors
-from eventix_operator.api.config import ApiSettings
 from eventix_operator.api.events import fire_event
 from eventix_operator.api.guard import Guard
 from eventix_operator.api.models import (
@@ -103,7 +102,6 @@ class ApiContext:
     """What the routes share; the engine exists between start-up and shutdown."""
 
     settings: Settings
-    api: ApiSettings
     code_triggers: dict[str, dict[str, CodeTrigger]] = field(default_factory=dict)
     stats: TriggerStats = field(default_factory=TriggerStats)
     store: api_tasks.AsyncApiStore | None = None
@@ -114,7 +112,7 @@ class ApiContext:
 
     @property
     def max_body_bytes(self) -> int:
-        return self.api.api_max_body_bytes or 2 * self.settings.max_payload_bytes + 65_536
+        return self.settings.api_max_body_bytes or 2 * self.settings.max_payload_bytes + 65_536
 
     async def run(
         self, fn: Callable[Concatenate[Connection, P], R], *args: P.args, **kwargs: P.kwargs
@@ -426,11 +424,11 @@ def add_routes(app: FastAPI, ctx: ApiContext) -> None:
         record = await ctx.db.claim_next(
             worker_id=worker_id,
             namespace=namespace,
-            lease_seconds=ctx.api.api_lease_seconds,
+            lease_seconds=ctx.settings.api_lease_seconds,
         )
         return no_content() if record is None else task_response(record)
 
-    max_page = ctx.api.api_max_page_size
+    max_page = ctx.settings.api_max_page_size
 
     @app.put("/tasks/by_status", tags=["tasks"], response_model=TasksPage)
     async def tasks_by_status(body: TasksByStatusRequest | None = None) -> Response:
@@ -580,9 +578,11 @@ def add_error_handlers(app: FastAPI) -> None:
 async def _maintenance(ctx: ApiContext) -> None:
     """Return tasks of vanished HTTP workers to the queue and remove expired
     results, as native workers do: a deployment may have only HTTP workers."""
-    store = AsyncTaskStore(ctx.db.engine, f"api-{uuid.uuid4().hex[:8]}", ctx.api.api_lease_seconds)
+    store = AsyncTaskStore(
+        ctx.db.engine, f"api-{uuid.uuid4().hex[:8]}", ctx.settings.api_lease_seconds
+    )
     while True:
-        await asyncio.sleep(ctx.api.api_maintenance_interval)
+        await asyncio.sleep(ctx.settings.api_maintenance_interval)
         try:
             recovered = await store.recover_expired_leases()
             purged = await store.purge_expired()
@@ -609,13 +609,11 @@ async def _trigger_stats_loop(ctx: ApiContext) -> None:
         await _flush_trigger_stats(ctx)
 
 
-def create_app(
-    settings: Settings | None = None, api_settings: ApiSettings | None = None
-) -> FastAPI:
+def create_app(settings: Settings | None = None) -> FastAPI:
     """The ASGI application; it connects to the database when it starts, not here."""
     settings = settings or get_settings()
-    api = api_settings or ApiSettings()
-    ctx = ApiContext(settings=settings, api=api)
+    ctx = ApiContext(settings=settings)
+    api = settings
     if api.trigger_config_directory:
         ctx.code_triggers = load_code_triggers(api.trigger_config_directory)
 

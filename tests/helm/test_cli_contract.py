@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 import typer.main
 
-from eventix_operator.api.config import ApiSettings
 from eventix_operator.cli.main import app
 from eventix_operator.settings import Settings
 from tests.helm.conftest import EVERYTHING, KEDA, NAMESPACED, REQUIRED, Tools, pod_specs
@@ -123,7 +122,6 @@ def test_each_subcommand_the_chart_runs_answers_help(tools: Tools) -> None:
 
 def test_every_eventix_variable_is_a_setting(tools: Tools) -> None:
     known = {f"EVENTIX_{name.upper()}" for name in Settings.model_fields}
-    known |= {f"EVENTIX_{name.upper()}" for name in ApiSettings.model_fields}
     known.add("DATABASE_URL")  # also read without the prefix (settings.py)
     names = {
         entry["name"]
