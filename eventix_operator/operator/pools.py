@@ -31,14 +31,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import psycopg
 from kubernetes.client.exceptions import ApiException
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from eventix_operator.db import locks
 from eventix_operator.db import pools as pool_db
-from eventix_operator.db.queries import READY_CHANNEL
+from eventix_operator.db.notify import listen_ready
 from eventix_operator.logs import get_logger
 from eventix_operator.metrics import operator_metrics
 from eventix_operator.operator.kube import Kube, ResourceRef, Scale
@@ -252,24 +251,14 @@ class PoolScaler:
 
     async def _listen(self) -> None:
         """The enqueue notification (payload: the queue) pokes that queue's pools."""
-        while True:
-            try:
-                async with await psycopg.AsyncConnection.connect(
-                    self.database_url, autocommit=True
-                ) as conn:
-                    await conn.execute(f"LISTEN {READY_CHANNEL}")
-                    for entry in self.pools.values():  # what came while nobody listened
-                        if entry.config is not None:
-                            entry.next_at = min(entry.next_at, self.clock())
-                    self.wakeup.set()
-                    async for note in conn.notifies():
-                        self.poke(note.payload)
-            except (psycopg.Error, OSError) as exc:
-                log.info("pool listener lost its connection", error=str(exc).splitlines()[0])
-                await asyncio.sleep(1.0)
-            except Exception:  # polling still covers the pools; listen again
-                log.exception("pool listener failed")
-                await asyncio.sleep(1.0)
+
+        def listening() -> None:
+            for entry in self.pools.values():  # what came while nobody listened
+                if entry.config is not None:
+                    entry.next_at = min(entry.next_at, self.clock())
+            self.wakeup.set()
+
+        await listen_ready(self.database_url, on_listening=listening, on_ready=self.poke)
 
     async def _wait(self, seconds: float | None) -> None:
         with contextlib.suppress(TimeoutError):

@@ -24,7 +24,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from eventix_operator.db.engine import libpq_url
-from eventix_operator.db.queries import READY_CHANNEL
+from eventix_operator.db.notify import listen_ready
 from eventix_operator.db.tasks import AsyncTaskStore, Failure, TaskRecord
 from eventix_operator.logs import get_logger
 from eventix_operator.metrics import worker_metrics
@@ -286,22 +286,14 @@ class Worker:
                     log.warning("heartbeat failed", error=str(exc).splitlines()[0])
 
     async def _listen_loop(self) -> None:
-        """Turn NOTIFY on the ready channel into an immediate claim; reconnects
-        after errors, while the poll interval covers the gap."""
+        """Turn NOTIFY on the ready channel into an immediate claim."""
         queues = set(self.config.queues)
-        while True:
-            try:
-                async with await psycopg.AsyncConnection.connect(
-                    self.database_url, autocommit=True
-                ) as conn:
-                    await conn.execute(f"LISTEN {READY_CHANNEL}")
-                    self.wakeup.set()  # catch up on what was enqueued while not listening
-                    async for note in conn.notifies():
-                        if note.payload in queues:
-                            self.wakeup.set()
-            except DB_DOWN as exc:
-                log.info("listen connection lost, reconnecting", error=str(exc).splitlines()[0])
-                await asyncio.sleep(1.0)
+
+        def ready(queue: str) -> None:
+            if queue in queues:
+                self.wakeup.set()
+
+        await listen_ready(self.database_url, on_listening=self.wakeup.set, on_ready=ready)
 
     async def _maintenance_loop(self) -> None:
         recover_every = min(self.config.lease_seconds / 2, 10.0)
