@@ -345,7 +345,7 @@ def local(
         typer.Option(exists=True, file_okay=False, help="Directory of EventixTask YAML to load."),
     ] = None,
 ) -> None:
-    """Run everything on this machine: an embedded PostgreSQL, the schema, a worker.
+    """Run everything on this machine: embedded PostgreSQL, schema, worker, schedules.
 
     Uses DATABASE_URL instead when it is set. Stop with Ctrl-C.
     """
@@ -374,8 +374,11 @@ def operator(
         str | None, typer.Option(help="Liveness endpoint, e.g. http://0.0.0.0:8080/healthz.")
     ] = "http://0.0.0.0:8080/healthz",
 ) -> None:
-    """Reconcile EventixTask and EventixSchedule resources into the database, fire
-    schedules, and sync status back. Migrates the schema at start."""
+    """Run the Kubernetes operator (migrates the schema at start).
+
+    Reconciles Eventix resources into the database, fires schedules, scales
+    worker pools and syncs status back.
+    """
     from eventix_operator.operator.main import run_operator
 
     settings()
@@ -389,8 +392,10 @@ def api(
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes.")] = 1,
 ) -> None:
-    """Serve the Eventix-compatible REST API on the same tables, for existing
-    Eventix clients and workers."""
+    """Serve the Eventix-compatible REST API on the same tables.
+
+    Existing Eventix clients and workers run against it unchanged.
+    """
     from eventix_operator.api.serve import serve
 
     serve(settings(), host=host, port=port, workers=workers)
