@@ -354,7 +354,8 @@ TRIGGERS_FOR_EVENTS: TextClause = text(
 
 # -- name: record_trigger_outcomes --
 # Add up what triggers did (fired, ignored, failed) and keep the newest error;
-# one statement for a batch of triggers.
+# one statement for a batch of triggers. updated_at moves, so the operator's
+# status sync (changed_resource_triggers) sees the new counts.
 RECORD_TRIGGER_OUTCOMES: TextClause = text(
     """
     UPDATE eventix_trigger AS tr
@@ -363,11 +364,23 @@ RECORD_TRIGGER_OUTCOMES: TextClause = text(
         failed_count = tr.failed_count + v.failed,
         last_fired_at = CASE WHEN v.fired > 0 THEN now() ELSE tr.last_fired_at END,
         last_error = COALESCE(v.error, tr.last_error),
-        last_error_at = CASE WHEN v.error IS NOT NULL THEN now() ELSE tr.last_error_at END
+        last_error_at = CASE WHEN v.error IS NOT NULL THEN now() ELSE tr.last_error_at END,
+        updated_at = now()
     FROM unnest(
         CAST(:uid AS text[]), CAST(:fired AS int[]), CAST(:ignored AS int[]),
         CAST(:failed AS int[]), CAST(:error AS text[])
     ) AS v(uid, fired, ignored, failed, error)
     WHERE tr.uid = v.uid
+    """
+)
+
+# -- name: changed_resource_triggers --
+# Triggers made from resources whose row changed (spec or counters) since a moment:
+# what the operator's status sync writes back into their status.
+CHANGED_RESOURCE_TRIGGERS: TextClause = text(
+    f"""
+    SELECT {_TRIGGER_COLUMNS} FROM eventix_trigger
+    WHERE k8s_name IS NOT NULL AND updated_at >= :since
+    ORDER BY updated_at
     """
 )

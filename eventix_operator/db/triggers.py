@@ -31,6 +31,7 @@ __all__ = [
     "TriggerMatch",
     "TriggerOutcome",
     "TriggerRecord",
+    "changed_resource_triggers",
     "delete_trigger",
     "get_trigger",
     "list_triggers_for_event",
@@ -329,3 +330,10 @@ def record_trigger_outcomes(conn: Connection, outcomes: Sequence[TriggerOutcome]
         "error": [None if o.error is None else o.error[:2000] for o in values],
     }
     return conn.execute(api_queries.RECORD_TRIGGER_OUTCOMES, params).rowcount
+
+
+def changed_resource_triggers(conn: Connection, since: datetime) -> list[TriggerRecord]:
+    """Triggers of ``EventixTrigger`` resources whose row (spec or counters) changed at
+    or after ``since``, oldest change first: the operator's status sync reads these."""
+    rows = conn.execute(api_queries.CHANGED_RESOURCE_TRIGGERS, {"since": since}).mappings()
+    return [TriggerRecord.from_row(r) for r in rows]

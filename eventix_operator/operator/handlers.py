@@ -16,7 +16,7 @@ from typing import Any
 import kopf
 from sqlalchemy.exc import DBAPIError
 
-from eventix_operator.operator import reconcile
+from eventix_operator.operator import reconcile, triggers
 from eventix_operator.operator.kube import ResourceRef
 from eventix_operator.operator.reconcile import Reconciled
 from eventix_operator.operator.runtime import Runtime
@@ -276,3 +276,43 @@ async def hold_pool(
 async def remove_pool(meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
     """Stop scaling; the target keeps the replicas it has (as after deleting an HPA)."""
     runtime_of(memo).pools.forget(str(meta.uid))
+
+
+# -- EventixTrigger ------------------------------------------------------------
+
+TRIGGERS = "eventixtriggers"
+
+
+@kopf.on.resume(GROUP, VERSION, TRIGGERS, id="register")
+@kopf.on.create(GROUP, VERSION, TRIGGERS, id="register")
+@kopf.on.update(GROUP, VERSION, TRIGGERS, id="register", field="spec")
+def register_trigger(
+    spec: kopf.Spec,
+    meta: kopf.Meta,
+    status: kopf.Status,
+    memo: kopf.Memo,
+    patch: kopf.Patch,
+    **_: Any,
+) -> None:
+    rt = runtime_of(memo)
+    ref = ResourceRef(TRIGGERS, str(meta.namespace), str(meta.name), str(meta.uid))
+    try:
+        result = triggers.apply_trigger(
+            rt.engine,
+            ref,
+            spec,
+            generation=int(meta.get("generation", 1)),
+            previous=status,
+            now=now(),
+        )
+    except DBAPIError as exc:
+        raise _database_down(exc) from exc
+    _publish(rt, ref, result, patch)
+
+
+@kopf.on.delete(GROUP, VERSION, TRIGGERS, id="remove")
+def remove_trigger(meta: kopf.Meta, memo: kopf.Memo, runtime: timedelta, **_: Any) -> None:
+    rt = runtime_of(memo)
+    ref = ResourceRef(TRIGGERS, str(meta.namespace), str(meta.name), str(meta.uid))
+    _delete(rt, ref, runtime, lambda: triggers.delete_trigger_resource(rt.engine, ref))
+    rt.sync.forget(ref.uid)

@@ -23,6 +23,7 @@ KINDS = {
     "eventixtasks": "EventixTask",
     "eventixschedules": "EventixSchedule",
     "eventixworkerpools": "EventixWorkerPool",
+    "eventixtriggers": "EventixTrigger",
 }
 
 

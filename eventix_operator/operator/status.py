@@ -14,6 +14,7 @@ from typing import Any
 
 from eventix_operator.db.schedules import ScheduleHistory, ScheduleRecord
 from eventix_operator.db.tasks import TaskRecord
+from eventix_operator.db.triggers import TriggerRecord
 
 PHASES = {
     "scheduled": "Pending",
@@ -192,6 +193,40 @@ def schedule_status(
             stalled=bool(record.error),
             reason=reason,
             message=message,
+            generation=record.generation,
+            now=now,
+        ),
+    }
+
+
+def trigger_status(
+    record: TriggerRecord, *, previous: Mapping[str, Any] | None, now: datetime
+) -> dict[str, Any]:
+    """An EventixTrigger's status from its row: what the REST API counted, and Ready.
+
+    A row exists only for a spec the operator accepted (an invalid one is
+    unregistered, and its handler reports InvalidSpec), so a row means Ready. A
+    failing event does not make the trigger unready: the next event may carry what
+    the template needs; it shows in ``failedCount`` and ``lastError``.
+    """
+    last_error = (
+        {"message": record.last_error, "time": rfc3339(record.last_error_at)}
+        if record.last_error is not None
+        else None
+    )
+    return {
+        "observedGeneration": record.generation,
+        "firedCount": record.fired_count,
+        "ignoredCount": record.ignored_count,
+        "failedCount": record.failed_count,
+        "lastFiredTime": rfc3339(record.last_fired_at),
+        "lastError": last_error,
+        "conditions": ready_conditions(
+            (previous or {}).get("conditions"),
+            ready=True,
+            stalled=False,
+            reason="Registered",
+            message=f"task {record.template.get('task')} on event {record.event_name!r}",
             generation=record.generation,
             now=now,
         ),

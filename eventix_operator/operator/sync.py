@@ -1,7 +1,7 @@
 """Status sync: what the database knows flows back into resource status.
 
 One pass a second reads the resource-backed rows changed since the last pass
-(one query for tasks, one for schedules), computes each resource's status,
+(one query each for tasks, schedules and triggers), computes each resource's status,
 and patches only those whose status differs from what was last written. Phase
 changes become events. Only the replica holding the database leader lock runs
 it, so two replicas never write the same status twice.
@@ -21,9 +21,11 @@ from sqlalchemy.exc import DBAPIError
 
 from eventix_operator.db import schedules as schedule_db
 from eventix_operator.db import tasks as task_db
+from eventix_operator.db import triggers as trigger_db
+from eventix_operator.db.triggers import TriggerRecord
 from eventix_operator.logs import get_logger
 from eventix_operator.operator.kube import Kube, ResourceRef
-from eventix_operator.operator.status import schedule_status, task_status
+from eventix_operator.operator.status import schedule_status, task_status, trigger_status
 
 log = get_logger("eventix.sync")
 
@@ -81,6 +83,7 @@ class StatusSync:
             tasks = task_db.changed_resource_tasks(conn, since)
             schedules = schedule_db.changed_schedules(conn, since)
             history = schedule_db.schedule_history(conn, [s.uid for s in schedules])
+            triggers = trigger_db.changed_resource_triggers(conn, since)
         now = self.clock()
         jobs: list[concurrent.futures.Future[bool]] = []
         for t in tasks:
@@ -99,6 +102,7 @@ class StatusSync:
             status = schedule_status(s, history[s.uid], previous=previous, now=now)
             if previous is None or _differs(previous, status):
                 jobs.append(self.pool.submit(self._write, ref, status))
+        jobs += self._trigger_jobs(triggers, now)
         written = sum(1 for j in concurrent.futures.as_completed(jobs) if j.result())
         self.cursor = started
         return written
@@ -123,6 +127,44 @@ class StatusSync:
             event = phase_event(status)
             if event is not None:
                 self.kube.event(ref, type_=event[0], reason=event[1], message=event[2])
+        return True
+
+    # -- EventixTrigger -------------------------------------------------------------
+
+    def _trigger_jobs(
+        self, triggers: list[TriggerRecord], now: datetime
+    ) -> list[concurrent.futures.Future[bool]]:
+        jobs: list[concurrent.futures.Future[bool]] = []
+        for tr in triggers:
+            if not (tr.k8s_namespace and tr.k8s_name):
+                continue
+            ref = ResourceRef("eventixtriggers", tr.k8s_namespace, tr.k8s_name, tr.uid)
+            previous = self.written.get(ref.uid)
+            status = trigger_status(tr, previous=previous, now=now)
+            if previous is None or _differs(previous, status):
+                jobs.append(self.pool.submit(self._write_trigger, ref, status, previous))
+        return jobs
+
+    def _write_trigger(
+        self, ref: ResourceRef, status: dict[str, Any], previous: dict[str, Any] | None
+    ) -> bool:
+        """Write a trigger's status, unless a handler wrote since this pass read the row:
+        a handler that found the spec invalid has removed the row, and no later pass
+        would correct a Ready=True written from the row as it was."""
+        if self.written.get(ref.uid) is not previous:
+            return False
+        if not self._write(ref, status):
+            return False
+        failed = status["failedCount"] - int((previous or {}).get("failedCount") or 0)
+        # Only failures this operator saw happen (not old ones, after a restart).
+        if previous is not None and "failedCount" in previous and failed > 0:
+            message = (status.get("lastError") or {}).get("message", "")
+            self.kube.event(
+                ref,
+                type_="Warning",
+                reason="FiringFailed",
+                message=f"{failed} event(s) could not enqueue a task: {message}",
+            )
         return True
 
 

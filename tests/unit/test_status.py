@@ -5,7 +5,8 @@ from typing import Any
 import pytest
 
 from eventix_operator.db.tasks import TaskRecord
-from eventix_operator.operator.status import task_status
+from eventix_operator.db.triggers import TriggerRecord
+from eventix_operator.operator.status import invalid_status, task_status, trigger_status
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -75,3 +76,61 @@ def test_transition_time_moves_only_when_the_condition_changes() -> None:
     assert (
         task_status(record(status="error"), previous=failed, generation=None, now=later) == failed
     )
+
+
+# -- EventixTrigger -------------------------------------------------------------------
+
+
+def trigger(**changes: Any) -> TriggerRecord:
+    base = TriggerRecord(
+        uid="t1", name="shop/ship", k8s_namespace="shop", k8s_name="ship", generation=2,
+        event_name="order.created", filter=None, template={"task": "ship"}, fired_count=0,
+        ignored_count=0, failed_count=0, last_fired_at=None, last_error=None,
+        last_error_at=None, created_at=T0, updated_at=T0,
+    )  # fmt: skip
+    return replace(base, **changes)
+
+
+def test_trigger_status_shows_the_counters_of_its_row() -> None:
+    later = T0 + timedelta(minutes=1)
+    row = trigger(fired_count=3, ignored_count=2, failed_count=1, last_fired_at=later,
+                  last_error="no 'id'", last_error_at=T0)  # fmt: skip
+    status = trigger_status(row, previous=None, now=later)
+    assert {k: v for k, v in status.items() if k != "conditions"} == {
+        "observedGeneration": 2,
+        "firedCount": 3,
+        "ignoredCount": 2,
+        "failedCount": 1,
+        "lastFiredTime": "2026-01-01T00:01:00Z",
+        "lastError": {"message": "no 'id'", "time": "2026-01-01T00:00:00Z"},
+    }
+    ready, stalled = conditions(status)["Ready"], conditions(status)["Stalled"]
+    # A failing event does not make the trigger unready: the next one may carry the key.
+    assert (ready["status"], ready["reason"], ready["observedGeneration"]) == (
+        "True",
+        "Registered",
+        2,
+    )
+    assert ready["message"] == "task ship on event 'order.created'"
+    assert stalled["status"] == "False"
+
+
+def test_trigger_status_of_a_fresh_trigger_clears_what_is_not_there() -> None:
+    status = trigger_status(trigger(), previous=None, now=T0)
+    # None removes the field in the merge patch (an error of an older generation, say).
+    assert status["lastError"] is None
+    assert status["lastFiredTime"] is None
+    assert status["firedCount"] == 0
+
+
+def test_trigger_status_recovers_from_an_invalid_spec_and_then_stays_put() -> None:
+    invalid = invalid_status("bad placeholder", previous=None, generation=1, now=T0)
+    later = T0 + timedelta(minutes=5)
+    fixed = trigger_status(trigger(), previous=invalid, now=later)
+    ready = conditions(fixed)["Ready"]
+    assert (ready["status"], ready["lastTransitionTime"]) == ("True", "2026-01-01T00:05:00Z")
+    assert conditions(fixed)["Stalled"]["status"] == "False"
+    # New counts later keep the transition time; the same row gives the same dict.
+    counted = trigger_status(trigger(fired_count=1), previous=fixed, now=later + timedelta(1))
+    assert conditions(counted)["Ready"]["lastTransitionTime"] == "2026-01-01T00:05:00Z"
+    assert trigger_status(trigger(fired_count=1), previous=counted, now=later) == counted
