@@ -178,12 +178,12 @@ def _rules(objects: list[dict[str, Any]], kind: str, namespace: str | None = Non
 OPERATOR_RULES = {
     *(
         f"eventix.io/{r}:{v}@*"
-        for r in ("eventixtasks", "eventixschedules", "eventixworkerpools")
+        for r in ("eventixtasks", "eventixschedules", "eventixworkerpools", "eventixtriggers")
         for v in ("list", "watch", "patch")
     ),
     *(
         f"eventix.io/{r}/status:patch@*"
-        for r in ("eventixtasks", "eventixschedules", "eventixworkerpools")
+        for r in ("eventixtasks", "eventixschedules", "eventixworkerpools", "eventixtriggers")
     ),
     "eventix.io/eventixtasks:delete@*",
     "/events:create@*",

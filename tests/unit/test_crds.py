@@ -4,7 +4,8 @@ A real kube-apiserver checks these in the kube tests; here we check what it woul
 reject or silently get wrong, without one: structural-schema rules, defaults that
 violate their own schema, printer columns pointing nowhere, CEL rules naming
 missing fields or sitting where CEL cannot see, and drift between the task spec
-and the schedule's template.
+and the templates of schedules and triggers (and between a trigger's template and
+what the trigger table takes).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from zoneinfo import available_timezones
 import pytest
 import yaml
 
+from eventix_operator.db.triggers import TemplateError, validate_template
+from eventix_operator.operator.triggers import stored_template
 from eventix_operator.schedules import MACROS, ScheduleError, parse_schedule
 
 CRDS = Path(__file__).resolve().parents[2] / "crds"
@@ -33,7 +36,11 @@ def load(name: str) -> Node:
 
 TASK = load("eventixtask.yaml")
 SCHEDULE = load("eventixschedule.yaml")
-BOTH = pytest.mark.parametrize("crd", [TASK, SCHEDULE], ids=["task", "schedule"])
+POOL = load("eventixworkerpool.yaml")
+TRIGGER = load("eventixtrigger.yaml")
+ALL = pytest.mark.parametrize(
+    "crd", [TASK, SCHEDULE, POOL, TRIGGER], ids=["task", "schedule", "pool", "trigger"]
+)
 
 
 def version(crd: Node) -> Node:
@@ -78,8 +85,10 @@ def untyped(node: Node) -> bool:
     [
         (TASK, "EventixTask", "eventixtasks", "eventixtask", "etask"),
         (SCHEDULE, "EventixSchedule", "eventixschedules", "eventixschedule", "esched"),
+        (POOL, "EventixWorkerPool", "eventixworkerpools", "eventixworkerpool", "epool"),
+        (TRIGGER, "EventixTrigger", "eventixtriggers", "eventixtrigger", "etrig"),
     ],
-    ids=["task", "schedule"],
+    ids=["task", "schedule", "pool", "trigger"],
 )
 def test_names_others_rely_on(crd: Node, kind: str, plural: str, singular: str, short: str) -> None:
     assert crd["apiVersion"] == "apiextensions.k8s.io/v1"
@@ -104,7 +113,7 @@ def test_names_others_rely_on(crd: Node, kind: str, plural: str, singular: str, 
 # -- structural schema ---------------------------------------------------------------------
 
 
-@BOTH
+@ALL
 def test_schema_is_structural(crd: Node) -> None:
     top = root(crd)
     assert top["type"] == "object"
@@ -122,7 +131,7 @@ def test_schema_is_structural(crd: Node) -> None:
             assert "items" in node, f"{path} is an array without items"
 
 
-@BOTH
+@ALL
 def test_every_field_is_described(crd: Node) -> None:
     for path, node in walk(root(crd)):
         if path == ".metadata":
@@ -166,7 +175,7 @@ def _violations(value: Any, node: Node) -> list[str]:
     return problems
 
 
-@BOTH
+@ALL
 def test_defaults_satisfy_their_own_schema(crd: Node) -> None:
     defaults = [(path, node) for path, node in walk(root(crd)) if "default" in node]
     assert defaults
@@ -197,8 +206,29 @@ def test_the_documented_defaults() -> None:
     }
     for path, value in expected_schedule.items():
         assert at(SCHEDULE, path)["default"] == value, path
+    expected_pool = {
+        "spec.scaleTargetRef.kind": "Deployment",
+        "spec.queues": ["default"],
+        "spec.minReplicas": 0,
+        "spec.tasksPerReplica": 10,
+        "spec.activationTasks": 1,
+        "spec.pollingIntervalSeconds": 30,
+        "spec.cooldownSeconds": 300,
+    }
+    for path, value in expected_pool.items():
+        assert at(POOL, path)["default"] == value, path
+    expected_trigger = {
+        "spec.template.queue": "default",
+        "spec.template.retry": {},
+        "spec.template.retry.backoffSeconds": 15,
+        "spec.template.retry.maxBackoffSeconds": 300,
+        "spec.template.storeResult": True,
+    }
+    for path, value in expected_trigger.items():
+        assert at(TRIGGER, path)["default"] == value, path
     # Retry forever unless told otherwise, as Eventix does: no default for maxRetries.
     assert "default" not in at(TASK, "spec.retry.maxRetries")
+    assert "default" not in at(TRIGGER, "spec.template.retry.maxRetries")
 
 
 # -- enums and formats ---------------------------------------------------------------------
@@ -211,6 +241,7 @@ def test_enums() -> None:
     assert at(SCHEDULE, "status.recentRuns")["items"]["properties"]["phase"]["enum"] == PHASES
     assert at(SCHEDULE, "spec.concurrencyPolicy")["enum"] == ["Allow", "Forbid", "Replace"]
     assert at(SCHEDULE, "spec.catchUp")["enum"] == ["Skip", "Latest", "All"]
+    assert at(POOL, "spec.scaleTargetRef.kind")["enum"] == ["Deployment", "StatefulSet"]
 
 
 @pytest.mark.parametrize(
@@ -224,6 +255,9 @@ def test_enums() -> None:
         (SCHEDULE, "status.nextScheduleTime"),
         (SCHEDULE, "status.lastSuccessfulTime"),
         (SCHEDULE, "status.lastFailureTime"),
+        (POOL, "status.lastScaleTime"),
+        (TRIGGER, "status.lastFiredTime"),
+        (TRIGGER, "status.lastError.time"),
     ],
 )
 def test_times_are_date_time_strings(crd: Node, path: str) -> None:
@@ -231,7 +265,7 @@ def test_times_are_date_time_strings(crd: Node, path: str) -> None:
     assert at(crd, path)["format"] == "date-time"
 
 
-@BOTH
+@ALL
 def test_conditions_follow_metav1_condition(crd: Node) -> None:
     conditions = at(crd, "status.conditions")
     assert conditions["x-kubernetes-list-type"] == "map"
@@ -245,7 +279,7 @@ def test_conditions_follow_metav1_condition(crd: Node) -> None:
     assert not reason.search("schedule invalid")
     # The same shape in both, so the operator can share one condition helper.
     same = {k: v for k, v in conditions.items() if k != "description"}
-    for other in (TASK, SCHEDULE):
+    for other in (TASK, SCHEDULE, POOL, TRIGGER):
         assert {
             k: v for k, v in at(other, "status.conditions").items() if k != "description"
         } == same
@@ -261,6 +295,7 @@ def test_task_name_pattern() -> None:
     for bad in ("", "1st", "a..b", "a.b-c", ".a", "a.", "a b", "a:b"):
         assert not pattern.search(bad), bad
     assert at(SCHEDULE, "spec.template.task")["pattern"] == pattern.pattern
+    assert at(TRIGGER, "spec.template.task")["pattern"] == pattern.pattern
 
 
 def test_queue_pattern() -> None:
@@ -269,6 +304,8 @@ def test_queue_pattern() -> None:
         assert pattern.search(good), good
     for bad in ("", "-x", "x-", "a b", "a/b"):
         assert not pattern.search(bad), bad
+    assert at(TRIGGER, "spec.template.queue")["pattern"] == pattern.pattern
+    assert at(POOL, "spec.queues")["items"]["pattern"] == pattern.pattern
 
 
 SCHEDULES_ACCEPTED = [
@@ -329,7 +366,10 @@ def test_eta_and_delay_exclude_each_other() -> None:
     assert "!has(self.eta) || !has(self.delaySeconds)" in rules(at(TASK, "spec"))
 
 
-@pytest.mark.parametrize(("crd", "path"), [(TASK, "spec.retry"), (SCHEDULE, "spec.template.retry")])
+@pytest.mark.parametrize(
+    ("crd", "path"),
+    [(TASK, "spec.retry"), (SCHEDULE, "spec.template.retry"), (TRIGGER, "spec.template.retry")],
+)
 def test_backoff_bound_rule(crd: Node, path: str) -> None:
     assert any(
         "self.maxBackoffSeconds >= self.backoffSeconds" in rule for rule in rules(at(crd, path))
@@ -357,9 +397,10 @@ def test_task_identity_is_immutable_and_scheduling_is_not() -> None:
             assert f"has(self.{name}) == has(oldSelf.{name})" in rules(spec), name
     for name in MUTABLE:
         assert not any("oldSelf" in rule for rule in rules(spec["properties"][name])), name
-    assert not any(
-        "oldSelf" in rule for _, node in walk(at(SCHEDULE, "spec")) for rule in rules(node)
-    )
+    for template in (SCHEDULE, TRIGGER):
+        assert not any(
+            "oldSelf" in rule for _, node in walk(at(template, "spec")) for rule in rules(node)
+        )
 
 
 def _cel_invisible(node: Node) -> bool:
@@ -369,7 +410,7 @@ def _cel_invisible(node: Node) -> bool:
     return node.get("type") == "array" and _cel_invisible(node["items"])
 
 
-@BOTH
+@ALL
 def test_cel_rules_are_where_cel_can_see_and_name_real_fields(crd: Node) -> None:
     found = 0
     for path, node in walk(root(crd)):
@@ -377,7 +418,9 @@ def test_cel_rules_are_where_cel_can_see_and_name_real_fields(crd: Node) -> None
             found += 1
             assert entry.get("message"), f"{path}: rule without message"
             assert not _cel_invisible(node), f"{path}: CEL cannot see this node"
-            for name in re.findall(r"(?:self|oldSelf)\.([A-Za-z_]\w*)", entry["rule"]):
+            # Field selections, not method calls such as self.matches(...).
+            fields = re.findall(r"(?:self|oldSelf)\.([A-Za-z_]\w*)\b(?!\s*\()", entry["rule"])
+            for name in fields:
                 assert name in node["properties"], f"{path}: {entry['rule']} names {name}"
                 assert not _cel_invisible(node["properties"][name]), f"{path}: {name} is invisible"
     assert found
@@ -391,20 +434,35 @@ def test_cel_rules_are_where_cel_can_see_and_name_real_fields(crd: Node) -> None
     [
         (TASK, ["Task", "Queue", "Phase", "Attempts", "Age"]),
         (SCHEDULE, ["Schedule", "TimeZone", "Suspend", "Last Schedule", "Next", "Age"]),
+        (POOL, ["Target", "Min", "Max", "Due", "Running", "Desired", "Ready", "Active", "Age"]),
+        (TRIGGER, ["Event", "Task", "Fired", "Age"]),
     ],
-    ids=["task", "schedule"],
+    ids=["task", "schedule", "pool", "trigger"],
 )
 def test_printer_columns(crd: Node, names: list[str]) -> None:
     columns = version(crd)["additionalPrinterColumns"]
     shown_by_default = [c["name"] for c in columns if c.get("priority", 0) == 0]
     assert shown_by_default == names
-    column_types = {"string": "string", "integer": "integer", "boolean": "boolean"}
+    # A list kubectl prints as JSON text.
+    column_types = {
+        "string": "string",
+        "integer": "integer",
+        "boolean": "boolean",
+        "array": "string",
+    }
+    condition = re.compile(r'^\.status\.conditions\[\?\(@\.type=="([A-Za-z]+)"\)\]\.(\w+)$')
     for column in columns:
         path = column["jsonPath"]
         if path == ".metadata.creationTimestamp":
             assert column["type"] == "date"
             continue
-        node = at(crd, path.removeprefix("."))
+        selected = condition.match(path)
+        if selected:
+            item = at(crd, "status.conditions")["items"]
+            node = item["properties"][selected.group(2)]
+            assert selected.group(1) in at(crd, "status.conditions")["description"], path
+        else:
+            node = at(crd, path.removeprefix("."))
         if column["type"] == "date":
             assert node.get("format") == "date-time", path
             # kubectl shows future dates as "<invalid>": date columns are for past times only.
@@ -441,3 +499,106 @@ def test_schedule_template_matches_the_task_spec() -> None:
     assert template["required"] == ["task"]
     for name, node in template["properties"].items():
         assert _without_transition_rules(node) == _without_transition_rules(task_fields[name]), name
+
+
+# -- the trigger's template: the task spec, and what the trigger table takes -----------------
+
+#: Task fields a trigger's template does not offer: the event gives the priority (as in
+#: Eventix), its task is due when the event comes (delaySeconds is offered), the trigger
+#: table's template has no timeout, and there is no resource per task to delete.
+TRIGGER_TEMPLATE_OMITS = {"eta", "priority", "timeoutSeconds", "ttlSecondsAfterFinished"}
+
+
+def test_trigger_template_matches_the_task_spec() -> None:
+    task_fields = at(TASK, "spec")["properties"]
+    template = at(TRIGGER, "spec.template")
+    assert set(template["properties"]) == set(task_fields) - TRIGGER_TEMPLATE_OMITS
+    assert template["required"] == ["task"]
+    for name, node in template["properties"].items():
+        if name == "uniqueKey":  # a placeholder rule instead of immutability
+            continue
+        assert _without_transition_rules(node) == _without_transition_rules(task_fields[name]), name
+    unique_key = {
+        k: v for k, v in template["properties"]["uniqueKey"].items() if k != "description"
+    }
+    task_key = _without_transition_rules(task_fields["uniqueKey"])
+    assert {k: v for k, v in unique_key.items() if k != "x-kubernetes-validations"} == task_key
+    assert at(TRIGGER, "spec.filter")["x-kubernetes-preserve-unknown-fields"] is True
+    assert at(TRIGGER, "spec")["required"] == ["eventName", "template"]
+
+
+def _every_field(node: Node) -> Any:
+    """A value with every field of an object schema (placeholders where strings go)."""
+    if "default" in node and node.get("type") != "object":
+        return node["default"]
+    kind = node.get("type")
+    if kind == "object" and "properties" in node:
+        return {name: _every_field(child) for name, child in node["properties"].items()}
+    return {
+        "string": "{{ payload.order.id }}",
+        "integer": 7,
+        "number": 1.5,
+        "boolean": False,
+        "array": ["{{ payload.order }}", 3],
+        "object": {"to": "{{ event.operator }}"},
+    }[str(kind)]
+
+
+def test_every_trigger_template_field_reaches_the_trigger_table() -> None:
+    example = _every_field(at(TRIGGER, "spec.template")) | {"task": "shop.ship", "queue": "orders"}
+    stored = stored_template(example)
+    validate_template(stored)
+    assert stored == {
+        "task": "shop.ship",
+        "args": ["{{ payload.order }}", 3],
+        "kwargs": {"to": "{{ event.operator }}"},
+        "namespace": "orders",
+        "delay": 7,
+        "unique_key": "{{ payload.order.id }}",
+        "max_retries": 7,
+        "error_eta_inc": 15,
+        "error_eta_max": 300,
+        "store_result": True,
+        "result_expires": 7,
+    }
+    with pytest.raises(TemplateError, match="unknown template field"):
+        stored_template({"task": "x", "code": "import os"})
+
+
+def _cel_pattern(rule: str) -> re.Pattern[str]:
+    """The RE2 pattern of a rule's self.matches('…'), as a Python pattern."""
+    found = re.search(r"self\.matches\('((?:[^'\\]|\\.)*)'\)", rule)
+    assert found, rule
+    return re.compile(found.group(1).replace("\\\\", "\\"))
+
+
+UNIQUE_KEYS = [
+    "plain-key",
+    "{{ payload.order.id }}",
+    "{{payload}}",
+    "{{ payload.items.0 }}",
+    "{{ event.name }}",
+    "{{ event.uid }}",
+    "order-{{ payload.id }}",
+    "{{ payload.id }} ",
+    "{{ event.secret }}",
+    "{{ event }}",
+    "{{ event.name.x }}",
+    "{{ order.id }}",
+    "{{ payload..id }}",
+    "{{ payload.a b }}",
+]
+
+
+def test_unique_key_rule_refuses_what_the_template_check_refuses() -> None:
+    [rule] = rules(at(TRIGGER, "spec.template.uniqueKey"))
+    pattern = _cel_pattern(rule)
+    for key in UNIQUE_KEYS:
+        cel_accepts = "{{" not in key or bool(pattern.search(key))
+        try:
+            validate_template({"task": "x", "unique_key": key})
+        except TemplateError:
+            accepted = False
+        else:
+            accepted = True
+        assert cel_accepts == accepted, key

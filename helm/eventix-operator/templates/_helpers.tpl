@@ -276,10 +276,14 @@ handlers and the status sync patch /status; expired EventixTasks are deleted
 */}}
 {{- define "eventix-operator.operatorRules" -}}
 - apiGroups: ["eventix.io"]
-  resources: ["eventixtasks", "eventixschedules", "eventixworkerpools"]
+  resources: ["eventixtasks", "eventixschedules", "eventixworkerpools", "eventixtriggers"]
   verbs: ["list", "watch", "patch"]
 - apiGroups: ["eventix.io"]
-  resources: ["eventixtasks/status", "eventixschedules/status", "eventixworkerpools/status"]
+  resources:
+    - "eventixtasks/status"
+    - "eventixschedules/status"
+    - "eventixworkerpools/status"
+    - "eventixtriggers/status"
   verbs: ["patch"]
 - apiGroups: ["eventix.io"]
   resources: ["eventixtasks"]
