@@ -18,10 +18,11 @@ class TaskFunction:
     name: str
     func: Callable[..., Any]
     options: dict[str, Any] = field(default_factory=dict)
+    #: Known once: the worker asks for every task it runs.
+    is_async: bool = field(init=False)
 
-    @property
-    def is_async(self) -> bool:
-        return inspect.iscoroutinefunction(self.func)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "is_async", inspect.iscoroutinefunction(self.func))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.func(*args, **kwargs)

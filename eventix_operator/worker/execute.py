@@ -15,13 +15,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from eventix_operator.backoff import retry_delay
-from eventix_operator.db.tasks import Failure, PayloadTooLarge, Success, TaskRecord, dump_json
+from eventix_operator.db.tasks import ClaimedTask, Failure, PayloadTooLarge, Success, dump_json
 from eventix_operator.registry import Registry, TaskFunction
 
 Outcome = Success | Failure
 
 
-def failure(job: TaskRecord, exc: BaseException, *, retryable: bool = True) -> Failure:
+def failure(job: ClaimedTask, exc: BaseException, *, retryable: bool = True) -> Failure:
     """A failure with Eventix's backoff, or final when retries are spent or
     retrying cannot help (``retryable=False``)."""
     delay = (
@@ -52,7 +52,7 @@ class ResultNotStorable(TypeError):
     pass
 
 
-def success(job: TaskRecord, result: Any, payload_limit: int) -> Outcome:
+def success(job: ClaimedTask, result: Any, payload_limit: int) -> Outcome:
     try:
         text = dump_json(
             result if job.store_result else None,
@@ -65,7 +65,7 @@ def success(job: TaskRecord, result: Any, payload_limit: int) -> Outcome:
     return Success(job.uid, text)
 
 
-def run_sync(jobs: Sequence[tuple[TaskRecord, TaskFunction]], payload_limit: int) -> list[Outcome]:
+def run_sync(jobs: Sequence[tuple[ClaimedTask, TaskFunction]], payload_limit: int) -> list[Outcome]:
     """Run sync tasks one after another in the calling (pool) thread."""
     outcomes: list[Outcome] = []
     for job, fn in jobs:
@@ -79,7 +79,7 @@ def run_sync(jobs: Sequence[tuple[TaskRecord, TaskFunction]], payload_limit: int
 
 
 async def run_one(
-    job: TaskRecord,
+    job: ClaimedTask,
     fn: TaskFunction,
     pool: concurrent.futures.Executor,
     payload_limit: int,
@@ -111,7 +111,7 @@ async def run_one(
     return success(job, result, payload_limit)
 
 
-def lookup(job: TaskRecord, registry: Registry) -> TaskFunction | Failure:
+def lookup(job: ClaimedTask, registry: Registry) -> TaskFunction | Failure:
     fn = registry.get(job.task)
     if fn is None:
         known = ", ".join(registry.names()[:20]) or "none"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import logging
 import math
 import os
 import socket
@@ -25,13 +26,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from eventix_operator.db.engine import libpq_url
 from eventix_operator.db.notify import listen_ready
-from eventix_operator.db.tasks import AsyncTaskStore, Failure, TaskRecord
+from eventix_operator.db.tasks import AsyncTaskStore, ClaimedTask, Failure
 from eventix_operator.logs import get_logger
 from eventix_operator.metrics import worker_metrics
 from eventix_operator.registry import Registry, TaskFunction
 from eventix_operator.worker.execute import Outcome, lookup, run_one, run_sync
 
-log = get_logger("eventix.worker")
+LOGGER = "eventix.worker"
+log = get_logger(LOGGER)
 
 #: Errors that mean "the database is not there right now", worth waiting out.
 DB_DOWN = (OperationalError, InterfaceError, DBAPIError, psycopg.OperationalError, OSError)
@@ -75,8 +77,8 @@ class Worker:
         self.database_url = libpq_url(database_url)
         self.stopping = asyncio.Event()
         self.wakeup = asyncio.Event()
-        self.buffer: asyncio.Queue[TaskRecord | None] = asyncio.Queue()
-        self.running: dict[str, TaskRecord] = {}
+        self.buffer: asyncio.Queue[ClaimedTask | None] = asyncio.Queue()
+        self.running: dict[str, ClaimedTask] = {}
         self.outcomes: list[Outcome] = []
         self.outcomes_ready = asyncio.Event()
         self.record_lock = asyncio.Lock()
@@ -86,6 +88,9 @@ class Worker:
             config.concurrency, thread_name_prefix="eventix-task"
         )
         self.stats = {"claimed": 0, "succeeded": 0, "failed": 0}
+        # Checked once: structlog would build every "task succeeded" event before
+        # the level check drops it, a cost per task at tens of thousands a second.
+        self.log_successes = logging.getLogger(LOGGER).isEnabledFor(logging.INFO)
         self.metrics = worker_metrics()  # added to per batch, never per task
         self.metrics.track_running(lambda: len(self.running))
 
@@ -117,7 +122,8 @@ class Worker:
                 room = self._capacity() - self._held()
                 claimed = await self._claim(min(room, cfg.batch_size)) if room > 0 else 0
                 self.claim_more = claimed > 0 and claimed == min(room, cfg.batch_size)
-                if cfg.burst and claimed == 0 and self._held() == 0 and not self.outcomes:
+                if cfg.burst and claimed == 0 and self._held() == 0:
+                    # outcomes still unrecorded are written by _drain below
                     log.info("queue empty, burst done", **self.stats)
                     break
                 if self.claim_more and self._held() < self._capacity():
@@ -181,10 +187,10 @@ class Worker:
                 self.running.pop(j.uid, None)
             self._finish(batch, outcomes, (time.monotonic() - started) / len(batch))
 
-    def _more_sync_jobs(self) -> list[tuple[TaskRecord, TaskFunction]]:
+    def _more_sync_jobs(self) -> list[tuple[ClaimedTask, TaskFunction]]:
         """Quick sync tasks to run in the same thread hand-off, when the buffer
         holds more than the slots can take: one hand-off costs as much as a no-op task."""
-        pairs: list[tuple[TaskRecord, TaskFunction]] = []
+        pairs: list[tuple[ClaimedTask, TaskFunction]] = []
         extra = min(32, self.buffer.qsize() // self.config.concurrency)
         while len(pairs) < extra and not self.buffer.empty():
             job = self.buffer.get_nowait()
@@ -202,7 +208,7 @@ class Worker:
             pairs.append((job, fn))
         return pairs
 
-    def _finish(self, jobs: list[TaskRecord], outcomes: list[Outcome], seconds: float) -> None:
+    def _finish(self, jobs: list[ClaimedTask], outcomes: list[Outcome], seconds: float) -> None:
         self.outcomes.extend(outcomes)
         self.outcomes_ready.set()
         self.metrics.durations.observe(seconds, len(outcomes))
@@ -214,7 +220,7 @@ class Worker:
                 if o.retry_in is not None:
                     # Our own retries are due at a known time: claim then, not at the next poll.
                     asyncio.get_running_loop().call_later(o.retry_in + 0.01, self.wakeup.set)
-            else:
+            elif self.log_successes:
                 log.info("task succeeded", uid=o.uid, task=job.task, seconds=round(seconds, 4))
         if seconds > 0:
             self.task_seconds = (
@@ -222,8 +228,9 @@ class Worker:
                 if math.isinf(self.task_seconds)
                 else 0.8 * self.task_seconds + 0.2 * seconds
             )
-        if self.claim_more and self._held() <= self._capacity() // 2:
-            self.wakeup.set()
+        held = self._held()
+        if held == 0 or (self.claim_more and held <= self._capacity() // 2):
+            self.wakeup.set()  # room to claim, or (in burst mode) maybe nothing left
 
     # -- side tasks ---------------------------------------------------------
 
@@ -322,7 +329,7 @@ class Worker:
     async def _drain(self, slots: list[asyncio.Task[None]]) -> None:
         """Release what has not started, let running tasks finish within the
         grace period, release what is still running, and record everything."""
-        waiting: list[TaskRecord] = []
+        waiting: list[ClaimedTask] = []
         while not self.buffer.empty():
             job = self.buffer.get_nowait()
             if job is not None:
@@ -341,7 +348,7 @@ class Worker:
             if await self._record_pending():
                 break
 
-    async def _release(self, jobs: list[TaskRecord], *, started: bool) -> None:
+    async def _release(self, jobs: list[ClaimedTask], *, started: bool) -> None:
         if not jobs:
             return
         try:

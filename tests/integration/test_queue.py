@@ -28,7 +28,7 @@ def store(aengine: AsyncEngine, worker: str = "w1", lease: float = 30) -> AsyncT
 
 
 def claim(aengine: AsyncEngine, queues: list[str], limit: int = 100, worker: str = "w1",
-          lease: float = 30) -> list[task_db.TaskRecord]:  # fmt: skip
+          lease: float = 30) -> list[task_db.ClaimedTask]:  # fmt: skip
     return asyncio.run(store(aengine, worker, lease).claim(queues, limit))
 
 
@@ -66,9 +66,9 @@ def test_two_workers_never_claim_the_same_task(engine: Engine, aengine: AsyncEng
     with engine.begin() as conn:
         enqueue_many([{"task": "t", "args": [i]} for i in range(500)], connection=conn)
 
-    async def race() -> list[list[task_db.TaskRecord]]:
+    async def race() -> list[list[task_db.ClaimedTask]]:
         stores = [store(aengine, f"w{i}") for i in range(4)]
-        results: list[list[task_db.TaskRecord]] = [[] for _ in stores]
+        results: list[list[task_db.ClaimedTask]] = [[] for _ in stores]
 
         async def drain(i: int) -> None:
             while batch := await stores[i].claim(["default"], 7):
