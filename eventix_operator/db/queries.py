@@ -92,6 +92,19 @@ CLAIMED_COLUMNS = (
     "t.max_retries, t.error_eta_inc, t.error_eta_max, t.timeout_seconds, t.store_result"
 )
 
+# -- name: copy_tasks --
+# Bulk load of plain tasks (no unique key, no delay, no resource or tick
+# identity: nothing can conflict). COPY skips parsing one array per column, the
+# largest cost of a 100k-task enqueue; without an eta column the row's default,
+# now() of the transaction, is what INSERT_TASKS would give.
+COPY_COLUMNS = (
+    "uid", "task", "namespace", "priority", "args", "kwargs", "retry", "max_retries",
+    "error_eta_inc", "error_eta_max", "timeout_seconds", "store_result", "result_expires",
+    "error_expires", "operator", "source",
+)  # fmt: skip
+COPY_TASKS = f"COPY eventix_task ({', '.join(COPY_COLUMNS)}) FROM STDIN"
+COPY_TASKS_WITH_ETA = f"COPY eventix_task ({', '.join(COPY_COLUMNS)}, eta) FROM STDIN"
+
 # -- name: claim_tasks --
 # Lease up to :limit due tasks of the given queues in claim order (priority, eta);
 # only the columns a worker needs come back (decoding the rest cost more than

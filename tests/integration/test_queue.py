@@ -297,3 +297,35 @@ def test_new_rows_notify_their_queue(engine: Engine, database_url: str) -> None:
                          connection=conn)  # fmt: skip
         payloads = sorted(n.payload for n in listener.notifies(timeout=1.0, stop_after=2))
     assert payloads == ["a", "b"]  # one per queue and statement, not per row
+
+
+def test_mixed_bulk_enqueue_keeps_order_and_fields(engine: Engine) -> None:
+    later = datetime.now(UTC) + timedelta(hours=1)
+    specs: list[dict[str, object]] = []
+    for i in range(300):
+        spec: dict[str, object] = {"task": "t", "args": [i]}
+        if i % 7 == 0:
+            spec["unique_key"] = f"k{i % 3}"  # merged: three pending tasks in the end
+        elif i % 5 == 0:
+            spec["delay"] = 60
+        elif i % 11 == 0:
+            spec["eta"] = later
+        specs.append(spec)
+    with engine.begin() as conn:
+        uids = enqueue_many(specs, connection=conn)
+    with engine.connect() as conn:
+        rows = {r.uid: r for r in task_db.list_tasks(conn, limit=1000)}
+    merged = {i for i in range(300) if i % 7 == 0}
+    assert len(rows) == 300 - len(merged) + 3
+    for i, uid in enumerate(uids):
+        row = rows[uid]
+        if i in merged:
+            assert row.unique_key == f"k{i % 3}"
+            continue
+        assert row.args == [i]
+        if i % 5 == 0:
+            assert row.eta > datetime.now(UTC) + timedelta(seconds=30)
+        elif i % 11 == 0:
+            assert row.eta == later
+        else:
+            assert row.eta <= datetime.now(UTC)
