@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -63,6 +64,22 @@ def _publish(rt: Runtime, ref: ResourceRef, result: Reconciled, patch: kopf.Patc
         rt.kube.event(ref, type_=type_, reason=reason, message=message)
 
 
+def _ref(plural: str, meta: kopf.Meta) -> ResourceRef:
+    return ResourceRef(plural, str(meta.namespace), str(meta.name), str(meta.uid))
+
+
+def _reconcile(
+    rt: Runtime, ref: ResourceRef, patch: kopf.Patch, action: Callable[[], Reconciled]
+) -> None:
+    """Run a reconcile function and publish its result; a database outage
+    becomes a retry in a few seconds."""
+    try:
+        result = action()
+    except DBAPIError as exc:
+        raise _database_down(exc) from exc
+    _publish(rt, ref, result, patch)
+
+
 def _database_down(exc: DBAPIError) -> kopf.TemporaryError:
     return kopf.TemporaryError(f"database unavailable: {str(exc).splitlines()[0]}", delay=5)
 
@@ -81,9 +98,12 @@ def enqueue(
     **_: Any,
 ) -> None:
     rt = runtime_of(memo)
-    ref = ResourceRef(TASKS, str(meta.namespace), str(meta.name), str(meta.uid))
-    try:
-        result = reconcile.enqueue_task(
+    ref = _ref(TASKS, meta)
+    _reconcile(
+        rt,
+        ref,
+        patch,
+        lambda: reconcile.enqueue_task(
             rt.engine,
             ref,
             spec,
@@ -91,10 +111,8 @@ def enqueue(
             previous=status,
             payload_limit=rt.settings.max_payload_bytes,
             now=now(),
-        )
-    except DBAPIError as exc:
-        raise _database_down(exc) from exc
-    _publish(rt, ref, result, patch)
+        ),
+    )
 
 
 @kopf.on.update(GROUP, VERSION, TASKS, id="update", field="spec")
@@ -107,25 +125,26 @@ def update(
     **_: Any,
 ) -> None:
     rt = runtime_of(memo)
-    ref = ResourceRef(TASKS, str(meta.namespace), str(meta.name), str(meta.uid))
-    try:
-        result = reconcile.update_task(
+    ref = _ref(TASKS, meta)
+    _reconcile(
+        rt,
+        ref,
+        patch,
+        lambda: reconcile.update_task(
             rt.engine,
             ref,
             spec,
             generation=int(meta.get("generation", 1)),
             previous=status,
             now=now(),
-        )
-    except DBAPIError as exc:
-        raise _database_down(exc) from exc
-    _publish(rt, ref, result, patch)
+        ),
+    )
 
 
 @kopf.on.delete(GROUP, VERSION, TASKS, id="remove")
 def remove(meta: kopf.Meta, memo: kopf.Memo, runtime: timedelta, **_: Any) -> None:
     rt = runtime_of(memo)
-    ref = ResourceRef(TASKS, str(meta.namespace), str(meta.name), str(meta.uid))
+    ref = _ref(TASKS, meta)
     _delete(rt, ref, runtime, lambda: reconcile.delete_task(rt.engine, ref))
     rt.sync.forget(ref.uid)
 
@@ -166,7 +185,7 @@ async def expire(
     """
     finished = datetime.fromisoformat(str(status["finishedAt"]).replace("Z", "+00:00"))
     if now() >= finished + timedelta(seconds=int(spec["ttlSecondsAfterFinished"])):
-        ref = ResourceRef(TASKS, str(meta.namespace), str(meta.name), str(meta.uid))
+        ref = _ref(TASKS, meta)
         rt = runtime_of(memo)
         loop = asyncio.get_running_loop()
         loop.call_later(0.5, functools.partial(loop.run_in_executor, None, rt.kube.delete, ref))
@@ -187,10 +206,13 @@ def apply(
     **_: Any,
 ) -> None:
     rt = runtime_of(memo)
-    ref = ResourceRef(SCHEDULES, str(meta.namespace), str(meta.name), str(meta.uid))
+    ref = _ref(SCHEDULES, meta)
     created = datetime.fromisoformat(str(meta["creationTimestamp"]).replace("Z", "+00:00"))
-    try:
-        result = reconcile.apply_schedule_resource(
+    _reconcile(
+        rt,
+        ref,
+        patch,
+        lambda: reconcile.apply_schedule_resource(
             rt.engine,
             ref,
             spec,
@@ -198,10 +220,8 @@ def apply(
             created_at=created,
             previous=status,
             now=now(),
-        )
-    except DBAPIError as exc:
-        raise _database_down(exc) from exc
-    _publish(rt, ref, result, patch)
+        ),
+    )
     if rt.loop is not None:
         rt.loop.call_soon_threadsafe(rt.scheduler.poke)
 
@@ -209,7 +229,7 @@ def apply(
 @kopf.on.delete(GROUP, VERSION, SCHEDULES, id="remove")
 def remove_schedule(meta: kopf.Meta, memo: kopf.Memo, runtime: timedelta, **_: Any) -> None:
     rt = runtime_of(memo)
-    ref = ResourceRef(SCHEDULES, str(meta.namespace), str(meta.name), str(meta.uid))
+    ref = _ref(SCHEDULES, meta)
     _delete(rt, ref, runtime, lambda: reconcile.delete_schedule_resource(rt.engine, ref))
     rt.sync.forget(ref.uid)
 
@@ -222,7 +242,7 @@ POOLS = "eventixworkerpools"
 
 
 def _pool_ref(meta: kopf.Meta) -> ResourceRef:
-    return ResourceRef(POOLS, str(meta.namespace), str(meta.name), str(meta.uid))
+    return _ref(POOLS, meta)
 
 
 @kopf.on.resume(GROUP, VERSION, POOLS, id="configure")
@@ -295,24 +315,25 @@ def register_trigger(
     **_: Any,
 ) -> None:
     rt = runtime_of(memo)
-    ref = ResourceRef(TRIGGERS, str(meta.namespace), str(meta.name), str(meta.uid))
-    try:
-        result = triggers.apply_trigger(
+    ref = _ref(TRIGGERS, meta)
+    _reconcile(
+        rt,
+        ref,
+        patch,
+        lambda: triggers.apply_trigger(
             rt.engine,
             ref,
             spec,
             generation=int(meta.get("generation", 1)),
             previous=status,
             now=now(),
-        )
-    except DBAPIError as exc:
-        raise _database_down(exc) from exc
-    _publish(rt, ref, result, patch)
+        ),
+    )
 
 
 @kopf.on.delete(GROUP, VERSION, TRIGGERS, id="remove")
 def remove_trigger(meta: kopf.Meta, memo: kopf.Memo, runtime: timedelta, **_: Any) -> None:
     rt = runtime_of(memo)
-    ref = ResourceRef(TRIGGERS, str(meta.namespace), str(meta.name), str(meta.uid))
+    ref = _ref(TRIGGERS, meta)
     _delete(rt, ref, runtime, lambda: triggers.delete_trigger_resource(rt.engine, ref))
     rt.sync.forget(ref.uid)
