@@ -47,12 +47,20 @@ class ResourceRef:
         return KINDS[self.plural]
 
 
+#: HTTP connections kept to the API server: status sync patches from 8 threads and
+#: scaler, timer and event calls come on top (urllib3's default of 10 churned).
+CONNECTION_POOL_SIZE = 32
+
+
 def load_config() -> None:
     """In a pod: its service account. Elsewhere: KUBECONFIG or ~/.kube/config."""
     try:
         config.load_incluster_config()  # type: ignore[no-untyped-call]
     except config.ConfigException:
         config.load_kube_config()  # type: ignore[no-untyped-call]
+    settings = client.Configuration.get_default_copy()
+    settings.connection_pool_maxsize = CONNECTION_POOL_SIZE
+    client.Configuration.set_default(settings)
 
 
 class Kube:
