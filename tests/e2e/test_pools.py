@@ -253,7 +253,8 @@ def test_a_missing_target_is_a_condition_until_it_appears(
     deployment(cluster, "not-yet")
     add_tasks(db, queue, 1)
     until("scaled once the target exists", lambda: replicas(cluster, "not-yet") == 1, 5, cluster)
-    assert condition(cluster, "orphan", "Ready")["status"] == "True"
+    # the status is written after the scale patch: wait for it rather than race it
+    cluster.wait("Ready", lambda: condition(cluster, "orphan", "Ready").get("status") == "True")
 
 
 @pytest.mark.parametrize(
