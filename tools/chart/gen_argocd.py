@@ -11,6 +11,11 @@ import argparse
 import sys
 from pathlib import Path
 
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from tools.chart.output import write_or_check
+
 ARGOCD = Path(__file__).resolve().parents[2] / "helm" / "eventix-operator" / "argocd"
 GROUP = "eventix.io"
 
@@ -54,14 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     target = ARGOCD / "argocd-cm.yaml"
     text = render()
-    if args.check:
-        if not target.is_file() or target.read_text() != text:
-            print(f"{target} is out of date: run tools/chart/generate", file=sys.stderr)
-            return 1
-        return 0
-    target.write_text(text)
-    print(f"wrote {target}")
-    return 0
+    return write_or_check(target, text, check=args.check)
 
 
 if __name__ == "__main__":

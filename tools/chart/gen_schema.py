@@ -20,6 +20,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from tools.chart.output import write_or_check
 from tools.chart.values_doc import DEFS, Entry, ValuesDoc, ValuesDocError, parse
 
 CHART = Path(__file__).resolve().parents[2] / "helm" / "eventix-operator"
@@ -130,14 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValuesDocError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if args.check:
-        if not target.is_file() or target.read_text() != text:
-            print(f"{target} is out of date: run tools/chart/generate", file=sys.stderr)
-            return 1
-        return 0
-    target.write_text(text)
-    print(f"wrote {target}")
-    return 0
+    return write_or_check(target, text, check=args.check)
 
 
 if __name__ == "__main__":
