@@ -121,7 +121,8 @@ class Worker:
             while not self.stopping.is_set():
                 room = self._capacity() - self._held()
                 claimed = await self._claim(min(room, cfg.batch_size)) if room > 0 else 0
-                self.claim_more = claimed > 0 and claimed == min(room, cfg.batch_size)
+                self.claim_more = bool(claimed) and claimed == min(room, cfg.batch_size)
+                # None: the database did not answer, which says nothing about the queue
                 if cfg.burst and claimed == 0 and self._held() == 0:
                     # outcomes still unrecorded are written by _drain below
                     log.info("queue empty, burst done", **self.stats)
@@ -149,13 +150,14 @@ class Worker:
         per_slot = int(PREFETCH_SECONDS / self.task_seconds) if self.task_seconds > 0 else 0
         return min(slots * (1 + per_slot), slots + self.config.batch_size)
 
-    async def _claim(self, limit: int) -> int:
+    async def _claim(self, limit: int) -> int | None:
+        """How many tasks were claimed; None when the database could not be asked."""
         try:
             jobs = await self.store.claim(self.config.queues, limit)
         except DB_DOWN as exc:
             log.warning("claim failed, database unavailable", error=str(exc).splitlines()[0])
             await self._sleep(min(self.config.poll_interval, 1.0))
-            return 0
+            return None
         for job in jobs:
             self.buffer.put_nowait(job)
         self.stats["claimed"] += len(jobs)

@@ -167,3 +167,9 @@ def test_worker_wakes_on_notify_not_on_poll(processes: Processes, engine: Engine
         latencies.append(time.monotonic() - start)
     # with a 30 s poll interval only the notification can explain a quick start
     assert max(latencies) < 2, latencies
+
+
+def test_burst_worker_does_not_take_an_outage_for_an_empty_queue(processes: Processes) -> None:
+    worker = processes.worker("--burst", DATABASE_URL="postgresql://nobody@127.0.0.1:1/none")
+    time.sleep(4)
+    assert worker.poll() is None, "a burst worker exited while the database was unreachable"
