@@ -604,3 +604,7 @@ FINISHED_COUNTS: TextClause = text(
 TRY_ADVISORY_LOCK: TextClause = text("SELECT pg_try_advisory_lock(:key)")
 ADVISORY_UNLOCK: TextClause = text("SELECT pg_advisory_unlock(:key)")
 PING: TextClause = text("SELECT 1")
+
+# -- name: database_now --
+# The database's clock: cursors over updated_at must not mix in the client's.
+DATABASE_NOW: TextClause = text("SELECT now()")

@@ -397,9 +397,19 @@ def delete_resource_task(conn: Connection, k8s_uid: str) -> str | None:
     return None if row is None else str(row.status)
 
 
+#: Most resource-backed rows one status-sync pass reads; the rest come next pass.
+CHANGED_LIMIT = 5000
+
+
+def database_now(conn: Connection) -> datetime:
+    now: datetime = conn.execute(queries.DATABASE_NOW).scalar_one()
+    return now
+
+
 def changed_resource_tasks(
-    conn: Connection, since: datetime, limit: int = 5000
+    conn: Connection, since: datetime, limit: int = CHANGED_LIMIT
 ) -> list[TaskRecord]:
+    """Resource-backed rows changed since ``since``, oldest change first."""
     rows = conn.execute(queries.CHANGED_RESOURCE_TASKS, {"since": since, "limit": limit})
     return [TaskRecord.from_row(r) for r in rows.mappings()]
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from eventix_operator.db import schedules as schedule_db
@@ -78,7 +78,7 @@ class StatusSync:
     def sync_once(self) -> int:
         """One pass; returns how many statuses were written."""
         with self.engine.connect() as conn:
-            started: datetime = conn.execute(text("SELECT now()")).scalar_one()
+            started = task_db.database_now(conn)
             since = (self.cursor - OVERLAP) if self.cursor else datetime(1970, 1, 1, tzinfo=UTC)
             tasks = task_db.changed_resource_tasks(conn, since)
             schedules = schedule_db.changed_schedules(conn, since)
@@ -104,7 +104,9 @@ class StatusSync:
                 jobs.append(self.pool.submit(self._write, ref, status))
         jobs += self._trigger_jobs(triggers, now)
         written = sum(1 for j in concurrent.futures.as_completed(jobs) if j.result())
-        self.cursor = started
+        # A full page leaves rows unread: go on from the last one read, not from now.
+        full = len(tasks) == task_db.CHANGED_LIMIT
+        self.cursor = min(started, tasks[-1].updated_at + OVERLAP) if full else started
         return written
 
     def _write(self, ref: ResourceRef, status: dict[str, Any]) -> bool:
