@@ -136,7 +136,6 @@ def update(
             spec,
             generation=int(meta.get("generation", 1)),
             previous=status,
-            now=now(),
         ),
     )
 

@@ -106,7 +106,6 @@ def update_task(
     *,
     generation: int,
     previous: Mapping[str, Any] | None,
-    now: datetime,
 ) -> Reconciled:
     """Apply a new priority or eta while the task has not started (the CRD makes
     the other fields immutable)."""
