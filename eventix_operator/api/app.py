@@ -35,8 +35,8 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import Connection
-from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.exc import IntegrityError
 
 from eventix_operator.api import convert, errors
 from eventix_operator.api.events import fire_event
@@ -72,6 +72,7 @@ from eventix_operator.api.triggers import (
 from eventix_operator.db import api_tasks
 from eventix_operator.db import tasks as task_db
 from eventix_operator.db.api_queries import LISTING_COLUMNS
+from eventix_operator.db.errors import database_unavailable, first_line
 from eventix_operator.db.tasks import AsyncTaskStore, PayloadTooLarge, TaskRecord
 from eventix_operator.db.triggers import record_trigger_outcomes
 from eventix_operator.logs import get_logger
@@ -82,8 +83,6 @@ log = get_logger("eventix.api")
 P = ParamSpec("P")
 R = TypeVar("R")
 
-#: Database errors that mean "not reachable now": 503, try again.
-DB_DOWN = (OperationalError, InterfaceError, PoolTimeout, psycopg.OperationalError)
 #: Seconds between writes of table triggers' counters.
 TRIGGER_STATS_INTERVAL = 1.0
 
@@ -540,11 +539,23 @@ def add_error_handlers(app: FastAPI) -> None:
     async def too_large(request: Request, exc: PayloadTooLarge) -> Response:
         return errors.PayloadTooLarge(str(exc)).response()
 
-    @app.exception_handler(DataError)
-    @app.exception_handler(psycopg.DataError)
-    async def data_error(request: Request, exc: Exception) -> Response:
-        message = str(getattr(exc, "orig", exc)).splitlines()[0]
-        return errors.InvalidRequest(f"the database cannot store this value: {message}").response()
+    @app.exception_handler(sa_exc.SQLAlchemyError)
+    @app.exception_handler(psycopg.Error)
+    @app.exception_handler(OSError)
+    async def database_error(request: Request, exc: Exception) -> Response:
+        """503 while the database is unreachable (clients try again), 422 for a
+        value it refuses, 500 for the rest."""
+        if database_unavailable(exc):
+            log.warning("database unavailable", path=request.url.path, error=first_line(exc))
+            return errors.http_error(
+                503,
+                {"error_class": "DatabaseUnavailable", "error_message": "database unavailable"},
+                {"retry-after": "1"},
+            )
+        if isinstance(getattr(exc, "orig", exc), psycopg.DataError):
+            message = f"the database cannot store this value: {first_line(exc)}"
+            return errors.InvalidRequest(message).response()
+        return await internal_error(request, exc)
 
     @app.exception_handler(TypeError)
     async def type_error(request: Request, exc: TypeError) -> Response:
@@ -552,17 +563,6 @@ def add_error_handlers(app: FastAPI) -> None:
         if "JSON" in str(exc):
             return errors.InvalidRequest(str(exc)).response()
         return await internal_error(request, exc)
-
-    for kind in DB_DOWN:
-
-        @app.exception_handler(kind)
-        async def database_down(request: Request, exc: Exception) -> Response:
-            log.warning("database unavailable", path=request.url.path, error=str(exc)[:300])
-            return errors.http_error(
-                503,
-                {"error_class": "DatabaseUnavailable", "error_message": "database unavailable"},
-                {"retry-after": "1"},
-            )
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> Response:
@@ -586,8 +586,11 @@ async def _maintenance(ctx: ApiContext) -> None:
         try:
             recovered = await store.recover_expired_leases()
             purged = await store.purge_expired()
-        except DB_DOWN as exc:
-            log.warning("maintenance skipped, database unavailable", error=str(exc)[:300])
+        except Exception as exc:
+            if not database_unavailable(exc):
+                log.exception("maintenance failed")
+            else:
+                log.warning("maintenance skipped, database unavailable", error=first_line(exc))
             continue
         if recovered or purged:
             log.info("maintenance", recovered=len(recovered), purged=purged)
@@ -599,7 +602,10 @@ async def _flush_trigger_stats(ctx: ApiContext) -> None:
         return
     try:
         await ctx.run(record_trigger_outcomes, pending)
-    except DB_DOWN:
+    except Exception as exc:
+        if not database_unavailable(exc):
+            log.exception("trigger counters dropped")
+            return
         ctx.stats.requeue(pending)
 
 

@@ -21,12 +21,12 @@ from zoneinfo import ZoneInfo
 
 import typer
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import OperationalError
 
 from eventix_operator.client import new_task
 from eventix_operator.db import schedules as schedule_db
 from eventix_operator.db import tasks as task_db
 from eventix_operator.db.engine import make_engine
+from eventix_operator.db.errors import DATABASE_ERRORS, database_unavailable, first_line
 from eventix_operator.db.migrate import upgrade
 from eventix_operator.logs import configure_logging
 from eventix_operator.registry import load_task_modules
@@ -72,8 +72,10 @@ def user_errors(func: Callable[P, R]) -> Callable[P, R]:
             return func(*args, **kwargs)
         except typer.Exit:
             raise
-        except OperationalError as exc:
-            fail(f"cannot reach the database: {str(exc.orig).strip().splitlines()[0]}")
+        except DATABASE_ERRORS as exc:
+            if database_unavailable(exc):
+                fail(f"cannot reach the database: {first_line(exc).strip()}")
+            fail(f"the database refused it: {first_line(exc).strip()}")
         except (ValueError, TypeError, LookupError, RuntimeError, ModuleNotFoundError) as exc:
             fail(str(exc))
 

@@ -410,6 +410,15 @@ ADVANCE_SCHEDULE: TextClause = text(
     """
 )
 
+# -- name: stop_schedule --
+# A schedule whose tick cannot be enqueued stops, with the reason; it is not due again.
+STOP_SCHEDULE: TextClause = text(
+    """
+    UPDATE eventix_schedule SET error = :error, next_tick = NULL, updated_at = now()
+    WHERE uid = :uid
+    """
+)
+
 # -- name: active_runs --
 # Runs of a schedule that have not finished, oldest tick first.
 ACTIVE_RUNS: TextClause = text(

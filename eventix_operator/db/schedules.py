@@ -94,6 +94,12 @@ def advance_schedule(
     )
 
 
+def stop_schedule(conn: Connection, uid: str, error: str) -> None:
+    """Stop firing a schedule that cannot fire, with the reason in its status; a
+    new generation of its spec clears it (:func:`upsert_schedule`)."""
+    conn.execute(queries.STOP_SCHEDULE, {"uid": uid, "error": error})
+
+
 def active_runs(conn: Connection, schedule_uid: str) -> list[tuple[str, str]]:
     rows = conn.execute(queries.ACTIVE_RUNS, {"schedule_uid": schedule_uid})
     return [(str(r.uid), r.status) for r in rows]

@@ -33,10 +33,10 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import DBAPIError
 
 from eventix_operator.db import locks
 from eventix_operator.db import pools as pool_db
+from eventix_operator.db.errors import DATABASE_ERRORS, database_unavailable, first_line
 from eventix_operator.db.notify import listen_ready
 from eventix_operator.logs import get_logger
 from eventix_operator.metrics import operator_metrics
@@ -209,16 +209,16 @@ class PoolScaler:
                             await asyncio.to_thread(locks.unlock, conn, self.lock_key)
                         break
                     await self._wait(RETRY_PAUSE)
-            except DBAPIError as exc:
-                log.warning("pool scaler lost its database", error=str(exc).splitlines()[0])
-                await self._wait(RETRY_PAUSE)
-            except Exception:
-                log.exception("pool scaler crashed; starting again")
-                operator_metrics().reconcile_errors.labels(KIND).inc()
+            except Exception as exc:
+                if database_unavailable(exc):
+                    log.warning("pool scaler lost its database", error=first_line(exc))
+                else:
+                    log.exception("pool scaler crashed; starting again")
+                    operator_metrics().reconcile_errors.labels(KIND).inc()
                 await self._wait(RETRY_PAUSE)
             finally:
                 if conn is not None:
-                    with contextlib.suppress(DBAPIError):
+                    with contextlib.suppress(*DATABASE_ERRORS):
                         await asyncio.to_thread(conn.close)
 
     async def _lead(self, conn: Connection) -> None:
@@ -297,7 +297,7 @@ class PoolScaler:
         try:
             with conn.begin():  # a transaction of its own: now() is this look's time
                 loads = pool_db.queue_loads(conn, queues, cap=cap)
-        except DBAPIError:
+        except DATABASE_ERRORS:
             operator_metrics().reconcile_errors.labels(KIND).inc()
             raise
         wall = self.wall()

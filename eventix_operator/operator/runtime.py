@@ -11,11 +11,11 @@ from collections.abc import Callable
 from wsgiref.simple_server import WSGIServer
 
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import DBAPIError
 
 from eventix_operator.db import locks
 from eventix_operator.db import pools as pool_db
 from eventix_operator.db.engine import libpq_url, make_engine
+from eventix_operator.db.errors import DATABASE_ERRORS, database_unavailable, first_line
 from eventix_operator.db.migrate import upgrade
 from eventix_operator.logs import get_logger
 from eventix_operator.metrics import operator_metrics, serve
@@ -98,11 +98,14 @@ class Runtime:
                 conn = await asyncio.to_thread(self.engine.connect)
                 if await asyncio.to_thread(locks.try_lock, conn, LEADER_LOCK):
                     await self._sync_while_leader(conn)
-            except DBAPIError as exc:
-                log.warning("leader lock connection failed", error=str(exc).splitlines()[0])
+            except Exception as exc:
+                if not database_unavailable(exc):
+                    log.exception("status sync leadership failed; trying again")
+                else:
+                    log.warning("leader lock connection failed", error=first_line(exc))
             finally:
                 if conn is not None:
-                    with contextlib.suppress(DBAPIError):
+                    with contextlib.suppress(*DATABASE_ERRORS):
                         await asyncio.to_thread(conn.close)
             await self._pause(3.0)
 
@@ -131,8 +134,11 @@ class Runtime:
                 try:
                     figures = await asyncio.to_thread(self._read_queue_metrics, finished)
                     passes += 1
-                except DBAPIError as exc:
-                    log.warning("queue metrics not read", error=str(exc).splitlines()[0])
+                except Exception as exc:
+                    if not database_unavailable(exc):
+                        log.exception("queue metrics not read")
+                    else:
+                        log.warning("queue metrics not read", error=first_line(exc))
             else:
                 passes = 0
             if figures is not None or not self.leading:

@@ -17,11 +17,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError
 
 from eventix_operator.db import schedules as schedule_db
 from eventix_operator.db import tasks as task_db
 from eventix_operator.db import triggers as trigger_db
+from eventix_operator.db.errors import database_unavailable, first_line
 from eventix_operator.db.triggers import TriggerRecord
 from eventix_operator.logs import get_logger
 from eventix_operator.operator.kube import Kube, ResourceRef
@@ -65,10 +65,11 @@ class StatusSync:
         while not self.stopping.is_set():
             try:
                 await asyncio.to_thread(self.sync_once)
-            except DBAPIError as exc:
-                log.warning("status sync pass failed", error=str(exc).splitlines()[0])
-            except Exception:
-                log.exception("status sync pass crashed; retrying")
+            except Exception as exc:
+                if database_unavailable(exc):
+                    log.warning("status sync pass failed", error=first_line(exc))
+                else:
+                    log.exception("status sync pass crashed; retrying")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), self.interval)
 

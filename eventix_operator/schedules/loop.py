@@ -13,9 +13,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError
 
 from eventix_operator.db import schedules as schedule_db
+from eventix_operator.db.errors import database_unavailable, first_line
 from eventix_operator.logs import get_logger
 from eventix_operator.metrics import schedule_lateness
 from eventix_operator.schedules.scheduler import ScheduleFiring, fire_due
@@ -68,8 +68,11 @@ class SchedulerLoop:
             delay = MAX_SLEEP
             try:
                 firings, wake = await asyncio.to_thread(self.fire_once)
-            except DBAPIError as exc:
-                log.warning("scheduler pass failed", error=str(exc).splitlines()[0])
+            except Exception as exc:
+                if database_unavailable(exc):
+                    log.warning("scheduler pass failed", error=first_line(exc))
+                else:
+                    log.exception("scheduler pass failed; trying again")
             else:
                 for firing in firings:
                     self._report(firing)

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection
 
 from eventix_operator.db import schedules as schedule_db
+from eventix_operator.db.errors import database_unavailable, first_line
 from eventix_operator.db.schedules import ScheduleDefinition, ScheduleRecord
 from eventix_operator.db.tasks import insert_tasks_once
 from eventix_operator.resources import task_from_spec
@@ -54,11 +55,24 @@ def apply_schedule(
 
 def fire_due(conn: Connection, now: datetime, *, payload_limit: int) -> list[ScheduleFiring]:
     """Fire every due tick of every schedule this caller can lock, in the caller's
-    transaction; commit to make them visible (and to release the locks)."""
-    return [
-        fire_schedule(conn, s, now, payload_limit=payload_limit)
-        for s in schedule_db.lock_due_schedules(conn, now)
-    ]
+    transaction; commit to make them visible (and to release the locks).
+
+    Each schedule fires in a savepoint of its own: one whose template the
+    database refuses (or that trips any error but an outage) is stopped with
+    that error in its status, and the others still fire.
+    """
+    firings: list[ScheduleFiring] = []
+    for schedule in schedule_db.lock_due_schedules(conn, now):
+        try:
+            with conn.begin_nested():
+                firings.append(fire_schedule(conn, schedule, now, payload_limit=payload_limit))
+        except Exception as exc:
+            if database_unavailable(exc):
+                raise
+            error = f"cannot fire: {first_line(exc)}"
+            schedule_db.stop_schedule(conn, schedule.uid, error)
+            firings.append(ScheduleFiring(schedule, error=error))
+    return firings
 
 
 def fire_schedule(
