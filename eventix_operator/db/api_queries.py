@@ -19,6 +19,7 @@ from sqlalchemy import ColumnElement, Select, TextClause, case, func, select, te
 from eventix_operator.db import queries
 from eventix_operator.db.queries import returning_columns
 from eventix_operator.db.schema import task_table
+from eventix_operator.retry import failures_so_far_sql
 
 _TASK = returning_columns()
 _T_TASK = returning_columns("t.")
@@ -86,9 +87,7 @@ REPLACE_TASKS: TextClause = text(
     SET task = v.task, namespace = v.namespace, status = v.status, priority = v.priority,
         eta = v.eta, args = v.args, kwargs = v.kwargs, unique_key = v.unique_key,
         worker_id = v.worker_id, worker_expires = v.worker_expires, retry = v.retry,
-        max_retries = v.remaining_retries + t.attempts
-            - CASE WHEN v.status IN ('processing', 'done', 'error') AND t.attempts > 0
-                   THEN 1 ELSE 0 END,
+        max_retries = v.remaining_retries + {failures_so_far_sql("v.status", "t.attempts")},
         error_eta_max = v.error_eta_max, store_result = v.store_result,
         result = v.result, error = v.error, result_expires = v.result_expires,
         error_expires = v.error_expires, expires = v.expires, operator = v.operator,

@@ -216,33 +216,35 @@ HEARTBEAT: TextClause = text(
     """
 )
 
-# -- name: recover_expired_leases --
-# Tasks of workers that died: back to the queue, or to `error` when the lost run
-# was the last one its retries allowed.
-RECOVER_EXPIRED_LEASES: TextClause = text(
+# -- name: lock_expired_leases --
+# Tasks of workers that stopped heartbeating, locked for recovery; what happens
+# to each is the retry policy's decision (run again, or WorkerLost).
+LOCK_EXPIRED_LEASES: TextClause = text(
+    """
+    SELECT uid::text, worker_id, retry, max_retries, attempts, error_eta_inc, error_eta_max
+    FROM eventix_task
+    WHERE status = 'processing' AND worker_expires < now()
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+    """
+)
+
+# -- name: recover_leases --
+# Put recovered tasks back in the queue, due now, or end them with their error.
+RECOVER_LEASES: TextClause = text(
     """
     UPDATE eventix_task AS t
-    SET status = CASE WHEN t.max_retries IS NOT NULL AND t.attempts > t.max_retries
-                      THEN 'error' ELSE 'scheduled' END,
-        error = CASE WHEN t.max_retries IS NOT NULL AND t.attempts > t.max_retries
-                     THEN jsonb_build_object(
-                         'type', 'WorkerLost',
-                         'message', 'the worker ' || t.worker_id
-                             || ' stopped heartbeating and no retries are left')
-                     ELSE t.error END,
-        finished_at = CASE WHEN t.max_retries IS NOT NULL AND t.attempts > t.max_retries
-                           THEN now() END,
+    SET status = v.status,
+        error = COALESCE(v.error, t.error),
+        finished_at = CASE WHEN v.status = 'error' THEN now() END,
         eta = now(),
         worker_id = NULL,
         worker_expires = NULL,
         updated_at = now(),
         revision = t.revision + 1
-    WHERE t.uid IN (
-        SELECT uid FROM eventix_task
-        WHERE status = 'processing' AND worker_expires < now()
-        LIMIT :limit
-        FOR UPDATE SKIP LOCKED
-    )
+    FROM unnest(CAST(:uid AS uuid[]), CAST(:status AS text[]), CAST(:error AS jsonb[]))
+        AS v(uid, status, error)
+    WHERE t.uid = v.uid
     RETURNING t.uid, t.namespace, t.status
     """
 )

@@ -18,6 +18,7 @@ from sqlalchemy import Connection, RowMapping
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from eventix_operator.db import queries
+from eventix_operator.retry import RetryPolicy
 
 #: Rows per INSERT statement in bulk enqueue: large enough to amortise the round
 #: trip, small enough to keep one statement's parameters in a few megabytes.
@@ -73,6 +74,10 @@ class TaskRecord:
     def queue(self) -> str:
         return self.namespace
 
+    @property
+    def policy(self) -> RetryPolicy:
+        return RetryPolicy(self.retry, self.max_retries, self.error_eta_inc, self.error_eta_max)
+
     @classmethod
     def from_row(cls, row: RowMapping) -> TaskRecord:
         values = dict(row)
@@ -108,6 +113,10 @@ class ClaimedTask:
     error_eta_max: int
     timeout_seconds: float | None
     store_result: bool
+
+    @property
+    def policy(self) -> RetryPolicy:
+        return RetryPolicy(self.retry, self.max_retries, self.error_eta_inc, self.error_eta_max)
 
 
 @dataclass(slots=True)
@@ -453,6 +462,13 @@ class Failure:
     retry_in: float | None
 
 
+def worker_lost(worker_id: str | None) -> dict[str, str]:
+    return {
+        "type": "WorkerLost",
+        "message": f"the worker {worker_id} stopped heartbeating and no retries are left",
+    }
+
+
 class AsyncTaskStore:
     """The worker's side of the queue: claim, heartbeat, record, release, clean up."""
 
@@ -526,9 +542,23 @@ class AsyncTaskStore:
             return len(rows)
 
     async def recover_expired_leases(self, limit: int = 1000) -> list[tuple[str, str]]:
-        """Requeue tasks of dead workers; returns (uid, new status) of each."""
+        """Requeue tasks of dead workers, or fail those whose lost run was their
+        last (the retry policy decides); returns (uid, new status) of each."""
         async with self.engine.begin() as conn:
-            rows = (await conn.execute(queries.RECOVER_EXPIRED_LEASES, {"limit": limit})).all()
+            expired = (await conn.execute(queries.LOCK_EXPIRED_LEASES, {"limit": limit})).all()
+            if not expired:
+                return []
+            params: dict[str, list[Any]] = {"uid": [], "status": [], "error": []}
+            for uid, worker_id, retry, max_retries, attempts, inc, cap in expired:
+                policy = RetryPolicy(retry, max_retries, inc, cap)
+                params["uid"].append(uid)
+                if policy.run_left_after_loss(attempts):
+                    params["status"].append("scheduled")
+                    params["error"].append(None)
+                else:
+                    params["status"].append("error")
+                    params["error"].append(json.dumps(worker_lost(worker_id)))
+            rows = (await conn.execute(queries.RECOVER_LEASES, params)).all()
             queues = sorted({r.namespace for r in rows if r.status == "scheduled"})
             if queues:
                 await conn.execute(queries.NOTIFY_READY, {"queues": queues})

@@ -14,7 +14,6 @@ import traceback
 from collections.abc import Sequence
 from typing import Any
 
-from eventix_operator.backoff import retry_delay
 from eventix_operator.db.tasks import ClaimedTask, Failure, PayloadTooLarge, Success, dump_json
 from eventix_operator.registry import Registry, TaskFunction
 
@@ -24,17 +23,7 @@ Outcome = Success | Failure
 def failure(job: ClaimedTask, exc: BaseException, *, retryable: bool = True) -> Failure:
     """A failure with Eventix's backoff, or final when retries are spent or
     retrying cannot help (``retryable=False``)."""
-    delay = (
-        retry_delay(
-            attempts=job.attempts,
-            max_retries=job.max_retries,
-            retry=job.retry,
-            backoff_seconds=job.error_eta_inc,
-            max_backoff_seconds=job.error_eta_max,
-        )
-        if retryable
-        else None
-    )
+    delay = job.policy.after_failure(job.attempts) if retryable else None
     error = {
         "type": type(exc).__name__,
         "message": str(exc) or type(exc).__name__,
