@@ -16,7 +16,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session
 
 from eventix_operator.db.engine import make_engine
-from eventix_operator.db.tasks import NewTask, insert_tasks
+from eventix_operator.db.enqueue import NewTask, insert_tasks
 from eventix_operator.settings import get_settings
 
 __all__ = ["enqueue", "enqueue_many", "new_task"]

@@ -10,7 +10,7 @@ one queue together and no task runs twice.
 The hot paths (``POST /task``, ``GET /task/{uid}``, the claim, the write-back,
 ``POST /event``) are one autocommit statement each on a pooled psycopg
 connection, and concurrent requests share statements (see
-:class:`~eventix_operator.db.api_tasks.Batcher`); the rest run as one
+:class:`~eventix_operator.api.hotpath.Batcher`); the rest run as one
 transaction each. Answers are serialised once, straight from the row.
 """
 
@@ -21,7 +21,6 @@ import contextlib
 import gc
 import os
 import resource
-import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -41,6 +40,7 @@ from sqlalchemy.exc import IntegrityError
 from eventix_operator.api import convert, errors
 from eventix_operator.api.events import fire_event
 from eventix_operator.api.guard import Guard
+from eventix_operator.api.hotpath import HotPaths, make_autocommit_engine
 from eventix_operator.api.models import (
     EVENTIX_STATUSES,
     EventixError,
@@ -69,11 +69,11 @@ from eventix_operator.api.triggers import (
     load_code_triggers,
     run_code_triggers,
 )
-from eventix_operator.db import api_tasks
-from eventix_operator.db import tasks as task_db
-from eventix_operator.db.api_queries import LISTING_COLUMNS
+from eventix_operator.db import admin, leases, writeback
 from eventix_operator.db.errors import database_unavailable, first_line
-from eventix_operator.db.tasks import AsyncTaskStore, PayloadTooLarge, TaskRecord
+from eventix_operator.db.payload import NotStorable, PayloadTooLarge
+from eventix_operator.db.rows import TaskRecord, parse_uid
+from eventix_operator.db.statements import LISTING_COLUMNS
 from eventix_operator.db.triggers import record_trigger_outcomes
 from eventix_operator.logs import get_logger
 from eventix_operator.settings import Settings, get_settings
@@ -103,7 +103,7 @@ class ApiContext:
     settings: Settings
     code_triggers: dict[str, dict[str, CodeTrigger]] = field(default_factory=dict)
     stats: TriggerStats = field(default_factory=TriggerStats)
-    store: api_tasks.AsyncApiStore | None = None
+    store: HotPaths | None = None
 
     @property
     def payload_limit(self) -> int:
@@ -120,7 +120,7 @@ class ApiContext:
         return await self.db.transaction(fn, *args, **kwargs)
 
     @property
-    def db(self) -> api_tasks.AsyncApiStore:
+    def db(self) -> HotPaths:
         assert self.store is not None, "the API is not started"
         return self.store
 
@@ -141,7 +141,7 @@ def null_response() -> Response:
 
 
 def _uid_or_404(uid: str) -> str:
-    if api_tasks.parse_uid(uid) is None:
+    if parse_uid(uid) is None:
         raise errors.NotFound(uid)
     return uid
 
@@ -191,7 +191,7 @@ def _listing(
             equals[name] = value
     for name in ("uid", "_id"):
         if name in equals:
-            parsed = api_tasks.parse_uid(str(equals[name]))
+            parsed = parse_uid(str(equals[name]))
             if parsed is None:
                 raise errors.InvalidRequest(f"filter on {name!r}: not a uid")
             equals[name] = parsed
@@ -214,7 +214,7 @@ def _listing(
     return equals, within, order, body.skip or 0, min(limit, max_page)
 
 
-def page_response(body: PageRequest, page: api_tasks.Page, limit: int) -> Response:
+def page_response(body: PageRequest, page: admin.Page, limit: int) -> Response:
     tasks = [convert.task_out(r) for r in page.records]
     model = TasksPage(
         data={t.uid: t for t in tasks},
@@ -268,7 +268,7 @@ def add_routes(app: FastAPI, ctx: ApiContext) -> None:
         newest args and kwargs) and returned. A uid that exists is a 409."""
         item = convert.new_task(task)
         try:
-            record = await ctx.db.insert_task(item, payload_limit=limit)
+            record = await ctx.db.insert_task(item)
         except psycopg.IntegrityError as exc:
             raise _integrity(exc, item.uid, item.unique_key) from None
         return task_response(record)
@@ -284,7 +284,7 @@ def add_routes(app: FastAPI, ctx: ApiContext) -> None:
         """The pending (scheduled or retry) task with this unique key, in any
         namespace; 409 when several namespaces have one."""
         found = await ctx.run(
-            api_tasks.tasks_by_unique_key,
+            admin.tasks_by_unique_key,
             unique_key,
             namespace=None,
             stati=_stati(None),
@@ -309,7 +309,7 @@ def add_routes(app: FastAPI, ctx: ApiContext) -> None:
         """The newest task of the namespace with this unique key and one of
         ``stati`` (default: scheduled and retry)."""
         found = await ctx.run(
-            api_tasks.tasks_by_unique_key,
+            admin.tasks_by_unique_key,
             unique_key,
             namespace=namespace,
             stati=_stati(stati),
@@ -324,14 +324,12 @@ def add_routes(app: FastAPI, ctx: ApiContext) -> None:
         """Delete the pending task with this unique key (as GET finds it)."""
 
         def delete(conn: Connection) -> None:
-            found = api_tasks.tasks_by_unique_key(
-                conn, unique_key, namespace=None, stati=_stati(None)
-            )
+            found = admin.tasks_by_unique_key(conn, unique_key, namespace=None, stati=_stati(None))
             if not found:
                 raise errors.NoTaskFoundForUniqueKey(unique_key)
             if len(found) > 1:
                 raise errors.TaskUniqueKeyNotUnique(unique_key)
-            api_tasks.delete_task(conn, found[0].uid)
+            admin.delete_task(conn, found[0].uid)
 
         await ctx.run(delete)
         return null_response()
@@ -357,27 +355,25 @@ def add_routes(app: FastAPI, ctx: ApiContext) -> None:
         ``revision`` is still the one read, else 409 ``RevisionConflict``; creates
         it when it does not exist. Retry bookkeeping is translated: the task keeps
         its total retries and its own backoff."""
-        if api_tasks.parse_uid(uid) is None:
+        if parse_uid(uid) is None:
             raise errors.InvalidRequest("uid must be a UUID (32 hex digits, as Eventix makes them)")
-        write = convert.task_write(task, uid)
+        write = writeback.prepare(convert.task_write(task, uid), limit)
         revision = _revision(task.revision)
         try:
-            outcome: TaskRecord | api_tasks.WriteConflict | None = None
+            outcome: TaskRecord | writeback.WriteConflict | None = None
             if revision is not None:
-                outcome = await ctx.db.replace_task(write, revision=revision, payload_limit=limit)
+                outcome = await ctx.db.replace_task(write, revision=revision)
             if outcome is None:  # stale revision, or no such task: decide in a transaction
-                outcome = await ctx.run(
-                    api_tasks.write_task, write, revision=None, payload_limit=limit
-                )
+                outcome = await ctx.run(writeback.write_task, write)
         except (IntegrityError, psycopg.IntegrityError) as exc:
-            raise _integrity(exc, write.uid, write.unique_key) from None
-        if isinstance(outcome, api_tasks.WriteConflict):
+            raise _integrity(exc, write.write.uid, write.write.unique_key) from None
+        if isinstance(outcome, writeback.WriteConflict):
             raise errors.RevisionConflict(str(outcome.current_revision))
         return task_response(outcome)
 
     @app.delete("/task/{uid}", tags=["task"], responses=E404)
     async def delete_task(uid: str) -> Response:
-        if not await ctx.run(api_tasks.delete_task, _uid_or_404(uid)):
+        if not await ctx.run(admin.delete_task, _uid_or_404(uid)):
             raise errors.NotFound(uid)
         return null_response()
 
@@ -394,10 +390,10 @@ def add_routes(app: FastAPI, ctx: ApiContext) -> None:
             eta = eta.replace(tzinfo=UTC) if eta.tzinfo is None else eta.astimezone(UTC)
 
         def reschedule(conn: Connection) -> TaskRecord:
-            record = api_tasks.reschedule_task(conn, uid, eta)
+            record = admin.requeue_task(conn, uid, eta)
             if record is not None:
                 return record
-            current = task_db.get_task(conn, uid)
+            current = admin.get_task(conn, uid)
             if current is None:
                 raise errors.NotFound(uid)
             raise errors.WrongTaskStatus(uid, convert.task_out(current).status or "")
@@ -442,7 +438,7 @@ def add_routes(app: FastAPI, ctx: ApiContext) -> None:
         if body.namespace is not None:
             equals["namespace"] = body.namespace
         page = await ctx.run(
-            api_tasks.tasks_page,
+            admin.tasks_page,
             equals=equals,
             within=within,
             order=order or [("created_time", False)],
@@ -459,7 +455,7 @@ def add_routes(app: FastAPI, ctx: ApiContext) -> None:
         if body.namespace is not None:
             equals["namespace"] = body.namespace
         page = await ctx.run(
-            api_tasks.tasks_page,
+            admin.tasks_page,
             equals=equals,
             within=within,
             order=[("status_id", False), ("eta", True)],
@@ -474,7 +470,7 @@ def add_routes(app: FastAPI, ctx: ApiContext) -> None:
         body = body or PageRequest()
         equals, within, _order, skip, size = _listing(body, max_page)
         page = await ctx.run(
-            api_tasks.tasks_page,
+            admin.tasks_page,
             equals=equals,
             within=within,
             order=[("uid", False)],
@@ -493,7 +489,7 @@ def add_routes(app: FastAPI, ctx: ApiContext) -> None:
         results = (
             await anyio.to_thread.run_sync(run_code_triggers, code, event, context) if code else []
         )
-        records = await fire_event(ctx.db, context, results, stats=ctx.stats, payload_limit=limit)
+        records = await fire_event(ctx.db, context, results, stats=ctx.stats)
         body = b",".join(convert.task_out(r).model_dump_json().encode() for r in records)
         return Response(b"[" + body + b"]", media_type=JSON)
 
@@ -502,7 +498,7 @@ def add_routes(app: FastAPI, ctx: ApiContext) -> None:
         """Eventix's metrics JSON (not Prometheus text)."""
 
         def read(conn: Connection) -> tuple[dict[str, int], int]:
-            return api_tasks.status_counts(conn), api_tasks.active_workers(conn)
+            return admin.status_counts(conn), admin.active_workers(conn)
 
         counts, workers = await ctx.run(read)
         tasks = {s: 0 for s in (*EVENTIX_STATUSES, "cancelled")} | counts
@@ -516,7 +512,7 @@ def add_routes(app: FastAPI, ctx: ApiContext) -> None:
     @app.get("/namespaces", tags=["tasks"], response_model=NamespacesResponseModel)
     async def namespaces() -> NamespacesResponseModel:
         """Every namespace (queue) that has tasks."""
-        return NamespacesResponseModel(namespaces=await ctx.run(api_tasks.namespaces))
+        return NamespacesResponseModel(namespaces=await ctx.run(admin.namespaces))
 
     @app.get(
         "/namespace/{namespace}/task_types",
@@ -526,7 +522,7 @@ def add_routes(app: FastAPI, ctx: ApiContext) -> None:
     async def task_types(namespace: str) -> NamespaceTaskTypesResponseModel:
         """Task names that have tasks in the namespace."""
         return NamespaceTaskTypesResponseModel(
-            task_types=await ctx.run(api_tasks.task_types, namespace)
+            task_types=await ctx.run(admin.task_types, namespace)
         )
 
 
@@ -538,6 +534,10 @@ def add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(PayloadTooLarge)
     async def too_large(request: Request, exc: PayloadTooLarge) -> Response:
         return errors.PayloadTooLarge(str(exc)).response()
+
+    @app.exception_handler(NotStorable)
+    async def not_storable(request: Request, exc: NotStorable) -> Response:
+        return errors.InvalidRequest(str(exc)).response()
 
     @app.exception_handler(sa_exc.SQLAlchemyError)
     @app.exception_handler(psycopg.Error)
@@ -578,14 +578,11 @@ def add_error_handlers(app: FastAPI) -> None:
 async def _maintenance(ctx: ApiContext) -> None:
     """Return tasks of vanished HTTP workers to the queue and remove expired
     results, as native workers do: a deployment may have only HTTP workers."""
-    store = AsyncTaskStore(
-        ctx.db.engine, f"api-{uuid.uuid4().hex[:8]}", ctx.settings.api_lease_seconds
-    )
     while True:
         await asyncio.sleep(ctx.settings.api_maintenance_interval)
         try:
-            recovered = await store.recover_expired_leases()
-            purged = await store.purge_expired()
+            recovered = await leases.recover_expired_leases(ctx.db.engine)
+            purged = await leases.purge_expired(ctx.db.engine)
         except Exception as exc:
             if not database_unavailable(exc):
                 log.exception("maintenance failed")
@@ -625,7 +622,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        ctx.store = api_tasks.AsyncApiStore(api_tasks.make_autocommit_engine(settings))
+        ctx.store = HotPaths(make_autocommit_engine(settings), payload_limit=ctx.payload_limit)
         if api.api_gc_tuning:
             # Everything loaded so far lives as long as the process: keep the cyclic
             # collector from walking it again and again, and let it run less often

@@ -25,8 +25,9 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from eventix_operator.api.models import EventixStatus, EventixTask, EventixTaskIn
-from eventix_operator.db.api_tasks import TaskWrite
-from eventix_operator.db.tasks import NewTask, TaskRecord
+from eventix_operator.db.enqueue import NewTask
+from eventix_operator.db.rows import TaskRecord
+from eventix_operator.db.writeback import TaskWrite
 
 
 def eventix_error(error: dict[str, Any]) -> Any:

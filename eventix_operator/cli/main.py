@@ -23,11 +23,13 @@ import typer
 from sqlalchemy import Connection, Engine
 
 from eventix_operator.client import new_task
+from eventix_operator.db import admin
 from eventix_operator.db import schedules as schedule_db
-from eventix_operator.db import tasks as task_db
 from eventix_operator.db.engine import make_engine
+from eventix_operator.db.enqueue import insert_tasks
 from eventix_operator.db.errors import DATABASE_ERRORS, database_unavailable, first_line
 from eventix_operator.db.migrate import upgrade
+from eventix_operator.db.rows import TaskRecord
 from eventix_operator.logs import configure_logging
 from eventix_operator.registry import load_task_modules
 from eventix_operator.schedules.scheduler import backfill
@@ -186,12 +188,10 @@ def enqueue(
         source="cli",
     )
     with engine().begin() as conn:
-        typer.echo(
-            task_db.insert_tasks(conn, [item], payload_limit=settings().max_payload_bytes)[0]
-        )
+        typer.echo(insert_tasks(conn, [item], payload_limit=settings().max_payload_bytes)[0])
 
 
-def _print_tasks(records: Sequence[task_db.TaskRecord], output: Output) -> None:
+def _print_tasks(records: Sequence[TaskRecord], output: Output) -> None:
     if output is Output.json:
         typer.echo(json.dumps([r.as_json() for r in records], indent=2, default=str))
         return
@@ -214,7 +214,9 @@ def tasks_list(
 ) -> None:
     """List tasks, newest first."""
     with engine().connect() as conn:
-        _print_tasks(task_db.list_tasks(conn, status=status, queue=queue, limit=limit), output)
+        equals = {k: v for k, v in (("status", status), ("namespace", queue)) if v is not None}
+        newest_first = [("created_time", True)]
+        _print_tasks(admin.list_tasks(conn, equals=equals, order=newest_first, limit=limit), output)
 
 
 @tasks_app.command("show")
@@ -222,7 +224,7 @@ def tasks_list(
 def tasks_show(uid: str, output: Annotated[Output, typer.Option()] = Output.table) -> None:
     """Show one task with its result or error."""
     with engine().connect() as conn:
-        record = task_db.get_task(conn, uid)
+        record = admin.get_task(conn, uid)
     if record is None:
         fail(f"no task {uid}")
     if output is Output.json:
@@ -235,12 +237,12 @@ def tasks_show(uid: str, output: Annotated[Output, typer.Option()] = Output.tabl
 
 def _change_task(
     uid: str,
-    change: Callable[[Connection, str], task_db.TaskRecord | None],
+    change: Callable[[Connection, str], TaskRecord | None],
     done: str,
 ) -> None:
     """Apply ``change``; when it does not apply, say why (unknown uid, or the status)."""
     with engine().begin() as conn:
-        record = task_db.get_task(conn, uid)
+        record = admin.get_task(conn, uid)
         if record is None:
             fail(f"no task {uid}")
         if change(conn, uid) is None:
@@ -251,15 +253,16 @@ def _change_task(
 @tasks_app.command("retry")
 @user_errors
 def tasks_retry(uid: str) -> None:
-    """Run a finished, failed or cancelled task again, now."""
-    _change_task(uid, task_db.retry_task, "scheduled again")
+    """Run a finished, failed or cancelled task (or one waiting for its retry) again,
+    now, with fresh attempts."""
+    _change_task(uid, admin.requeue_task, "scheduled again")
 
 
 @tasks_app.command("cancel")
 @user_errors
 def tasks_cancel(uid: str) -> None:
     """Cancel a task that has not started."""
-    _change_task(uid, task_db.cancel_task, "cancelled")
+    _change_task(uid, admin.cancel_task, "cancelled")
 
 
 @queue_app.command("stats")
@@ -267,7 +270,7 @@ def tasks_cancel(uid: str) -> None:
 def queue_stats(output: Annotated[Output, typer.Option()] = Output.table) -> None:
     """Tasks per queue and status, and how long the oldest due task has waited."""
     with engine().connect() as conn:
-        stats = task_db.queue_stats(conn)
+        stats = admin.queue_stats(conn)
     if output is Output.json:
         typer.echo(json.dumps([dataclasses.asdict(s) for s in stats], indent=2))
         return

@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from eventix_operator.db.rows import TaskRecord
 from eventix_operator.db.schedules import ScheduleHistory, ScheduleRecord
-from eventix_operator.db.tasks import TaskRecord
 from eventix_operator.db.triggers import TriggerRecord
 
 PHASES = {

@@ -18,8 +18,8 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from eventix_operator.db import admin
 from eventix_operator.db import schedules as schedule_db
-from eventix_operator.db import tasks as task_db
 from eventix_operator.db import triggers as trigger_db
 from eventix_operator.db.errors import database_unavailable, first_line
 from eventix_operator.db.triggers import TriggerRecord
@@ -79,9 +79,9 @@ class StatusSync:
     def sync_once(self) -> int:
         """One pass; returns how many statuses were written."""
         with self.engine.connect() as conn:
-            started = task_db.database_now(conn)
+            started = admin.database_now(conn)
             since = (self.cursor - OVERLAP) if self.cursor else datetime(1970, 1, 1, tzinfo=UTC)
-            tasks = task_db.changed_resource_tasks(conn, since)
+            tasks = admin.changed_resource_tasks(conn, since)
             schedules = schedule_db.changed_schedules(conn, since)
             history = schedule_db.schedule_history(conn, [s.uid for s in schedules])
             triggers = trigger_db.changed_resource_triggers(conn, since)
@@ -106,7 +106,7 @@ class StatusSync:
         jobs += self._trigger_jobs(triggers, now)
         written = sum(1 for j in concurrent.futures.as_completed(jobs) if j.result())
         # A full page leaves rows unread: go on from the last one read, not from now.
-        full = len(tasks) == task_db.CHANGED_LIMIT
+        full = len(tasks) == admin.CHANGED_LIMIT
         self.cursor = min(started, tasks[-1].updated_at + OVERLAP) if full else started
         return written
 

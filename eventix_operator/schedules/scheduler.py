@@ -15,9 +15,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection
 
 from eventix_operator.db import schedules as schedule_db
+from eventix_operator.db.enqueue import insert_tasks_once
 from eventix_operator.db.errors import database_unavailable, first_line
 from eventix_operator.db.schedules import ScheduleDefinition, ScheduleRecord
-from eventix_operator.db.tasks import insert_tasks_once
 from eventix_operator.resources import task_from_spec
 from eventix_operator.schedules.catchup import plan_catch_up
 from eventix_operator.schedules.ticks import CronSchedule, ScheduleError, parse_schedule

@@ -14,7 +14,9 @@ import traceback
 from collections.abc import Sequence
 from typing import Any
 
-from eventix_operator.db.tasks import ClaimedTask, Failure, PayloadTooLarge, Success, dump_json
+from eventix_operator.db.leases import Failure, Success
+from eventix_operator.db.payload import NotStorable, PayloadTooLarge, dump_json
+from eventix_operator.db.rows import ClaimedTask
 from eventix_operator.registry import Registry, TaskFunction
 
 Outcome = Success | Failure
@@ -46,9 +48,10 @@ def success(job: ClaimedTask, result: Any, payload_limit: int) -> Outcome:
         text = dump_json(
             result if job.store_result else None,
             what=f"the result of {job.task}",
+            root="result",
             limit=payload_limit,
         )
-    except (TypeError, PayloadTooLarge) as exc:
+    except (NotStorable, PayloadTooLarge) as exc:
         # Running it again gives the same result: do not retry.
         return failure(job, ResultNotStorable(str(exc)), retryable=False)
     return Success(job.uid, text)

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
+from eventix_operator.db.rows import TaskRecord
 from eventix_operator.db.schedules import ScheduleHistory, ScheduleRecord
-from eventix_operator.db.tasks import TaskRecord
 from eventix_operator.operator.status import invalid_status, schedule_status, task_status
 from tests.helm.conftest import CHART
 from tools.chart.gen_argocd import GROUP, SCRIPTS
