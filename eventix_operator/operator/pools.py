@@ -39,8 +39,8 @@ from eventix_operator.db import pools as pool_db
 from eventix_operator.db.errors import DATABASE_ERRORS, database_unavailable, first_line
 from eventix_operator.db.notify import listen_ready
 from eventix_operator.logs import get_logger
-from eventix_operator.metrics import operator_metrics
 from eventix_operator.operator.kube import Kube, ResourceRef, Scale
+from eventix_operator.operator.metrics import operator_metrics
 from eventix_operator.operator.status import (
     invalid_pool_status,
     pool_status,

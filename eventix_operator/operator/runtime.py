@@ -18,8 +18,9 @@ from eventix_operator.db.engine import libpq_url, make_engine
 from eventix_operator.db.errors import DATABASE_ERRORS, database_unavailable, first_line
 from eventix_operator.db.migrate import upgrade
 from eventix_operator.logs import get_logger
-from eventix_operator.metrics import operator_metrics, serve
+from eventix_operator.metrics import serve
 from eventix_operator.operator.kube import Kube, ResourceRef, load_config
+from eventix_operator.operator.metrics import operator_metrics
 from eventix_operator.operator.pools import PoolScaler
 from eventix_operator.operator.sync import StatusSync
 from eventix_operator.schedules.loop import SchedulerLoop

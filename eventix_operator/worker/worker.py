@@ -28,9 +28,9 @@ from eventix_operator.db.leases import Failure, LeaseStore
 from eventix_operator.db.notify import listen_ready
 from eventix_operator.db.rows import ClaimedTask
 from eventix_operator.logs import get_logger
-from eventix_operator.metrics import worker_metrics
 from eventix_operator.registry import Registry, TaskFunction
 from eventix_operator.worker.execute import Outcome, lookup, run_one, run_sync
+from eventix_operator.worker.metrics import worker_metrics
 
 LOGGER = "eventix.worker"
 log = get_logger(LOGGER)
