@@ -187,9 +187,6 @@ class EmbeddedPostgres:
         if self.initialised() and (self.data_dir / "postmaster.pid").exists():
             self._run("pg_ctl", "stop", "-w", "-m", mode, "-D", str(self.data_dir), check=False)
 
-    def is_running(self) -> bool:
-        return self._run("pg_ctl", "status", "-D", str(self.data_dir), check=False).returncode == 0
-
     def destroy(self) -> None:
         self.stop("immediate")
         shutil.rmtree(self.data_dir, ignore_errors=True)

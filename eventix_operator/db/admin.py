@@ -31,6 +31,11 @@ async def fetch_task(fetch: Fetch, uid: str) -> TaskRecord | None:
     return TaskRecord.from_row(rows[0]) if rows else None
 
 
+#: What a listing may filter and sort on: Eventix's field names (the CLI uses
+#: them too) and the columns they stand for.
+LISTING_COLUMNS = statements.LISTING_COLUMNS
+
+
 @dataclass(frozen=True, slots=True)
 class Page:
     records: list[TaskRecord]
@@ -48,10 +53,10 @@ def list_tasks(
 ) -> list[TaskRecord]:
     """Tasks matching equality and membership filters, in ``order`` (pairs of
     column name and descending), uid last. Column names are those of
-    :data:`~.statements.LISTING_COLUMNS`; an unknown one is a ``KeyError``."""
+    :data:`LISTING_COLUMNS`; an unknown one is a ``KeyError``."""
     equals, within = equals or {}, within or {}
     for name in [*equals, *within, *(n for n, _ in order if n != "status_id")]:
-        if name not in statements.LISTING_COLUMNS:
+        if name not in LISTING_COLUMNS:
             raise KeyError(name)
     query = statements.tasks_page(equals=equals, within=within, order=order, skip=skip, limit=limit)
     return records(conn.execute(query).all())

@@ -1,6 +1,6 @@
 """Listings: tasks by status, by task name, all of them (a page at a time), and
 the names of queues and task types. Filters and sorts name whitelisted columns
-(:data:`~eventix_operator.db.statements.LISTING_COLUMNS`); the query is built
+(:data:`~eventix_operator.db.admin.LISTING_COLUMNS`); the query is built
 by the data layer's one listing builder."""
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from eventix_operator.api.models import (
 )
 from eventix_operator.db import admin
 from eventix_operator.db.rows import parse_uid
-from eventix_operator.db.statements import LISTING_COLUMNS
 
 
 def listing(
@@ -33,9 +32,9 @@ def listing(
     equals: dict[str, Any] = {}
     within: dict[str, list[Any]] = {}
     for name, value in (body.filter or {}).items():
-        if name not in LISTING_COLUMNS:
+        if name not in admin.LISTING_COLUMNS:
             raise errors.InvalidRequest(
-                f"cannot filter on {name!r}; fields: {', '.join(sorted(LISTING_COLUMNS))}"
+                f"cannot filter on {name!r}; fields: {', '.join(sorted(admin.LISTING_COLUMNS))}"
             )
         if isinstance(value, dict):
             if set(value) != {"$in"} or not isinstance(value["$in"], list):
@@ -63,9 +62,9 @@ def listing(
             continue
         descending = part.startswith("-")
         name = part.lstrip("-+")
-        if name not in LISTING_COLUMNS and name != "status_id":
+        if name not in admin.LISTING_COLUMNS and name != "status_id":
             raise errors.InvalidRequest(
-                f"cannot sort by {name!r}; fields: {', '.join(sorted(LISTING_COLUMNS))}"
+                f"cannot sort by {name!r}; fields: {', '.join(sorted(admin.LISTING_COLUMNS))}"
             )
         order.append((name, descending))
     limit = body.limit or max_page
