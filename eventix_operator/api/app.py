@@ -34,7 +34,7 @@ from eventix_operator.api.hotpath import HotPaths, make_autocommit_engine
 from eventix_operator.api.routes import add_routes
 from eventix_operator.api.triggers import load_code_triggers
 from eventix_operator.db import leases
-from eventix_operator.db.errors import database_unavailable, first_line
+from eventix_operator.db.errors import log_failure
 from eventix_operator.db.triggers import record_trigger_outcomes
 from eventix_operator.logs import get_logger
 from eventix_operator.settings import Settings, get_settings
@@ -54,10 +54,7 @@ async def _maintenance(ctx: ApiContext) -> None:
             recovered = await leases.recover_expired_leases(ctx.db.engine)
             purged = await leases.purge_expired(ctx.db.engine)
         except Exception as exc:
-            if not database_unavailable(exc):
-                log.exception("maintenance failed")
-            else:
-                log.warning("maintenance skipped, database unavailable", error=first_line(exc))
+            log_failure(log, "maintenance skipped", exc)
             continue
         if recovered or purged:
             log.info("maintenance", recovered=len(recovered), purged=purged)
@@ -70,10 +67,8 @@ async def _flush_trigger_stats(ctx: ApiContext) -> None:
     try:
         await ctx.run(record_trigger_outcomes, pending)
     except Exception as exc:
-        if not database_unavailable(exc):
-            log.exception("trigger counters dropped")
-            return
-        ctx.stats.requeue(pending)
+        if log_failure(log, "trigger counters not written", exc):
+            ctx.stats.requeue(pending)  # written with the next ones
 
 
 async def _trigger_stats_loop(ctx: ApiContext) -> None:

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import psycopg
+import structlog
 from sqlalchemy import exc as sa_exc
 
 T = TypeVar("T")
@@ -84,6 +85,17 @@ def database_unavailable(exc: BaseException) -> bool:
             return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
         return state in UNAVAILABLE_STATES or state.startswith(UNAVAILABLE_CLASSES)
     return isinstance(exc, OSError)
+
+
+def log_failure(log: structlog.stdlib.BoundLogger, message: str, exc: BaseException) -> bool:
+    """Log a failure of a loop that tries again: an outage as a warning with its
+    reason (it passes by itself), anything else with its traceback (someone
+    should look). Returns whether it was an outage."""
+    if database_unavailable(exc):
+        log.warning(message, error=first_line(exc), cause="database unavailable")
+        return True
+    log.error(message, exc_info=exc)
+    return False
 
 
 def first_line(exc: BaseException) -> str:

@@ -36,7 +36,7 @@ from sqlalchemy import Connection, Engine
 
 from eventix_operator.db import locks
 from eventix_operator.db import pools as pool_db
-from eventix_operator.db.errors import DATABASE_ERRORS, database_unavailable, first_line
+from eventix_operator.db.errors import DATABASE_ERRORS, log_failure
 from eventix_operator.db.notify import listen_ready
 from eventix_operator.logs import get_logger
 from eventix_operator.operator.kube import Kube, ResourceRef, Scale
@@ -200,10 +200,7 @@ class PoolScaler:
                         break
                     await self._wait(RETRY_PAUSE)
             except Exception as exc:
-                if database_unavailable(exc):
-                    log.warning("pool scaler lost its database", error=first_line(exc))
-                else:
-                    log.exception("pool scaler crashed; starting again")
+                if not log_failure(log, "pool scaler stopped; starting again", exc):
                     operator_metrics().reconcile_errors.labels(KIND).inc()
                 await self._wait(RETRY_PAUSE)
             finally:

@@ -15,7 +15,7 @@ from sqlalchemy import Connection, Engine
 from eventix_operator.db import locks
 from eventix_operator.db import pools as pool_db
 from eventix_operator.db.engine import libpq_url, make_engine
-from eventix_operator.db.errors import DATABASE_ERRORS, database_unavailable, first_line
+from eventix_operator.db.errors import DATABASE_ERRORS, log_failure
 from eventix_operator.db.migrate import upgrade
 from eventix_operator.logs import get_logger
 from eventix_operator.metrics import serve
@@ -100,10 +100,7 @@ class Runtime:
                 if await asyncio.to_thread(locks.try_lock, conn, LEADER_LOCK):
                     await self._sync_while_leader(conn)
             except Exception as exc:
-                if not database_unavailable(exc):
-                    log.exception("status sync leadership failed; trying again")
-                else:
-                    log.warning("leader lock connection failed", error=first_line(exc))
+                log_failure(log, "leading status sync failed", exc)
             finally:
                 if conn is not None:
                     with contextlib.suppress(*DATABASE_ERRORS):
@@ -136,10 +133,7 @@ class Runtime:
                     figures = await asyncio.to_thread(self._read_queue_metrics, finished)
                     passes += 1
                 except Exception as exc:
-                    if not database_unavailable(exc):
-                        log.exception("queue metrics not read")
-                    else:
-                        log.warning("queue metrics not read", error=first_line(exc))
+                    log_failure(log, "queue metrics not read", exc)
             else:
                 passes = 0
             if figures is not None or not self.leading:

@@ -21,7 +21,7 @@ from sqlalchemy import Engine
 from eventix_operator.db import admin
 from eventix_operator.db import schedules as schedule_db
 from eventix_operator.db import triggers as trigger_db
-from eventix_operator.db.errors import database_unavailable, first_line
+from eventix_operator.db.errors import log_failure
 from eventix_operator.db.triggers import TriggerRecord
 from eventix_operator.logs import get_logger
 from eventix_operator.operator.kube import Kube, ResourceRef
@@ -66,10 +66,7 @@ class StatusSync:
             try:
                 await asyncio.to_thread(self.sync_once)
             except Exception as exc:
-                if database_unavailable(exc):
-                    log.warning("status sync pass failed", error=first_line(exc))
-                else:
-                    log.exception("status sync pass crashed; retrying")
+                log_failure(log, "status sync pass failed", exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), self.interval)
 

@@ -16,7 +16,7 @@ from prometheus_client import Histogram
 from sqlalchemy import Engine
 
 from eventix_operator.db import schedules as schedule_db
-from eventix_operator.db.errors import database_unavailable, first_line
+from eventix_operator.db.errors import log_failure
 from eventix_operator.logs import get_logger
 from eventix_operator.metrics import one_per_process, registry
 from eventix_operator.schedules.scheduler import ScheduleFiring, fire_due
@@ -84,10 +84,7 @@ class SchedulerLoop:
             try:
                 firings, wake = await asyncio.to_thread(self.fire_once)
             except Exception as exc:
-                if database_unavailable(exc):
-                    log.warning("scheduler pass failed", error=first_line(exc))
-                else:
-                    log.exception("scheduler pass failed; trying again")
+                log_failure(log, "scheduler pass failed", exc)
             else:
                 for firing in firings:
                     self._report(firing)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from eventix_operator.db.engine import libpq_url
-from eventix_operator.db.errors import database_unavailable, first_line
+from eventix_operator.db.errors import database_unavailable, first_line, log_failure
 from eventix_operator.db.leases import Failure, LeaseStore
 from eventix_operator.db.notify import listen_ready
 from eventix_operator.db.rows import ClaimedTask
@@ -328,10 +328,7 @@ class Worker:
                     if purged:
                         log.info("removed expired tasks", count=purged)
             except Exception as exc:
-                if database_unavailable(exc):
-                    log.warning("maintenance failed, database unavailable", error=first_line(exc))
-                else:
-                    log.exception("maintenance failed")
+                log_failure(log, "maintenance failed", exc)
             await asyncio.sleep(recover_every)
 
     # -- shutdown -----------------------------------------------------------

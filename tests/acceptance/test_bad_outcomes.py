@@ -8,8 +8,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from eventix_operator import enqueue, enqueue_many
-from eventix_operator.db import admin
-from eventix_operator.db.rows import TaskRecord
+from tests.acceptance.test_worker_processes import counts, get
 from tests.support.processes import Processes
 
 ORDINARY = 200
@@ -25,19 +24,6 @@ CASES = [
     ("raise_nul", "a\\x00b"),
     ("raise_nul_note", "plain"),
 ]
-
-
-def statuses(engine: Engine) -> dict[str, int]:
-    with engine.connect() as conn:
-        rows = conn.execute(text("SELECT status, count(*) FROM eventix_task GROUP BY status"))
-        return {r[0]: r[1] for r in rows}
-
-
-def record(engine: Engine, uid: str) -> TaskRecord:
-    with engine.connect() as conn:
-        found = admin.get_task(conn, uid)
-    assert found is not None
-    return found
 
 
 @pytest.fixture
@@ -65,9 +51,9 @@ def test_a_bad_outcome_fails_alone(
         "--concurrency", "4", EVENTIX_WORKER_BATCH_SIZE="500", EVENTIX_MAX_PAYLOAD_BYTES="10000"
     )
     processes.wait_for(
-        lambda: statuses(engine) == {"done": ORDINARY, "error": 1}, 60, "every outcome recorded"
+        lambda: counts(engine) == {"done": ORDINARY, "error": 1}, 60, "every outcome recorded"
     )
-    failed = record(engine, bad)
+    failed = get(engine, bad)
     assert failed.status == "error"
     assert failed.error is not None
     assert message in failed.error["message"], failed.error
@@ -76,5 +62,5 @@ def test_a_bad_outcome_fails_alone(
     # the worker is not wedged: it claims and records what comes next
     with engine.begin() as conn:
         after = enqueue("tests.record", [ORDINARY], connection=conn)
-    processes.wait_for(lambda: record(engine, after).status == "done", 30, "the next task")
+    processes.wait_for(lambda: get(engine, after).status == "done", 30, "the next task")
     assert processes.executions()[f"run {ORDINARY - 1}"] == 1

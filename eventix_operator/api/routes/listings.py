@@ -71,14 +71,14 @@ def listing(
     return equals, within, order, body.skip or 0, min(limit, max_page)
 
 
-def page_response(body: PageRequest, page: admin.Page, limit: int) -> Response:
-    tasks = [convert.task_out(r) for r in page.records]
+def page_response(body: PageRequest, found: admin.Page, limit: int) -> Response:
+    tasks = [convert.task_out(r) for r in found.records]
     model = TasksPage(
         data={t.uid: t for t in tasks},
         ids=[t.uid for t in tasks],
         skip=body.skip,
         limit=limit,
-        max_results=page.total,
+        max_results=found.total,
         sort=body.sort,
         view=body.view,
     )
@@ -88,6 +88,19 @@ def page_response(body: PageRequest, page: admin.Page, limit: int) -> Response:
 def router(ctx: ApiContext) -> APIRouter:
     routes = APIRouter()
     max_page = ctx.settings.api_max_page_size
+
+    async def page(
+        body: PageRequest,
+        equals: dict[str, Any],
+        within: dict[str, list[Any]],
+        order: list[tuple[str, bool]],
+        skip: int,
+        size: int,
+    ) -> Response:
+        found = await ctx.run(
+            admin.tasks_page, equals=equals, within=within, order=order, skip=skip, limit=size
+        )
+        return page_response(body, found, size)
 
     @routes.put("/tasks/by_status", tags=["tasks"], response_model=TasksPage)
     async def tasks_by_status(body: TasksByStatusRequest | None = None) -> Response:
@@ -101,15 +114,7 @@ def router(ctx: ApiContext) -> APIRouter:
                 del equals["status"]
         if body.namespace is not None:
             equals["namespace"] = body.namespace
-        page = await ctx.run(
-            admin.tasks_page,
-            equals=equals,
-            within=within,
-            order=order or [("created_time", False)],
-            skip=skip,
-            limit=size,
-        )
-        return page_response(body, page, size)
+        return await page(body, equals, within, order or [("created_time", False)], skip, size)
 
     @routes.put("/tasks/by_task", tags=["tasks"], response_model=TasksPage)
     async def tasks_by_task(body: TasksByTaskRequest) -> Response:
@@ -118,30 +123,14 @@ def router(ctx: ApiContext) -> APIRouter:
         equals["task"] = body.task
         if body.namespace is not None:
             equals["namespace"] = body.namespace
-        page = await ctx.run(
-            admin.tasks_page,
-            equals=equals,
-            within=within,
-            order=[("status_id", False), ("eta", True)],
-            skip=skip,
-            limit=size,
-        )
-        return page_response(body, page, size)
+        return await page(body, equals, within, [("status_id", False), ("eta", True)], skip, size)
 
     @routes.put("/tasks/dump", tags=["tasks"], response_model=TasksPage)
     async def tasks_dump(body: PageRequest | None = None) -> Response:
         """Every task in uid order, a page at a time (Eventix's `eventix dump`)."""
         body = body or PageRequest()
         equals, within, _order, skip, size = listing(body, max_page)
-        page = await ctx.run(
-            admin.tasks_page,
-            equals=equals,
-            within=within,
-            order=[("uid", False)],
-            skip=skip,
-            limit=size,
-        )
-        return page_response(body, page, size)
+        return await page(body, equals, within, [("uid", False)], skip, size)
 
     @routes.get("/namespaces", tags=["tasks"], response_model=NamespacesResponseModel)
     async def namespaces() -> NamespacesResponseModel:
