@@ -16,7 +16,7 @@ under SQLAlchemy each of them arrives wrapped once more.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 import psycopg
@@ -107,7 +107,7 @@ def first_line(exc: BaseException) -> str:
 
 
 async def isolate(
-    run: Callable[[list[T]], Awaitable[list[U]]], items: list[T]
+    run: Callable[[list[T]], Awaitable[Sequence[U]]], items: list[T]
 ) -> list[U | Exception]:
     """``run(items)``, one outcome per item; when the batch fails for any reason
     but an outage, it is split in halves until each failure is one item's own,

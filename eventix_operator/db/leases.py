@@ -106,31 +106,29 @@ class LeaseStore:
         the caller keeps the outcomes to try again.
         """
         batch = list(outcomes)
-        written = await isolate(self._write, batch)
+        done = failed = 0
         replacements: list[Outcome] = []
-        for outcome, result in zip(batch, written, strict=True):
-            if isinstance(result, Exception):
-                replacement = refused(outcome, result)
+        for outcome, written in zip(batch, await isolate(self._write, batch), strict=True):
+            if written is True:
+                if isinstance(outcome, Success):
+                    done += 1
+                else:
+                    failed += 1
+            elif isinstance(written, Exception):
+                replacement = refused(outcome, written)
                 if self.on_refused is not None:
                     self.on_refused(outcome.uid, replacement.error["message"])
                 replacements.append(replacement)
         if replacements:
             # A constant-shaped, cleaned document: refused again only by a bug.
-            again = await isolate(self._write, replacements)
-            written, batch = [*written, *again], [*batch, *replacements]
-        done = sum(
-            1 for o, w in zip(batch, written, strict=True) if w is True and isinstance(o, Success)
-        )
-        failed = sum(
-            1 for o, w in zip(batch, written, strict=True) if w is True and isinstance(o, Failure)
-        )
+            failed += sum(1 for w in await isolate(self._write, replacements) if w is True)
         return done, failed
 
     async def _write(self, batch: list[Outcome]) -> list[bool]:
         """Whether each outcome was recorded (False: its lease had passed on)."""
         successes = [o for o in batch if isinstance(o, Success)]
         failures = [o for o in batch if isinstance(o, Failure)]
-        written: list[str] = []
+        rows: list[Any] = []
         async with self.engine.begin() as conn:
             if successes:
                 params: dict[str, Any] = {
@@ -138,7 +136,7 @@ class LeaseStore:
                     "result": [o.result_json for o in successes],
                     "worker_id": self.worker_id,
                 }
-                written += (await conn.execute(statements.COMPLETE_TASKS, params)).scalars()
+                rows += (await conn.execute(statements.COMPLETE_TASKS, params)).all()
             if failures:
                 params = {
                     "uid": [o.uid for o in failures],
@@ -146,10 +144,10 @@ class LeaseStore:
                     "retry_in": [o.retry_in for o in failures],
                     "worker_id": self.worker_id,
                 }
-                written += (await conn.execute(statements.FAIL_TASKS, params)).scalars()
-        if len(written) == len(batch):
+                rows += (await conn.execute(statements.FAIL_TASKS, params)).all()
+        if len(rows) == len(batch):  # the common case: every lease still held
             return [True] * len(batch)
-        recorded = set(written)
+        recorded = {row[0] for row in rows}
         return [o.uid in recorded for o in batch]
 
     async def heartbeat(self) -> int:

@@ -14,12 +14,12 @@ import traceback
 from collections.abc import Sequence
 from typing import Any
 
-from eventix_operator.db.leases import Failure, Success
+from eventix_operator.db.leases import Failure, Outcome, Success
 from eventix_operator.db.payload import NotStorable, PayloadTooLarge, dump_json
 from eventix_operator.db.rows import ClaimedTask
 from eventix_operator.registry import Registry, TaskFunction
 
-Outcome = Success | Failure
+__all__ = ["Outcome", "failure", "lookup", "run_one", "run_sync", "success"]
 
 
 def failure(job: ClaimedTask, exc: BaseException, *, retryable: bool = True) -> Failure:
