@@ -23,7 +23,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -49,7 +48,11 @@ from bench import noop_tasks  # noqa: E402
 from eventix_operator import client  # noqa: E402
 from eventix_operator.db import queries  # noqa: E402
 from eventix_operator.db.migrate import upgrade  # noqa: E402
-from eventix_operator.embedded import EmbeddedPostgres, postgres_bin_dir  # noqa: E402
+from eventix_operator.embedded import (  # noqa: E402
+    EmbeddedPostgres,
+    postgres_bin_dir,
+    scratch_directory,
+)
 from eventix_operator.settings import get_settings  # noqa: E402
 
 TEMPLATE = "bench_template"
@@ -806,7 +809,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> None:
     options = parse_args(argv)
-    workdir = Path(tempfile.mkdtemp(prefix="eventix-bench-"))
+    workdir = scratch_directory("eventix-bench-")
     embedded = EmbeddedPostgres(workdir / "pgdata")  # default, durable settings
     embedded.bin_dir = options.pg_bindir or newest_bundled_bin_dir()
     say(f"starting PostgreSQL in {embedded.data_dir}; logs in {workdir}")
