@@ -58,7 +58,7 @@ main() {
     if [ ! -x "$out" ]; then
         local go
         if ! go="$(find_go)"; then
-            echo "build.sh: cannot build $name: the Go toolchain is missing (need 'go' 1.26 or newer: \$GO, on PATH, or /usr/local/go/bin/go)." >&2
+            echo "build.sh: cannot build $name: the Go toolchain is missing (need 'go' 1.26.7 or newer, as github.com/prometheus/prometheus v0.316.0 requires: \$GO, on PATH, or /usr/local/go/bin/go)." >&2
             exit 1
         fi
         mkdir -p "$dir"
