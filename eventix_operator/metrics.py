@@ -9,7 +9,8 @@ What each process exports:
 
 - operator: queue figures read from the database by the status-sync leader
   (gauges: they describe the table now, and finished rows disappear when their
-  results expire), reconcile errors, schedule lateness, pool decisions;
+  results expire), whether it leads, reconcile errors, schedule lateness and
+  missed runs, pool decisions and the replicas their targets have;
 - worker: task outcomes and claims (counters), task durations (histogram),
   tasks running (gauge). The worker runs 20 000 no-op tasks a second, so its
   figures are added once per batch, never per task: a histogram that takes a
@@ -183,6 +184,19 @@ def schedule_lateness() -> Histogram:
     )
 
 
+@_one_per_process
+def schedule_missed_runs() -> Counter:
+    """Due ticks a schedule did not run, by schedule ("namespace/name") and reason."""
+    return Counter(
+        "eventix_schedule_missed_runs",
+        "Due ticks a schedule did not run: forbid (a run was still active; one per tick), "
+        "catch_up (ticks lost to downtime beyond catchUp, startingDeadlineSeconds or "
+        "maxCatchUpRuns; one per catch-up).",
+        ["schedule", "reason"],
+        registry=registry(),
+    )
+
+
 # -- operator --------------------------------------------------------------------
 
 
@@ -277,16 +291,29 @@ class OperatorMetrics:
             ["namespace", "pool"],
             registry=reg,
         )
+        self.current_replicas = Gauge(
+            "eventix_pool_current_replicas",
+            "Replicas a worker pool's target had when its scaler last looked (status.replicas).",
+            ["namespace", "pool"],
+            registry=reg,
+        )
         self.scalings = Counter(
             "eventix_pool_scalings",
             "Changes a worker pool's scaler made to its target, by direction.",
             ["namespace", "pool", "direction"],
             registry=reg,
         )
+        self.leader = Gauge(
+            "eventix_operator_leader",
+            "1 on the operator replica that holds the leader lock (status sync, queue "
+            "figures), else 0. Summed over replicas: 1 when all is well.",
+            registry=reg,
+        )
 
     def forget_pool(self, namespace: str, pool: str) -> None:
         for metric, extra in (
             (self.desired_replicas, [()]),
+            (self.current_replicas, [()]),
             (self.scalings, [("up",), ("down",)]),
         ):
             for labels in extra:

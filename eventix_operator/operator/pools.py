@@ -41,7 +41,7 @@ from eventix_operator.db.notify import listen_ready
 from eventix_operator.logs import get_logger
 from eventix_operator.metrics import operator_metrics
 from eventix_operator.operator.kube import Kube, ResourceRef, Scale
-from eventix_operator.operator.status import condition, rfc3339
+from eventix_operator.operator.status import condition, ready_conditions, rfc3339
 from eventix_operator.scaling import Decision, Load, PoolConfig, ScalerState, decide, pool_config
 
 log = get_logger("eventix.pools")
@@ -60,7 +60,7 @@ DEPTH_CAP = 100_000
 RETRY_PAUSE = 2.0
 #: Status fields that move with every enqueue; the rest changes with decisions.
 LIVE_FIELDS = frozenset({"queueDepth", "running", "busyWorkers", "currentReplicas"})
-CONDITION_ORDER = ("Ready", "Active", "ScalingLimited")
+CONDITION_ORDER = ("Ready", "Reconciling", "Stalled", "Active", "ScalingLimited")
 
 Event = tuple[str, str, str]  # (type, reason, message)
 
@@ -158,10 +158,10 @@ class PoolScaler:
             **entry.status,
             "observedGeneration": generation,
             "conditions": _ordered(
-                condition(
+                ready_conditions(
                     entry.status.get("conditions"),
-                    type_="Ready",
-                    status=False,
+                    ready=False,
+                    stalled=True,
                     reason="InvalidSpec",
                     message=message,
                     generation=generation,
@@ -333,6 +333,8 @@ class PoolScaler:
                         events.append(_scaled(config, scale, decision))
                     else:
                         scale, decision, state = None, None, view.state
+            if scale is not None:
+                metrics.current_replicas.labels(ref.namespace, ref.name).set(scale.current)
             if decision is not None:
                 metrics.desired_replicas.labels(ref.namespace, ref.name).set(decision.replicas)
                 ready = (True, "Scaling", f"{kind} {name} is scaled on queue depth")
@@ -382,11 +384,13 @@ def pool_status(
 ) -> dict[str, Any]:
     """A pool's status; conditions keep their transition times while their status
     holds, and their messages carry no live counts, so an unchanged pool gives
-    an unchanged status."""
-    conditions = condition(
+    an unchanged status. A pool that is not Ready (its target is missing or
+    cannot be scaled) is also Stalled: it needs a person, and GitOps tools say
+    it failed (docs/observability.md)."""
+    conditions = ready_conditions(
         previous.get("conditions"),
-        type_="Ready",
-        status=ready[0],
+        ready=ready[0],
+        stalled=not ready[0],
         reason=ready[1],
         message=ready[2],
         generation=generation,

@@ -17,7 +17,7 @@ from sqlalchemy.exc import DBAPIError
 
 from eventix_operator.db import schedules as schedule_db
 from eventix_operator.logs import get_logger
-from eventix_operator.metrics import schedule_lateness
+from eventix_operator.metrics import schedule_lateness, schedule_missed_runs
 from eventix_operator.schedules.scheduler import ScheduleFiring, fire_due
 
 log = get_logger("eventix.scheduler")
@@ -90,6 +90,11 @@ class SchedulerLoop:
                 task_uid=uid,
                 lateness=round(lateness, 3),
             )
+        name = f"{s.k8s_namespace}/{s.k8s_name}"
+        if firing.skipped_forbid:
+            schedule_missed_runs().labels(name, "forbid").inc(len(firing.skipped_forbid))
+        if firing.missed:
+            schedule_missed_runs().labels(name, "catch_up").inc()
         if firing.skipped_forbid:
             log.info(
                 "schedule tick skipped: a run is still active (Forbid)",

@@ -341,7 +341,9 @@ def test_status_is_stable_while_nothing_but_time_passes(clock: FakeClock) -> Non
     first = status({}, 1)
     again = status(first, 2)
     assert again == first
-    assert [c["type"] for c in first["conditions"]] == ["Ready", "Active", "ScalingLimited"]
+    assert [c["type"] for c in first["conditions"]] == [
+        "Ready", "Reconciling", "Stalled", "Active", "ScalingLimited",
+    ]  # fmt: skip
     assert first["desiredReplicas"] == 3
     assert first["queueDepth"] == 30
     assert first["observedGeneration"] == 2
