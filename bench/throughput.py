@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import os
 import re
 import shutil
@@ -54,8 +55,9 @@ from eventix_operator.settings import get_settings  # noqa: E402
 
 TEMPLATE = "bench_template"
 #: The peers, in the order they run (after all of eventix's measurements).
-PEERS = ("pgqueuer", "procrastinate", "river")
+PEERS = ("pgqueuer", "procrastinate", "oban", "river")
 WORKER_CONCURRENCY = 10
+PYTHON = f"Python {sys.version.split()[0]}"
 #: Seconds between progress lines of long phases.
 PROGRESS_EVERY = 3.0
 #: Server settings worth printing next to the figures.
@@ -744,6 +746,49 @@ class Bench:
         self.report.add(drain.figure("peers (same server, no-op jobs)", name, extra))
         self.server.drop_database(database)
 
+    def oban(self) -> None:
+        section = "peers (same server, no-op jobs)"
+        if importlib.util.find_spec("oban") is None:
+            note = f"Oban's Python port (PyPI oban) needs Python >= 3.12; this is {PYTHON}"
+            say(f"\n--- Oban skipped: {note}")
+            self.report.add(Figure(section, "Oban drain", None, "skipped", note=note))
+            return
+        from bench import peer_oban as peer
+
+        n, limit = self.options.oban_tasks, WORKER_CONCURRENCY
+        self.phase(f"Oban drain: {n:,} no-op jobs, 1 worker process, queue limit {limit}")
+        database = self.server.fresh_database("oban", template=None)
+        started = time.perf_counter()
+        asyncio.run(peer.install_and_enqueue(self.server.dsn(database), n))
+        inserted = time.perf_counter() - started
+        self.server.analyze(database)
+        say(f"    {n:,} jobs inserted; starting 1 Oban worker process")
+        cmd = [sys.executable, "-m", "bench.peer_oban", "-n", str(n), "--limit", str(limit)]
+        spawned, wall, exits = run_drain(
+            [cmd],
+            self.peer_env(database),
+            self.workdir / "oban.log",
+            n,
+            lambda: self.server.query(
+                database, "SELECT count(*) FROM oban_jobs WHERE state = 'available'"
+            )[0][0],
+            self.options.timeout,
+        )
+        counts = dict(
+            self.server.query(database, "SELECT state::text, count(*) FROM oban_jobs GROUP BY 1")
+        )
+        first, last = self.server.query(
+            database, "SELECT min(attempted_at), max(completed_at) FROM oban_jobs"
+        )[0]
+        extra = [
+            "all completed" if counts == {"completed": n} else f"CHECK: {counts}",
+            f"queue limit {limit}; oban {version('oban')}, uvloop",
+            f"enqueue_many {rate(n, inserted)} (schema install included)",
+        ]
+        drain = Drain(n, spawned, wall, epoch(first), epoch(last), exits)
+        self.report.add(drain.figure(section, "Oban drain, 1 worker", "; ".join(extra)))
+        self.server.drop_database(database)
+
     def build_river(self) -> None:
         """Build River's bench program now, before any measurement (once per machine)."""
         from bench import peer_river as peer
@@ -836,6 +881,8 @@ class Bench:
         if "procrastinate" in options.peers:
             for workers in (1, 2):
                 self.procrastinate(workers)
+        if "oban" in options.peers:
+            self.oban()
         if "river" in options.peers:  # last, after the Python peers
             self.river()
 
@@ -858,6 +905,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=None,
         help="jobs for procrastinate, which drains a few hundred per second "
         "(default: min(N, 10,000))",
+    )
+    parser.add_argument(
+        "--oban-tasks",
+        type=int,
+        default=None,
+        help="jobs for Oban, which drains a few hundred per second (default: min(N, 10,000))",
     )
     parser.add_argument(
         "--pgqueuer-batches",
@@ -894,6 +947,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error(f"unknown peer(s) {', '.join(sorted(unknown))}: choose from {PEERS}")
     if options.procrastinate_tasks is None:
         options.procrastinate_tasks = min(options.tasks, 10_000)
+    if options.oban_tasks is None:
+        options.oban_tasks = min(options.tasks, 10_000)
     options.batch_size = get_settings().worker_batch_size
     return options
 
