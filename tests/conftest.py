@@ -1,1 +1,5 @@
-pytest_plugins = ["tests.support.postgres", "tests.support.kube"]
+pytest_plugins = [
+    "tests.support.postgres",
+    "tests.support.kube",
+    "tests.support.pgbouncer",
+]
