@@ -2,4 +2,5 @@ pytest_plugins = [
     "tests.support.postgres",
     "tests.support.kube",
     "tests.support.pgbouncer",
+    "tests.support.replication",
 ]
