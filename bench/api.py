@@ -31,7 +31,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -330,9 +329,9 @@ def run(args: argparse.Namespace) -> None:
 
     from eventix_operator.db.migrate import upgrade
     from eventix_operator.db.triggers import upsert_trigger
-    from eventix_operator.embedded import EmbeddedPostgres, free_port
+    from eventix_operator.embedded import EmbeddedPostgres, free_port, scratch_directory
 
-    workdir = Path(tempfile.mkdtemp(prefix="eventix-bench-api-"))
+    workdir = scratch_directory("eventix-bench-api-")
     embedded = None
     if args.database_url:
         admin_url = args.database_url

@@ -16,7 +16,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from eventix_operator.db.migrate import upgrade  # noqa: E402
-from eventix_operator.embedded import EmbeddedPostgres, free_port  # noqa: E402
+from eventix_operator.embedded import EmbeddedPostgres, free_port, scratch_directory  # noqa: E402
 from tools.kube.controlplane import kube_api_session  # noqa: E402
 
 GROUP, VERSION = "eventix.io", "v1alpha1"
@@ -55,7 +54,7 @@ def main() -> None:
     parser.add_argument("--schedule-seconds", type=int, default=60)
     args = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="eventix-bench-operator-"))
+    work = scratch_directory("eventix-bench-operator-")
     pg = EmbeddedPostgres(work / "pg")
     url = pg.start()
     engine = create_engine(url)

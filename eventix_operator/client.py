@@ -10,14 +10,16 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine
-from sqlalchemy.orm import Session
 
 from eventix_operator.db.engine import make_engine
 from eventix_operator.db.enqueue import NewTask, insert_tasks
 from eventix_operator.settings import get_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 __all__ = ["enqueue", "enqueue_many", "new_task"]
 
@@ -144,7 +146,7 @@ def enqueue_many(
 
 def _insert(items: Sequence[NewTask], connection: Connection | Session | None) -> list[str]:
     limit = get_settings().max_payload_bytes
-    if isinstance(connection, Session):
+    if connection is not None and not isinstance(connection, Connection):  # an ORM Session
         return insert_tasks(connection.connection(), items, payload_limit=limit)
     if connection is not None:
         return insert_tasks(connection, items, payload_limit=limit)

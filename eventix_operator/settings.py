@@ -9,6 +9,7 @@ is the name every PostgreSQL tool and Helm chart already uses.
 from __future__ import annotations
 
 import functools
+import re
 from typing import Any
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
@@ -157,10 +158,26 @@ class Settings(BaseSettings):
         return data
 
 
-def mask_url(url: str) -> str:
-    from sqlalchemy.engine import make_url
+#: Query parameters of a libpq URL that carry a secret.
+_SECRET_PARAMETERS = re.compile(r"(?i)([?&](?:password|sslpassword)=)[^&#]*")
 
-    return make_url(url).render_as_string(hide_password=True)
+
+def mask_url(url: str) -> str:
+    """``url`` with its password, in the user part or in ``password=`` and
+    ``sslpassword=`` query parameters, replaced by ``***``.
+
+    Plain string work, not a URL parser: it must keep libpq's multi-host URLs
+    (``h1:5432,h2:5432``) as they are, and load nothing heavy for `eventix config`.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return _SECRET_PARAMETERS.sub(r"\1***", url)
+    authority_end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    authority, tail = rest[:authority_end], rest[authority_end:]
+    userinfo, at, hosts = authority.rpartition("@")
+    if at and ":" in userinfo:
+        authority = f"{userinfo.split(':', 1)[0]}:***@{hosts}"
+    return f"{scheme}://{authority}" + _SECRET_PARAMETERS.sub(r"\1***", tail)
 
 
 @functools.cache

@@ -1,1 +1,7 @@
-pytest_plugins = ["tests.support.postgres", "tests.support.kube"]
+pytest_plugins = [
+    "tests.support.postgres",
+    "tests.support.kube",
+    "tests.support.gitops",
+    "tests.support.pgbouncer",
+    "tests.support.replication",
+]

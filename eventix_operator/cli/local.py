@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-import platformdirs
 import typer
 import yaml
 from sqlalchemy import Engine
@@ -16,17 +15,13 @@ from eventix_operator.db.engine import make_engine
 from eventix_operator.db.enqueue import NewTask, insert_tasks_once
 from eventix_operator.db.migrate import upgrade
 from eventix_operator.db.schedules import ScheduleDefinition
-from eventix_operator.embedded import EmbeddedPostgres
+from eventix_operator.embedded import EmbeddedPostgres, default_data_dir, earlier_root_data_dir
 from eventix_operator.registry import Registry, load_task_modules
 from eventix_operator.resources import schedule_definition, task_from_spec
 from eventix_operator.schedules.loop import SchedulerLoop
 from eventix_operator.schedules.scheduler import apply_schedule
 from eventix_operator.settings import Settings
 from eventix_operator.worker.run import run_worker, worker_config
-
-
-def default_data_dir() -> Path:
-    return Path(platformdirs.user_data_dir("eventix-operator")) / "pgdata"
 
 
 @dataclass
@@ -116,6 +111,7 @@ def run_local(
     modules: list[str],
     queues: list[str],
     data_dir: Path | None,
+    port: int | None = None,
     manifests: Path | None = None,
 ) -> None:
     registry = load_task_modules(modules)
@@ -123,7 +119,14 @@ def run_local(
     if settings.database_url is not None:
         url = settings.database_url.get_secret_value()
     else:
-        server = EmbeddedPostgres(data_dir or default_data_dir())
+        if data_dir is None and (earlier := earlier_root_data_dir()) is not None:
+            typer.echo(
+                f"note: eventix now keeps root's embedded database in {default_data_dir()}; "
+                f"the earlier one stays in {earlier} (to keep using it, stop eventix and "
+                f"`mv {earlier} {default_data_dir()}`)",
+                err=True,
+            )
+        server = EmbeddedPostgres(data_dir or default_data_dir(), port=port)
         typer.echo(f"starting embedded PostgreSQL in {server.data_dir} …", err=True)
         url = server.start()
         typer.echo(f"embedded PostgreSQL ready: {server.libpq_url}", err=True)

@@ -6,8 +6,6 @@ and exit with status 2; tracebacks are for bugs.
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
 import functools
 import json
 import os
@@ -16,26 +14,18 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
-from zoneinfo import ZoneInfo
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, ParamSpec, TypeVar
 
 import typer
-from sqlalchemy import Connection, Engine
 
-from eventix_operator.client import new_task
-from eventix_operator.db import admin
-from eventix_operator.db import schedules as schedule_db
-from eventix_operator.db.engine import make_engine
-from eventix_operator.db.enqueue import insert_tasks
-from eventix_operator.db.errors import DATABASE_ERRORS, database_unavailable, first_line
-from eventix_operator.db.migrate import upgrade
-from eventix_operator.db.rows import TaskRecord
-from eventix_operator.logs import configure_logging
-from eventix_operator.registry import load_task_modules
-from eventix_operator.schedules.scheduler import backfill
-from eventix_operator.schedules.ticks import parse_schedule, preview
-from eventix_operator.settings import Settings, get_settings
-from eventix_operator.worker.run import run_worker, worker_config
+# Each command imports what it needs when it runs: `eventix --help` or `eventix
+# tasks list` must not pay for kopf, the Kubernetes client, FastAPI or alembic
+# (tests/unit/test_cli_imports.py checks which modules a command loads).
+if TYPE_CHECKING:
+    from sqlalchemy import Connection, Engine
+
+    from eventix_operator.db.rows import TaskRecord
+    from eventix_operator.settings import Settings
 
 app = typer.Typer(
     name="eventix",
@@ -43,10 +33,15 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,  # plain help: loading rich costs more than the help itself
 )
-tasks_app = typer.Typer(help="Inspect and manage tasks.", no_args_is_help=True)
-queue_app = typer.Typer(help="Queue statistics.", no_args_is_help=True)
-schedule_app = typer.Typer(help="Preview and backfill schedules.", no_args_is_help=True)
+tasks_app = typer.Typer(
+    help="Inspect and manage tasks.", no_args_is_help=True, rich_markup_mode=None
+)
+queue_app = typer.Typer(help="Queue statistics.", no_args_is_help=True, rich_markup_mode=None)
+schedule_app = typer.Typer(
+    help="Preview and backfill schedules.", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(tasks_app, name="tasks")
 app.add_typer(queue_app, name="queue")
 app.add_typer(schedule_app, name="schedule")
@@ -74,23 +69,49 @@ def user_errors(func: Callable[P, R]) -> Callable[P, R]:
             return func(*args, **kwargs)
         except typer.Exit:
             raise
-        except DATABASE_ERRORS as exc:
-            if database_unavailable(exc):
-                fail(f"cannot reach the database: {first_line(exc).strip()}")
-            fail(f"the database refused it: {first_line(exc).strip()}")
-        except (ValueError, TypeError, LookupError, RuntimeError, ModuleNotFoundError) as exc:
-            fail(str(exc))
+        except Exception as exc:
+            message = user_error(exc)
+            if message is None:
+                raise
+            fail(message)
 
     return wrapper
 
 
-def settings() -> Settings:
+def user_error(exc: BaseException) -> str | None:
+    """The line to show for an error the user can fix, or None for a bug."""
+    if "sqlalchemy" in sys.modules or "psycopg" in sys.modules:  # loaded if it could have raised
+        import psycopg
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from eventix_operator.db.errors import database_unavailable, first_line
+
+        if isinstance(exc, SQLAlchemyError | psycopg.Error):
+            if database_unavailable(exc):
+                return f"cannot reach the database: {first_line(exc).strip()}"
+            return f"the database refused it: {first_line(exc).strip()}"
+    if isinstance(exc, ValueError | TypeError | LookupError | RuntimeError | ModuleNotFoundError):
+        return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, OSError):
+        return f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+    return None
+
+
+def settings(*, logs: bool = False) -> Settings:
+    """The settings; ``logs`` for commands that log as they work (a process, not a query)."""
+    from eventix_operator.settings import get_settings
+
     s = get_settings()
-    configure_logging(s.log_level, s.log_format)
+    if logs:
+        from eventix_operator.logs import configure_logging
+
+        configure_logging(s.log_level, s.log_format)
     return s
 
 
 def engine() -> Engine:
+    from eventix_operator.db.engine import make_engine
+
     return make_engine(settings())
 
 
@@ -132,6 +153,9 @@ def config_cmd() -> None:
 @user_errors
 def migrate() -> None:
     """Create or upgrade the database schema. Running it again changes nothing."""
+    from eventix_operator.db.migrate import upgrade
+
+    settings(logs=True)
     before, after = upgrade(engine())
     if before == after:
         typer.echo(f"schema is up to date (revision {after})")
@@ -154,7 +178,12 @@ def worker(
     burst: Annotated[bool, typer.Option(help="Exit 0 once no due task is left.")] = False,
 ) -> None:
     """Claim and run tasks until SIGTERM (then drain) or, with --burst, until done."""
-    s = settings()
+    import asyncio
+
+    from eventix_operator.registry import load_task_modules
+    from eventix_operator.worker.run import run_worker, worker_config
+
+    s = settings(logs=True)
     _import_path()
     registry = load_task_modules(_split(tasks))
     cfg = worker_config(s, queues=_split(queues), concurrency=concurrency, burst=burst)
@@ -175,6 +204,9 @@ def enqueue(
     max_retries: Annotated[int | None, typer.Option(min=0)] = None,
 ) -> None:
     """Enqueue a task and print its uid."""
+    from eventix_operator.client import new_task
+    from eventix_operator.db.enqueue import insert_tasks
+
     item = new_task(
         task,
         parse_json(args, "--args", list) or (),
@@ -213,16 +245,20 @@ def tasks_list(
     output: Annotated[Output, typer.Option()] = Output.table,
 ) -> None:
     """List tasks, newest first."""
+    from eventix_operator.db import admin
+
+    equals = {k: v for k, v in (("status", status), ("namespace", queue)) if v is not None}
     with engine().connect() as conn:
-        equals = {k: v for k, v in (("status", status), ("namespace", queue)) if v is not None}
-        newest_first = [("created_time", True)]
-        _print_tasks(admin.list_tasks(conn, equals=equals, order=newest_first, limit=limit), output)
+        found = admin.list_tasks(conn, equals=equals, order=[("created_time", True)], limit=limit)
+    _print_tasks(found, output)
 
 
 @tasks_app.command("show")
 @user_errors
 def tasks_show(uid: str, output: Annotated[Output, typer.Option()] = Output.table) -> None:
     """Show one task with its result or error."""
+    from eventix_operator.db import admin
+
     with engine().connect() as conn:
         record = admin.get_task(conn, uid)
     if record is None:
@@ -241,6 +277,8 @@ def _change_task(
     done: str,
 ) -> None:
     """Apply ``change``; when it does not apply, say why (unknown uid, or the status)."""
+    from eventix_operator.db import admin
+
     with engine().begin() as conn:
         record = admin.get_task(conn, uid)
         if record is None:
@@ -255,20 +293,28 @@ def _change_task(
 def tasks_retry(uid: str) -> None:
     """Run a finished, failed or cancelled task (or one waiting for its retry) again,
     now, with fresh attempts."""
-    _change_task(uid, admin.requeue_task, "scheduled again")
+    from eventix_operator.db.admin import requeue_task
+
+    _change_task(uid, requeue_task, "scheduled again")
 
 
 @tasks_app.command("cancel")
 @user_errors
 def tasks_cancel(uid: str) -> None:
     """Cancel a task that has not started."""
-    _change_task(uid, admin.cancel_task, "cancelled")
+    from eventix_operator.db.admin import cancel_task
+
+    _change_task(uid, cancel_task, "cancelled")
 
 
 @queue_app.command("stats")
 @user_errors
 def queue_stats(output: Annotated[Output, typer.Option()] = Output.table) -> None:
     """Tasks per queue and status, and how long the oldest due task has waited."""
+    import dataclasses
+
+    from eventix_operator.db import admin
+
     with engine().connect() as conn:
         stats = admin.queue_stats(conn)
     if output is Output.json:
@@ -282,6 +328,8 @@ def queue_stats(output: Annotated[Output, typer.Option()] = Output.table) -> Non
 
 def _aware(value: datetime, zone: str) -> datetime:
     """A time without an offset is read in the schedule's zone, as people write it."""
+    from zoneinfo import ZoneInfo
+
     return value if value.tzinfo is not None else value.replace(tzinfo=ZoneInfo(zone))
 
 
@@ -299,6 +347,8 @@ def schedule_preview(
     output: Annotated[Output, typer.Option()] = Output.table,
 ) -> None:
     """Print the next fire times, in the zone and in UTC."""
+    from eventix_operator.schedules.ticks import parse_schedule, preview
+
     cron = parse_schedule(expression, tz)
     begin = _aware(parse_time(start, "--from") or datetime.now(UTC), tz)
     ticks = preview(cron, begin, count)
@@ -320,6 +370,9 @@ def schedule_backfill(
     namespace: Annotated[str | None, typer.Option(help="Kubernetes namespace.")] = None,
 ) -> None:
     """Create the runs of every tick in a range; ticks that ran already are left alone."""
+    from eventix_operator.db import schedules as schedule_db
+    from eventix_operator.schedules.scheduler import backfill
+
     with engine().begin() as conn:
         found = schedule_db.find_schedules(conn, name, namespace)
         if not found:
@@ -342,7 +395,15 @@ def schedule_backfill(
 def local(
     tasks: Annotated[str, typer.Option(help="Task modules to import, comma-separated.")],
     data_dir: Annotated[
-        Path | None, typer.Option(help="Embedded database directory (default: user data dir).")
+        Path | None,
+        typer.Option(
+            help="Embedded database directory (default: the user's data directory; "
+            "as root /var/lib/eventix-operator/pgdata)."
+        ),
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(min=1, max=65535, help="Embedded database port (default: a free one)."),
     ] = None,
     queues: Annotated[str, typer.Option(help="Queues to take tasks from.")] = "default",
     manifests: Annotated[
@@ -356,10 +417,15 @@ def local(
     """
     from eventix_operator.cli.local import run_local
 
-    s = settings()
+    s = settings(logs=True)
     _import_path()
     run_local(
-        s, modules=_split(tasks), queues=_split(queues), data_dir=data_dir, manifests=manifests
+        s,
+        modules=_split(tasks),
+        queues=_split(queues),
+        data_dir=data_dir,
+        port=port,
+        manifests=manifests,
     )
 
 
@@ -386,7 +452,7 @@ def operator(
     """
     from eventix_operator.operator.main import run_operator
 
-    settings()
+    settings(logs=True)
     run_operator(namespaces=namespace or [], peering=peering, priority=priority, liveness=liveness)
 
 
@@ -403,7 +469,7 @@ def api(
     """
     from eventix_operator.api.serve import serve
 
-    serve(settings(), host=host, port=port, workers=workers)
+    serve(settings(logs=True), host=host, port=port, workers=workers)
 
 
 def main() -> None:

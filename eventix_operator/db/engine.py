@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from sqlalchemy import Engine, create_engine
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from eventix_operator.settings import Settings, normalise_database_url
+
+if TYPE_CHECKING:  # the asyncio extension loads the ORM: only processes that need it pay
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 
 def _options(settings: Settings) -> dict[str, object]:
@@ -24,6 +28,8 @@ def make_engine(settings: Settings, url: str | None = None) -> Engine:
 
 
 def make_async_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
+    from sqlalchemy.ext.asyncio import create_async_engine
+
     return create_async_engine(
         normalise_database_url(url or settings.require_database_url()), **_options(settings)
     )

@@ -14,15 +14,16 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-from sqlalchemy.ext.asyncio import AsyncEngine
+from typing import TYPE_CHECKING, Any
 
 from eventix_operator.db import statements
 from eventix_operator.db.errors import first_line, isolate
 from eventix_operator.db.payload import clean, dump_error
 from eventix_operator.db.rows import ClaimedTask, Fetch, TaskRecord
 from eventix_operator.retry import RetryPolicy
+
+if TYPE_CHECKING:  # the asyncio extension loads the ORM: only processes that need it pay
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 
 @dataclass(frozen=True, slots=True)

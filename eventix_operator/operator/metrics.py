@@ -1,7 +1,8 @@
 """The operator's Prometheus metrics: queue figures read from the database by
 the status-sync leader (gauges: they describe the table now, and finished rows
-disappear when their results expire), reconcile errors and pool decisions. (The
-scheduler it runs adds its lateness, see :mod:`eventix_operator.schedules.loop`.)
+disappear when their results expire), whether it leads, reconcile errors, pool
+decisions and the replicas their targets have. (The scheduler it runs adds its
+lateness and missed runs, see :mod:`eventix_operator.schedules.loop`.)
 """
 
 from __future__ import annotations
@@ -90,16 +91,29 @@ class OperatorMetrics:
             ["namespace", "pool"],
             registry=reg,
         )
+        self.current_replicas = Gauge(
+            "eventix_pool_current_replicas",
+            "Replicas a worker pool's target had when its scaler last looked (status.replicas).",
+            ["namespace", "pool"],
+            registry=reg,
+        )
         self.scalings = Counter(
             "eventix_pool_scalings",
             "Changes a worker pool's scaler made to its target, by direction.",
             ["namespace", "pool", "direction"],
             registry=reg,
         )
+        self.leader = Gauge(
+            "eventix_operator_leader",
+            "1 on the operator replica that holds the leader lock (status sync, queue "
+            "figures), else 0. Summed over replicas: 1 when all is well.",
+            registry=reg,
+        )
 
     def forget_pool(self, namespace: str, pool: str) -> None:
         for metric, extra in (
             (self.desired_replicas, [()]),
+            (self.current_replicas, [()]),
             (self.scalings, [("up",), ("down",)]),
         ):
             for labels in extra:

@@ -320,6 +320,8 @@ class PoolScaler:
                         events.append(_scaled(config, scale, decision))
                     else:
                         scale, decision, state = None, None, view.state
+            if scale is not None:
+                metrics.current_replicas.labels(ref.namespace, ref.name).set(scale.current)
             if decision is not None:
                 metrics.desired_replicas.labels(ref.namespace, ref.name).set(decision.replicas)
                 ready = (True, "Scaling", f"{kind} {name} is scaled on queue depth")

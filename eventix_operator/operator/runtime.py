@@ -112,12 +112,14 @@ class Runtime:
         self.sync.stopping.clear()
         syncing = asyncio.create_task(self.sync.run())
         self.leading = True
+        operator_metrics().leader.set(1)
         try:
             while not self.stopping.is_set():
                 await self._pause(3.0)
                 await asyncio.to_thread(locks.ping, conn)
         finally:
             self.leading = False
+            operator_metrics().leader.set(0)
             self.sync.stop()
             await syncing
 

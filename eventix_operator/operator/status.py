@@ -1,10 +1,17 @@
 """Resource status from database rows (and, for pools, from the scaler's
 decision): pure functions, Kubernetes conventions.
 
-``phase`` for people, ``conditions`` (``Ready``) and ``observedGeneration`` for
-tools (kstatus, Flux, Argo CD). A condition's ``lastTransitionTime`` only moves
-when its status does, so recomputing a status that did not change gives the
-same dict and nothing is written.
+``phase`` for people, ``conditions`` and ``observedGeneration`` for tools. The
+conditions say what GitOps tools must agree on (docs/observability.md): kstatus
+(Flux) reads ``Reconciling`` (True: in progress), ``Stalled`` (True: failed),
+then ``Ready``; the chart's Argo CD health check reads the same three the same
+way. So a task that waits or runs is Reconciling, as a Job is in progress; one
+that failed, or a spec the operator cannot use, is Stalled; everything else that
+works is Ready. Every status writes all three.
+
+A condition's ``lastTransitionTime`` only moves when its status does, so
+recomputing a status that did not change gives the same dict and nothing is
+written.
 """
 
 from __future__ import annotations
@@ -77,16 +84,31 @@ def ready_conditions(
     message: str,
     generation: int | None,
     now: datetime,
+    reconciling: tuple[str, str] | None = None,
 ) -> list[dict[str, Any]]:
-    """``Ready`` and kstatus' ``Stalled``: a resource that cannot progress without
-    a change (a failed task, an invalid spec) is Stalled, so Flux or ``kubectl
-    wait`` fail at once instead of waiting for their timeout."""
+    """``Ready`` and kstatus' ``Reconciling`` and ``Stalled``.
+
+    ``reconciling`` (reason, message) says the resource is still on its way (a
+    task waiting or running); a resource that cannot progress without a change (a
+    failed task, an invalid spec) is Stalled, so Flux or ``kubectl wait`` fail at
+    once instead of waiting for their timeout. Reconciling also replaces the
+    ``NotObserved`` condition the CRDs default a fresh resource's status to.
+    """
     conditions = condition(
         previous,
         type_="Ready",
         status=ready,
         reason=reason,
         message=message,
+        generation=generation,
+        now=now,
+    )
+    conditions = condition(
+        conditions,
+        type_="Reconciling",
+        status=reconciling is not None,
+        reason=reconciling[0] if reconciling else reason,
+        message=reconciling[1] if reconciling else "",
         generation=generation,
         now=now,
     )
@@ -122,7 +144,8 @@ def task_status(
     if generation is not None:
         status["observedGeneration"] = generation
     failed = phase == "Failed"
-    reason = {"Failed": "TaskFailed", "Cancelled": "TaskCancelled"}.get(phase, "Enqueued")
+    reasons = {"Succeeded": "TaskSucceeded", "Failed": "TaskFailed", "Cancelled": "TaskCancelled"}
+    reason = reasons.get(phase, "Enqueued")
     message = (
         status["error"]["message"]
         if failed and status["error"]
@@ -136,8 +159,25 @@ def task_status(
         message=message,
         generation=generation,
         now=now,
+        reconciling=_on_its_way(record, status),
     )
     return status
+
+
+def _on_its_way(record: TaskRecord, status: Mapping[str, Any]) -> tuple[str, str] | None:
+    """The Reconciling reason and message of a task that waits or runs, as a Job's."""
+    phase, attempts = status["phase"], status["attempts"]
+    if phase == "Pending":
+        return phase, f"waiting in queue {record.namespace}, due at {status['nextAttemptAt']}"
+    if phase == "Running":
+        return phase, f"attempt {attempts} is running"
+    if phase == "Retrying":
+        error = status["error"] or {}
+        return phase, (
+            f"attempt {attempts} failed ({error.get('type', 'Error')}: "
+            f"{error.get('message', '')}); next attempt at {status['nextAttemptAt']}"
+        )
+    return None
 
 
 def _error(error: Mapping[str, Any] | None) -> dict[str, str] | None:
@@ -239,7 +279,7 @@ def trigger_status(
 # -- EventixWorkerPool ------------------------------------------------------------
 
 #: The pool's conditions, in the order they are shown.
-POOL_CONDITIONS = ("Ready", "Stalled", "Active", "ScalingLimited")
+POOL_CONDITIONS = ("Ready", "Reconciling", "Stalled", "Active", "ScalingLimited")
 
 
 def ordered_pool_conditions(conditions: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -277,27 +317,18 @@ def pool_status(
 ) -> dict[str, Any]:
     """A pool's status; conditions keep their transition times while their status
     holds, and their messages carry no live counts, so an unchanged pool gives
-    an unchanged status."""
-    conditions = condition(
+    an unchanged status. A pool that is not Ready (its target is missing or
+    cannot be scaled) is also Stalled: it needs a person, and GitOps tools say
+    it failed (docs/observability.md)."""
+    conditions = ready_conditions(
         previous.get("conditions"),
-        type_="Ready",
-        status=ready[0],
+        ready=ready[0],
+        stalled=not ready[0],
         reason=ready[1],
         message=ready[2],
         generation=generation,
         now=now,
     )
-    if any(c.get("type") == "Stalled" for c in conditions):
-        # the spec was invalid before; it is not now
-        conditions = condition(
-            conditions,
-            type_="Stalled",
-            status=False,
-            reason="Progressing",
-            message="",
-            generation=generation,
-            now=now,
-        )
     if decision is not None:
         spec = config.scaling
         if decision.active:

@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from prometheus_client import Histogram
+from prometheus_client import Counter, Histogram
 from sqlalchemy import Engine
 
 from eventix_operator.db import schedules as schedule_db
@@ -38,6 +38,19 @@ def schedule_lateness() -> Histogram:
         "eventix_schedule_lateness_seconds",
         "How late schedule ticks were enqueued, from the tick instant.",
         buckets=LATENESS_BUCKETS,
+        registry=registry(),
+    )
+
+
+@one_per_process
+def schedule_missed_runs() -> Counter:
+    """Due ticks a schedule did not run, by schedule ("namespace/name") and reason."""
+    return Counter(
+        "eventix_schedule_missed_runs",
+        "Due ticks a schedule did not run: forbid (a run was still active; one per tick), "
+        "catch_up (ticks lost to downtime beyond catchUp, startingDeadlineSeconds or "
+        "maxCatchUpRuns; one per catch-up).",
+        ["schedule", "reason"],
         registry=registry(),
     )
 
@@ -105,6 +118,11 @@ class SchedulerLoop:
                 task_uid=uid,
                 lateness=round(lateness, 3),
             )
+        name = f"{s.k8s_namespace}/{s.k8s_name}"
+        if firing.skipped_forbid:
+            schedule_missed_runs().labels(name, "forbid").inc(len(firing.skipped_forbid))
+        if firing.missed:
+            schedule_missed_runs().labels(name, "catch_up").inc()
         if firing.skipped_forbid:
             log.info(
                 "schedule tick skipped: a run is still active (Forbid)",

@@ -123,7 +123,10 @@ class Worker:
                 self.claim_more = bool(claimed) and claimed == min(room, cfg.batch_size)
                 # None: the database did not answer, which says nothing about the queue
                 if cfg.burst and claimed == 0 and self._held() == 0:
-                    # outcomes still unrecorded are written by _drain below
+                    if self.outcomes or self.record_lock.locked():
+                        # A failure being recorded may be due again at once: look after it.
+                        await self._record_pending()
+                        continue
                     log.info("queue empty, burst done", **self.stats)
                     break
                 if self.claim_more and self._held() < self._capacity():

@@ -158,7 +158,11 @@ def test_tasks_that_go_wrong_fail_alone(processes: Processes, engine: Engine) ->
 
 def test_worker_wakes_on_notify_not_on_poll(processes: Processes, engine: Engine) -> None:
     processes.worker(EVENTIX_WORKER_POLL_INTERVAL="30")
-    time.sleep(1.5)  # let it start and go idle
+    with engine.begin() as conn:
+        first = enqueue("tests.record", [99], connection=conn)
+    # Started and listening (its first claim finds the task), then idle.
+    processes.wait_for(lambda: get(engine, first).status == "done", 60, "the worker to start")
+    time.sleep(0.5)
     latencies = []
     for i in range(5):
         start = time.monotonic()

@@ -45,6 +45,14 @@ EVERYTHING: dict[str, Any] = {
     "commonLabels": {"team": "platform"},
     "api": {"enabled": True, "auth": {"existingSecret": "eventix-api"}, "processes": 2},
     "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}},
+    "monitoring": {
+        "grafanaDashboard": {"enabled": True, "folder": "Eventix"},
+        "prometheusRule": {
+            "enabled": True,
+            "labels": {"release": "prom"},
+            "alertLabels": {"team": "platform"},
+        },
+    },
     "networkPolicy": {
         "enabled": True,
         "database": {"to": [{"ipBlock": {"cidr": "10.20.0.0/16"}}]},
@@ -158,8 +166,11 @@ class Tools:
 @pytest.fixture(scope="session")
 def tools(tmp_path_factory: pytest.TempPathFactory) -> Tools:
     """helm and kubectl from tools/kube/build.sh, with helm's own files in a temporary home."""
+    return make_tools(tmp_path_factory.mktemp("helm-home"))
+
+
+def make_tools(home: Path) -> Tools:
     paths = ensure_binaries("helm", "kubectl")
-    home = tmp_path_factory.mktemp("helm-home")
     env = {
         **os.environ,
         "HELM_CACHE_HOME": str(home / "cache"),

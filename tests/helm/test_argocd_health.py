@@ -1,151 +1,107 @@
-"""The Argo CD health checks, run as Argo CD runs them (Lua 5.1, `obj` set, a table returned),
-on statuses made by the operator's own status functions where it has them."""
+"""The chart's Argo CD health check reads kstatus' conditions as kstatus does.
+
+Each case is a status an operator might write, including ones ours never does (a Ready of
+Unknown, Reconciling and Stalled both True, no conditions at all). On each, three judges: Flux's
+kstatus (sigs.k8s.io/cli-utils), the script under gopher-lua as Argo CD runs it, and the same
+script under lupa's Lua 5.1 (which opens every standard library: it passes scripts gopher-lua
+with Argo CD's libraries refuses, so it is not enough alone). tests/kube/test_gitops_health.py
+does the same for every phase of every kind on the real API server.
+"""
 
 from __future__ import annotations
 
-import dataclasses
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import yaml
 
-from eventix_operator.db.rows import TaskRecord
-from eventix_operator.db.schedules import ScheduleHistory, ScheduleRecord
-from eventix_operator.operator.status import invalid_status, schedule_status, task_status
 from tests.helm.conftest import CHART
+from tests.support.gitops import VERDICTS, GitOpsTool
 from tools.chart.gen_argocd import GROUP, SCRIPTS
 
-# Lua 5.1, as Argo CD's gopher-lua; `lupa` is in the test extra.
 lua51 = pytest.importorskip("lupa.lua51", reason="needs lupa>=2.0 (the test extra)")
 
-NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+#: The Argo CD health of each kstatus status.
+ARGO = {kstatus: argo for kstatus, argo in VERDICTS.values()}
 
 
-def health(kind: str, obj: dict[str, Any]) -> tuple[str, str]:
-    """(status, message) of ``obj`` by the script argocd-cm.yaml gives Argo CD for ``kind``."""
+def script(kind: str) -> str:
     config = yaml.safe_load((CHART / "argocd" / "argocd-cm.yaml").read_text())
-    script = config["data"][f"resource.customizations.health.{GROUP}_{kind}"]
+    text: str = config["data"][f"resource.customizations.health.{GROUP}_{kind}"]
+    return text
+
+
+def under_lupa(kind: str, obj: dict[str, Any]) -> tuple[str, str]:
     runtime = lua51.LuaRuntime()
     runtime.globals().obj = runtime.table_from(obj, recursive=True)
-    result = runtime.execute(script)
+    result = runtime.execute(script(kind))
     return str(result["status"]), str(result["message"] or "")
 
 
-def resource(status: dict[str, Any] | None, *, generation: int = 1, **spec: Any) -> dict[str, Any]:
-    # Argo CD gives the script the object as JSON: None fields are absent (nil) in Lua.
-    def drop_none(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {k: drop_none(v) for k, v in value.items() if v is not None}
-        if isinstance(value, list):
-            return [drop_none(v) for v in value]
-        return value
+def cond(type_: str, status: str, reason: str = "Why", message: str = "") -> dict[str, Any]:
+    return {"type": type_, "status": status, "reason": reason, "message": message,
+            "lastTransitionTime": "2026-03-01T12:00:00Z"}  # fmt: skip
 
-    obj: dict[str, Any] = {"metadata": {"name": "x", "generation": generation}, "spec": spec}
+
+def obj(status: dict[str, Any] | None, *, generation: int = 1, **meta: Any) -> dict[str, Any]:
+    found: dict[str, Any] = {
+        "apiVersion": "eventix.io/v1alpha1",
+        "kind": "EventixTask",
+        "metadata": {"name": "x", "namespace": "ns", "generation": generation, **meta},
+        "spec": {"task": "t"},
+    }
     if status is not None:
-        obj["status"] = drop_none(status)
-    return obj
+        found["status"] = status
+    return found
 
 
-def task_record(status: str, **fields: Any) -> TaskRecord:
-    values: dict[str, Any] = {f.name: None for f in dataclasses.fields(TaskRecord)}
-    values.update(
-        uid="5b7c", task="myapp.tasks.send", namespace="default", status=status, attempts=1,
-        eta=NOW, started_at=NOW, finished_at=NOW + timedelta(seconds=3),
-    )  # fmt: skip
-    values.update(fields)
-    return TaskRecord(**values)
+CASES = {
+    "no status": obj(None),
+    "no conditions": obj({"observedGeneration": 1}),
+    "observed an older generation": obj({"observedGeneration": 1, "conditions": [
+        cond("Ready", "True")]}, generation=2),
+    "no observedGeneration": obj({"conditions": [cond("Ready", "True")]}, generation=3),
+    "ready": obj({"observedGeneration": 1, "conditions": [
+        cond("Ready", "True", message="fine"), cond("Reconciling", "False"),
+        cond("Stalled", "False")]}),
+    "ready false": obj({"conditions": [cond("Ready", "False", "TargetNotFound", "gone")]}),
+    "ready unknown": obj({"conditions": [cond("Ready", "Unknown", "Checking")]}),
+    "ready of an odd value": obj({"conditions": [cond("Ready", "Maybe")]}),
+    "reconciling": obj({"conditions": [cond("Ready", "True"), cond("Reconciling", "True",
+        "Running", "attempt 2 is running")]}),
+    "stalled": obj({"conditions": [cond("Ready", "False", "TaskFailed", "boom"),
+        cond("Stalled", "True", "TaskFailed", "boom")]}),
+    "stalled before reconciling": obj({"conditions": [cond("Stalled", "True", "A", "a"),
+        cond("Reconciling", "True", "B", "b")]}),
+    "reconciling before stalled": obj({"conditions": [cond("Reconciling", "True", "B", "b"),
+        cond("Stalled", "True", "A", "a")]}),
+    "a condition without message": obj({"conditions": [cond("Reconciling", "True", "Pending")]}),
+    "other conditions only": obj({"conditions": [cond("Active", "False")]}),
+    "deleted": obj({"conditions": [cond("Ready", "True")]},
+                   deletionTimestamp="2026-03-01T12:00:00Z", finalizers=["x"]),
+}  # fmt: skip
 
 
-def task(status: str, **fields: Any) -> dict[str, Any]:
-    return resource(
-        task_status(task_record(status, **fields), previous=None, generation=1, now=NOW)
-    )
+def test_the_script_judges_as_kstatus_under_gopher_lua_and_lupa(gitops_tool: GitOpsTool) -> None:
+    names = list(CASES)
+    objects = [CASES[n] for n in names]
+    kstatus = gitops_tool.kstatus(objects)
+    for kind in sorted(set(SCRIPTS)):
+        argocd = gitops_tool.argocd_health(script(kind), objects)
+        for name, k, a in zip(names, kstatus, argocd, strict=True):
+            assert ARGO[k.status] == a.status, f"{kind}, {name}: kstatus {k}, Argo CD {a}"
+            if k.status in ("InProgress", "Failed") and name != "deleted":
+                # The message of the condition that decided (or its reason), as kstatus gives it.
+                assert a.message == (k.message or a.message), (name, k, a)
+            if name != "deleted":  # Argo CD itself says Progressing before any script runs
+                assert under_lupa(kind, CASES[name])[0] == a.status, (kind, name)
 
 
-@pytest.mark.parametrize(
-    ("row", "expected", "says"),
-    [
-        (task_record("done", result={"ok": True}), "Healthy", "Succeeded on attempt 1"),
-        (task_record("scheduled", attempts=0), "Progressing", "Waiting in the queue"),
-        (task_record("processing"), "Progressing", "Attempt 1 running"),
-        (
-            task_record("retry", error={"type": "Timeout", "message": "slow"}),
-            "Progressing",
-            "failed (Timeout: slow); next at 2026-03-01T12:00:00Z",
-        ),
-        (
-            task_record("error", attempts=4, error={"type": "KeyError", "message": "'to'"}),
-            "Degraded",
-            "Failed after 4 attempt(s): KeyError: 'to'",
-        ),
-        (task_record("cancelled"), "Suspended", "Cancelled"),
-    ],
-    ids=["succeeded", "pending", "running", "retrying", "failed", "cancelled"],
-)
-def test_task_health_follows_its_phase(row: TaskRecord, expected: str, says: str) -> None:
-    obj = resource(task_status(row, previous=None, generation=1, now=NOW))
-    status, message = health("EventixTask", obj)
-    assert (status, says in message) == (expected, True), message
-
-
-def test_task_not_yet_seen_or_with_an_invalid_spec() -> None:
-    assert health("EventixTask", resource(None))[0] == "Progressing"
-    # A changed spec the operator has not handled yet: the old phase says nothing about it.
-    stale = task("done")
-    stale["metadata"]["generation"] = 2
-    assert health("EventixTask", stale) == (
-        "Progressing",
-        "Waiting for the operator to see generation 2",
-    )
-    invalid = resource(invalid_status("args: not a list", previous=None, generation=1, now=NOW))
-    assert health("EventixTask", invalid) == ("Degraded", "args: not a list")
-
-
-def schedule(
-    error: str | None = None, suspend: bool = False, generation: int = 1
-) -> dict[str, Any]:
-    values: dict[str, Any] = {f.name: None for f in dataclasses.fields(ScheduleRecord)}
-    values.update(
-        uid="u1", k8s_namespace="ns", k8s_name="nightly", generation=generation,
-        expression="0 2 * * *", time_zone="Europe/Berlin", suspend=suspend, error=error,
-        next_tick=NOW + timedelta(hours=14), last_tick=None,
-    )  # fmt: skip
-    status = schedule_status(
-        ScheduleRecord(**values), ScheduleHistory([], None, None), previous=None, now=NOW
-    )
-    return resource(status, generation=generation, suspend=suspend)
-
-
-def test_schedule_health() -> None:
-    assert health("EventixSchedule", schedule()) == ("Healthy", "Next run at 2026-03-02T02:00:00Z")
-    assert health("EventixSchedule", schedule(suspend=True))[0] == "Suspended"
-    status, message = health("EventixSchedule", schedule(error="bad cron expression: '61 * *'"))
-    assert (status, message) == ("Degraded", "bad cron expression: '61 * *'")
-    assert health("EventixSchedule", resource(None))[0] == "Progressing"
-    behind = schedule()
-    behind["metadata"]["generation"] = 3
-    assert health("EventixSchedule", behind)[0] == "Progressing"
-
-
-def ready(value: str | None, *, observed: int = 1) -> dict[str, Any]:
-    conditions = [] if value is None else [
-        {"type": "Active", "status": "False", "reason": "Idle", "message": "no tasks"},
-        {"type": "Ready", "status": value, "reason": "R", "message": f"ready is {value}"},
-    ]  # fmt: skip
-    return resource({"observedGeneration": observed, "conditions": conditions})
-
-
-@pytest.mark.parametrize("kind", ["EventixWorkerPool", "EventixTrigger"])
-def test_ready_condition_kinds(kind: str) -> None:
-    assert health(kind, ready("True")) == ("Healthy", "ready is True")
-    assert health(kind, ready("False")) == ("Degraded", "ready is False")
-    assert health(kind, ready("Unknown"))[0] == "Progressing"
-    assert health(kind, ready(None))[0] == "Progressing"
-    assert health(kind, resource(None))[0] == "Progressing"
-    stale = ready("True")
-    stale["metadata"]["generation"] = 2
-    assert health(kind, stale)[0] == "Progressing"
+def test_the_script_uses_only_what_argo_cd_opens(gitops_tool: GitOpsTool) -> None:
+    """gopher-lua with Argo CD's libraries refuses what lupa takes: string.*, os.*, io.*."""
+    for call in ("string.format('%s', 1)", "os.getenv('HOME')", "io.write('x')"):
+        [verdict] = gitops_tool.argocd_health(f"return {{status = {call}}}", [CASES["ready"]])
+        assert verdict.status == "Unknown", call
 
 
 def test_every_eventix_kind_has_a_health_check() -> None:

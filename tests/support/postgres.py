@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -23,7 +21,7 @@ from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import make_url
 
 from eventix_operator.db.migrate import upgrade
-from eventix_operator.embedded import EmbeddedPostgres
+from eventix_operator.embedded import EmbeddedPostgres, scratch_directory
 
 TEMPLATE = "eventix_template"
 
@@ -58,7 +56,7 @@ def pg_server() -> Iterator[PostgresServer]:
     else:
         # Not under pytest's basetemp: concurrent pytest sessions prune each other's
         # old basetemp directories, which would pull the data out from under the server.
-        data = Path(tempfile.mkdtemp(prefix="eventix-test-pg-")) / "data"
+        data = scratch_directory("eventix-test-pg-") / "data"
         embedded = EmbeddedPostgres(
             data,
             # Durability is not under test; speed is welcome.

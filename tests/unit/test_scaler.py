@@ -341,7 +341,9 @@ def test_status_is_stable_while_nothing_but_time_passes(clock: FakeClock) -> Non
     first = status({}, 1)
     again = status(first, 2)
     assert again == first
-    assert [c["type"] for c in first["conditions"]] == ["Ready", "Active", "ScalingLimited"]
+    assert [c["type"] for c in first["conditions"]] == [
+        "Ready", "Reconciling", "Stalled", "Active", "ScalingLimited",
+    ]  # fmt: skip
     assert first["desiredReplicas"] == 3
     assert first["queueDepth"] == 30
     assert first["observedGeneration"] == 2
@@ -361,5 +363,5 @@ def test_an_invalid_spec_is_stalled_until_it_is_fixed(clock: FakeClock) -> None:
     fixed = pool_status(config, load, Scale(1, 1), decision, ready=(True, "Scaling", "ok"),
                         previous=invalid, generation=2, last_scale=None, now=now)  # fmt: skip
     types = [c["type"] for c in fixed["conditions"]]
-    assert types == ["Ready", "Stalled", "Active", "ScalingLimited"]
-    assert fixed["conditions"][1]["status"] == "False"
+    assert types == ["Ready", "Reconciling", "Stalled", "Active", "ScalingLimited"]
+    assert fixed["conditions"][2]["status"] == "False"

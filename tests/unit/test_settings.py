@@ -1,7 +1,7 @@
 import pytest
 from pydantic import ValidationError
 
-from eventix_operator.settings import Settings
+from eventix_operator.settings import Settings, mask_url
 
 
 def test_plain_postgres_urls_get_the_psycopg_driver(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -27,6 +27,34 @@ def test_password_is_masked(monkeypatch: pytest.MonkeyPatch) -> None:
     masked = Settings().masked()
     assert "hunter2" not in str(masked)
     assert masked["database_url"] == "postgresql+psycopg://app:***@db/x"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://app:hunter2@db/x", "postgresql://app:***@db/x"),
+        (
+            "postgresql://app:p%40ss@db/x?sslmode=require",
+            "postgresql://app:***@db/x?sslmode=require",
+        ),
+        ("postgresql://app@db/x?password=hunter2", "postgresql://app@db/x?password=***"),
+        (
+            "postgresql://db/x?sslmode=verify-full&sslpassword=hunter2&application_name=a",
+            "postgresql://db/x?sslmode=verify-full&sslpassword=***&application_name=a",
+        ),
+        (
+            "postgresql://app:hunter2@h1:5432,h2:5432/db?target_session_attrs=read-write",
+            "postgresql://app:***@h1:5432,h2:5432/db?target_session_attrs=read-write",
+        ),
+        (
+            "postgresql:///db?host=/run/pg&PASSWORD=hunter2",
+            "postgresql:///db?host=/run/pg&PASSWORD=***",
+        ),
+        ("postgresql://app@db/x", "postgresql://app@db/x"),
+    ],
+)
+def test_every_password_of_a_url_is_masked(url: str, shown: str) -> None:
+    assert mask_url(url) == shown
 
 
 def test_invalid_values_are_rejected(monkeypatch: pytest.MonkeyPatch) -> None:

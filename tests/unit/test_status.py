@@ -58,6 +58,39 @@ def test_failure_is_not_ready_and_stalled_with_the_message() -> None:
     assert (stalled["status"], stalled["reason"]) == ("True", "TaskFailed")
 
 
+@pytest.mark.parametrize(
+    ("db_status", "reconciling", "stalled"),
+    [("scheduled", "Pending", False), ("processing", "Running", False),
+     ("retry", "Retrying", False), ("done", None, False), ("error", None, True),
+     ("cancelled", None, False)],
+)  # fmt: skip
+def test_a_task_on_its_way_is_reconciling_and_a_failed_one_stalled(
+    db_status: str, reconciling: str | None, stalled: bool
+) -> None:
+    """What kstatus and the Argo CD health check read (docs/observability.md)."""
+    row = record(status=db_status, attempts=2, error={"type": "E", "message": "boom"})
+    found = conditions(task_status(row, previous=None, generation=1, now=T0))
+    assert set(found) == {"Ready", "Reconciling", "Stalled"}
+    on_its_way = found["Reconciling"]
+    assert on_its_way["status"] == ("True" if reconciling else "False")
+    if reconciling:
+        assert on_its_way["reason"] == reconciling
+    assert found["Stalled"]["status"] == ("True" if stalled else "False")
+    assert found["Ready"]["status"] == ("False" if stalled else "True")
+
+
+def test_reconciling_messages_say_what_the_task_waits_for() -> None:
+    def message(**changes: Any) -> str:
+        status = task_status(record(**changes), previous=None, generation=1, now=T0)
+        return str(conditions(status)["Reconciling"]["message"])
+
+    assert message() == "waiting in queue default, due at 2026-01-01T00:00:00Z"
+    assert message(status="processing", attempts=1) == "attempt 1 is running"
+    assert message(status="retry", attempts=1, error={"type": "E", "message": "x"}) == (
+        "attempt 1 failed (E: x); next attempt at 2026-01-01T00:00:00Z"
+    )
+
+
 def test_retrying_shows_when_the_next_attempt_is() -> None:
     retrying = record(status="retry", eta=T0 + timedelta(seconds=30), error={"type": "E"})
     status = task_status(retrying, previous=None, generation=None, now=T0)

@@ -19,12 +19,14 @@ from tools.chart.output import write_or_check
 ARGOCD = Path(__file__).resolve().parents[2] / "helm" / "eventix-operator" / "argocd"
 GROUP = "eventix.io"
 
-#: Kind -> the script that judges its health (kinds with only a Ready condition share one).
+#: Kind -> the script that judges its health. Every kind shares the one that reads kstatus'
+#: conditions as kstatus does (a new kind adds its line; its status functions write Ready,
+#: Reconciling and Stalled, and its CRD defaults conditions as the others do).
 SCRIPTS = {
-    "EventixTask": "health-eventixtask.lua",
-    "EventixSchedule": "health-eventixschedule.lua",
-    "EventixWorkerPool": "health-ready.lua",
-    "EventixTrigger": "health-ready.lua",
+    "EventixTask": "health-conditions.lua",
+    "EventixSchedule": "health-conditions.lua",
+    "EventixWorkerPool": "health-conditions.lua",
+    "EventixTrigger": "health-conditions.lua",
 }
 
 HEADER = """\

@@ -107,13 +107,15 @@ main() {
             flock 9
             if [ ! -x "$out" ]; then
                 echo "building $name $version (first time on this machine, takes several minutes)…" >&2
-                local start=$SECONDS tmp="$out.tmp.$$"
+                local start=$SECONDS tmp="$out.tmp.$$" log="$dir/build.log"
+                # Go's own lines (a "go: downloading" per module) go to a log, shown on failure.
                 (
                     cd "$moddir"
                     GOFLAGS="-trimpath ${GOFLAGS:-}" CGO_ENABLED=0 "$go" build -ldflags="$ldflags" -o "$tmp" "$pkg"
-                ) || {
+                ) >"$log" 2>&1 || {
                     rm -f "$tmp"
-                    echo "build.sh: building $name $version failed (see the go output above)" >&2
+                    cat "$log" >&2
+                    echo "build.sh: building $name $version failed (the go output is above, and in $log)" >&2
                     exit 1
                 }
                 mv -f "$tmp" "$out"

@@ -279,7 +279,7 @@ def free_ports(count: int) -> list[int]:
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+def die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
     """Ask Linux to SIGKILL the child when its parent (pytest, the bench) dies, even by
     SIGKILL (no atexit then)."""
     with contextlib.suppress(Exception):
@@ -303,7 +303,7 @@ class Process:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+                preexec_fn=die_with_parent if sys.platform == "linux" else None,
             )
         log.debug("started %s (pid %d): %s", self.name, self.popen.pid, " ".join(self.argv))
 
@@ -375,7 +375,7 @@ def _pid_alive(pid: int) -> bool:
 
 def _reap_stale_workdirs(base: str) -> None:
     """Remove work directories left by sessions that were killed (their children died with
-    them, see _die_with_parent, but a killed process cleans up no files)."""
+    them, see die_with_parent, but a killed process cleans up no files)."""
     for path in Path(base).glob(f"{WORKDIR_PREFIX}*"):
         try:
             owner = int((path / OWNER_FILE).read_text())
@@ -419,7 +419,7 @@ class LocalControlPlane:
         (self.workdir / OWNER_FILE).write_text(str(os.getpid()))
         # Safety net: the same cleanup when this object is collected and, at the latest, at
         # interpreter exit (weakref.finalize runs at exit by default). If pytest is killed
-        # outright, PR_SET_PDEATHSIG ends the children (see _die_with_parent).
+        # outright, PR_SET_PDEATHSIG ends the children (see die_with_parent).
         weakref.finalize(self, _stop_all, self._processes, self.workdir)
         try:
             self._start(started + timeout)

@@ -339,3 +339,14 @@ KEDA's query: due tasks (pending, eta passed) plus running ones in the pool's qu
 {{- define "eventix-operator.kedaQuery" -}}
 SELECT count(*) FROM eventix_task WHERE namespace IN ({{ include "eventix-operator.sqlList" .Values.workers.queues }}) AND (status = 'processing' OR (status IN ('scheduled', 'retry') AND eta <= now()))
 {{- end }}
+
+{{/* PromQL label selectors (inside {}) of the operator's and the workers' series: the job the
+chart's ServiceMonitors give them (their Service's name) in the release namespace, or the
+monitoring.selectors values. */}}
+{{- define "eventix-operator.operatorSeries" -}}
+{{- .Values.monitoring.selectors.operator | default (printf "job=%q, namespace=%q" (include "eventix-operator.operatorName" .) .Release.Namespace) }}
+{{- end }}
+
+{{- define "eventix-operator.workerSeries" -}}
+{{- .Values.monitoring.selectors.worker | default (printf "job=%q, namespace=%q" (include "eventix-operator.workerName" .) .Release.Namespace) }}
+{{- end }}
