@@ -16,7 +16,7 @@ from prometheus_client import Counter, Histogram
 from sqlalchemy import Engine
 
 from eventix_operator.db import schedules as schedule_db
-from eventix_operator.db.errors import log_failure
+from eventix_operator.db.errors import database_unavailable, log_failure
 from eventix_operator.logs import get_logger
 from eventix_operator.metrics import one_per_process, registry
 from eventix_operator.schedules.scheduler import ScheduleFiring, fire_due
@@ -84,9 +84,20 @@ class SchedulerLoop:
         self.wakeup.set()
 
     def fire_once(self) -> tuple[list[ScheduleFiring], datetime | None]:
-        """One pass in one transaction; returns the firings and the next wake time."""
-        with self.engine.begin() as conn:
-            firings = fire_due(conn, self.clock(), payload_limit=self.payload_limit)
+        """One pass in one transaction; returns the firings and the next wake time.
+
+        A pass that fails for any reason but an outage is done again with each
+        schedule on its own, so that the one at fault stops and the others fire.
+        """
+        now = self.clock()
+        try:
+            with self.engine.begin() as conn:
+                firings = fire_due(conn, now, payload_limit=self.payload_limit)
+        except Exception as exc:
+            if database_unavailable(exc):
+                raise
+            with self.engine.begin() as conn:
+                firings = fire_due(conn, now, payload_limit=self.payload_limit, isolated=True)
         with self.engine.connect() as conn:
             return firings, schedule_db.next_schedule_wake(conn)
 

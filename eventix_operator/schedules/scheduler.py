@@ -53,16 +53,24 @@ def apply_schedule(
     return schedule_db.upsert_schedule(conn, definition, error=None, next_tick=next_tick), None
 
 
-def fire_due(conn: Connection, now: datetime, *, payload_limit: int) -> list[ScheduleFiring]:
+def fire_due(
+    conn: Connection, now: datetime, *, payload_limit: int, isolated: bool = False
+) -> list[ScheduleFiring]:
     """Fire every due tick of every schedule this caller can lock, in the caller's
     transaction; commit to make them visible (and to release the locks).
 
-    Each schedule fires in a savepoint of its own: one whose template the
-    database refuses (or that trips any error but an outage) is stopped with
-    that error in its status, and the others still fire.
+    ``isolated``: each schedule fires in a savepoint of its own, and one whose
+    tick cannot be enqueued (a template the database refuses, or any error but
+    an outage) is stopped with that error in its status while the others still
+    fire. Two more round trips per schedule, so :meth:`SchedulerLoop.fire_once
+    <eventix_operator.schedules.loop.SchedulerLoop.fire_once>` asks for it only
+    to redo a pass that failed.
     """
     firings: list[ScheduleFiring] = []
     for schedule in schedule_db.lock_due_schedules(conn, now):
+        if not isolated:
+            firings.append(fire_schedule(conn, schedule, now, payload_limit=payload_limit))
+            continue
         try:
             with conn.begin_nested():
                 firings.append(fire_schedule(conn, schedule, now, payload_limit=payload_limit))

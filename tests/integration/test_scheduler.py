@@ -10,6 +10,7 @@ from sqlalchemy import Engine, text
 
 from eventix_operator.db import schedules as schedule_db
 from eventix_operator.resources import schedule_definition
+from eventix_operator.schedules.loop import SchedulerLoop
 from eventix_operator.schedules.scheduler import apply_schedule, backfill, fire_due
 
 T0 = datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)
@@ -204,7 +205,8 @@ def test_deleting_a_schedule_removes_its_runs(engine: Engine) -> None:
 def test_a_template_that_cannot_be_enqueued_stops_only_its_schedule(engine: Engine) -> None:
     good = define(engine, "good")
     bad = define(engine, "bad", template={"task": "tick", "kwargs": {"text": "x" * LIMIT}})
-    firings = fire(engine, T0 + timedelta(seconds=2))
+    loop = SchedulerLoop(engine, payload_limit=LIMIT, clock=lambda: T0 + timedelta(seconds=2))
+    firings, _ = loop.fire_once()
     assert [t for t, _ in runs(engine, good)] == [T0 + timedelta(seconds=2)]
     assert runs(engine, bad) == []
     [failed] = [f for f in firings if f.schedule.uid == bad]
