@@ -28,9 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from eventix_operator.db.migrate import upgrade  # noqa: E402
-from eventix_operator.embedded import EmbeddedPostgres, scratch_directory  # noqa: E402
-from tests.support.kube import kube_api_session  # noqa: E402
-from tests.support.processes import free_port  # noqa: E402
+from eventix_operator.embedded import EmbeddedPostgres, free_port, scratch_directory  # noqa: E402
+from tools.kube.controlplane import kube_api_session  # noqa: E402
 
 GROUP, VERSION = "eventix.io", "v1alpha1"
 

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,7 @@ elif str(REPO) not in sys.path:
 
 from bench import noop_tasks  # noqa: E402
 from eventix_operator import client  # noqa: E402
-from eventix_operator.db import queries  # noqa: E402
+from eventix_operator.db import statements  # noqa: E402
 from eventix_operator.db.migrate import upgrade  # noqa: E402
 from eventix_operator.embedded import (  # noqa: E402
     EmbeddedPostgres,
@@ -606,12 +606,12 @@ class Bench:
         takes that array and a no-op (JSON null) result per task, as the worker sends.
         pgbench's ``:name`` variables are the statements' own bind parameters.
         """
-        claim = " ".join(str(queries.CLAIM_TASKS).split())
-        complete = " ".join(str(queries.COMPLETE_TASKS).split())
+        claim = " ".join(str(statements.CLAIM_TASKS).split())
+        complete = " ".join(str(statements.COMPLETE_TASKS).split())
         no_op_results = "array_fill(CAST('null' AS jsonb), ARRAY[CAST(:n AS int)])"
         for old, new in (
-            ("CAST(:uid AS uuid[])", "CAST(:uids AS uuid[])"),
-            ("CAST(:result AS jsonb[])", no_op_results),
+            ("CAST(:uid AS UUID[])", "CAST(:uids AS uuid[])"),
+            ("CAST(:result AS JSONB[])", no_op_results),
         ):
             if old not in complete:
                 raise RuntimeError(f"COMPLETE_TASKS changed: {old!r} not found; update the bench")
@@ -640,7 +640,8 @@ class Bench:
             str(embedded.tool("pgbench")), "--no-vacuum", "--protocol=prepared",
             f"--file={script}", f"--client={clients}", f"--jobs={clients}",
             f"--transactions={-(-n // (batch * clients))}",
-            "-D", "queues={default}", "-D", "worker_id=pgbench", "-D", f"limit={batch}",
+            "-D", "queues={default}", "-D", "worker_id=pgbench", "-D", "worker_ids={pgbench}",
+            "-D", f"limit={batch}",
             "-D", "lease_seconds=30",
             "-h", "127.0.0.1", "-p", str(embedded.port), "-U", "postgres", database,
         ]  # fmt: skip
@@ -956,6 +957,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return options
 
 
+def installed(package: str) -> str:
+    """Its version, or "not installed" (the peers are optional with --no-peers)."""
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "not installed"
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     options = parse_args(argv)
     workdir = scratch_directory("eventix-bench-")
@@ -984,9 +993,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"load average: 1-min between {min(bench.report.loads):.2f} and "
             f"{max(bench.report.loads):.2f} at phase starts; 1/5/15-min {start_load} at the "
             f"start, {load_average()} at the end",
-            f"versions: eventix-operator {version('eventix-operator')}, "
-            f"pgqueuer {version('pgqueuer')}, procrastinate {version('procrastinate')}, "
-            f"psycopg {version('psycopg')}, SQLAlchemy {version('sqlalchemy')}, "
+            f"versions: eventix-operator {installed('eventix-operator')}, "
+            f"pgqueuer {installed('pgqueuer')}, procrastinate {installed('procrastinate')}, "
+            f"psycopg {installed('psycopg')}, SQLAlchemy {installed('sqlalchemy')}, "
             f"Python {sys.version.split()[0]}",
             "drain rates: N / (last task finished - worker processes spawned), process start-up "
             "included; 'active' = N / (last finished - first started); task times as the "

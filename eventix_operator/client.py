@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, Engine
 
 from eventix_operator.db.engine import make_engine
-from eventix_operator.db.tasks import NewTask, insert_tasks
+from eventix_operator.db.enqueue import NewTask, insert_tasks
 from eventix_operator.settings import get_settings
 
 if TYPE_CHECKING:

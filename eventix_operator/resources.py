@@ -9,8 +9,8 @@ from datetime import datetime
 from typing import Any
 
 from eventix_operator.client import new_task
+from eventix_operator.db.enqueue import NewTask
 from eventix_operator.db.schedules import ScheduleDefinition
-from eventix_operator.db.tasks import NewTask
 
 GROUP = "eventix.io"
 VERSION = "v1alpha1"

@@ -25,32 +25,9 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from eventix_operator.api.models import EventixStatus, EventixTask, EventixTaskIn
-from eventix_operator.db.api_tasks import TaskWrite
-from eventix_operator.db.tasks import NewTask, TaskRecord
-
-#: Statuses in which the latest attempt is not a failure that led to a retry.
-_RUN_IN_PROGRESS_OR_OVER = frozenset({"processing", "done", "error", "cancelled"})
-
-
-def failures_so_far(status: str, attempts: int) -> int:
-    """Runs that failed and were retried: Eventix has counted ``max_retries``
-    down once for each."""
-    return attempts - 1 if status in _RUN_IN_PROGRESS_OR_OVER and attempts > 0 else attempts
-
-
-def remaining_retries(record: TaskRecord) -> int | None:
-    if record.max_retries is None:
-        return None
-    return max(record.max_retries - failures_so_far(record.status, record.attempts), 0)
-
-
-def next_increment(record: TaskRecord) -> int:
-    """Seconds the next failure waits: Eventix's doubled ``error_eta_inc``, which
-    is also the native backoff ``min(inc * 2**(attempt-1), max)``."""
-    doublings = failures_so_far(record.status, record.attempts)
-    if doublings >= 32:
-        return record.error_eta_max
-    return int(min(record.error_eta_inc * 2**doublings, record.error_eta_max))
+from eventix_operator.db.enqueue import NewTask
+from eventix_operator.db.rows import TaskRecord
+from eventix_operator.db.writeback import TaskWrite
 
 
 def eventix_error(error: dict[str, Any]) -> Any:
@@ -110,8 +87,8 @@ def task_out(record: TaskRecord) -> EventixTask:
         worker_id=record.worker_id,
         worker_expires=_utc(record.worker_expires),
         retry=record.retry,
-        max_retries=remaining_retries(record),
-        error_eta_inc=next_increment(record),
+        max_retries=record.policy.remaining(record.status, record.attempts),
+        error_eta_inc=record.policy.next_wait(record.status, record.attempts),
         error_eta_max=record.error_eta_max,
         store_result=record.store_result,
         result=result,

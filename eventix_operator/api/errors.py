@@ -12,7 +12,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi.responses import JSONResponse
+import psycopg
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy import exc as sa_exc
+
+from eventix_operator.db import payload
+from eventix_operator.db.errors import database_unavailable, first_line
+from eventix_operator.logs import get_logger
+
+log = get_logger("eventix.api")
 
 
 class ApiError(Exception):
@@ -101,3 +111,47 @@ def http_error(
 ) -> JSONResponse:
     """FastAPI's ``{"detail": ...}`` body, as Eventix answers an ``HTTPException``."""
     return JSONResponse({"detail": detail}, status_code=status_code, headers=headers)
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    """Eventix's error documents for what the routes raise; a database outage is
+    a 503 that clients retry, a value the database refuses a 422, anything else
+    a 500 whose traceback stays in our log."""
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> Response:
+        return exc.response()
+
+    @app.exception_handler(payload.PayloadTooLarge)
+    async def too_large(request: Request, exc: payload.PayloadTooLarge) -> Response:
+        return PayloadTooLarge(str(exc)).response()
+
+    @app.exception_handler(payload.NotStorable)
+    async def not_storable(request: Request, exc: payload.NotStorable) -> Response:
+        return InvalidRequest(str(exc)).response()
+
+    @app.exception_handler(sa_exc.SQLAlchemyError)
+    @app.exception_handler(psycopg.Error)
+    @app.exception_handler(OSError)
+    async def database_error(request: Request, exc: Exception) -> Response:
+        if database_unavailable(exc):
+            log.warning("database unavailable", path=request.url.path, error=first_line(exc))
+            return http_error(
+                503,
+                {"error_class": "DatabaseUnavailable", "error_message": "database unavailable"},
+                {"retry-after": "1"},
+            )
+        if isinstance(getattr(exc, "orig", exc), psycopg.DataError):
+            message = f"the database cannot store this value: {first_line(exc)}"
+            return InvalidRequest(message).response()
+        return await internal_error(request, exc)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> Response:
+        log.exception("request failed", path=request.url.path, method=request.method)
+        detail = {
+            "error_class": type(exc).__name__,
+            "error_message": "internal server error (see the server log)",
+            "error_traceback": "",
+        }
+        return JSONResponse({"detail": jsonable_encoder(detail)}, status_code=500)

@@ -14,11 +14,12 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import psycopg
-
+from eventix_operator.api.hotpath import HotPaths
 from eventix_operator.api.triggers import CodeResult, TriggerStats
-from eventix_operator.db.api_tasks import AsyncApiStore
-from eventix_operator.db.tasks import NewTask, PayloadTooLarge, TaskRecord, insert_params
+from eventix_operator.db.enqueue import NewTask, validate
+from eventix_operator.db.errors import database_unavailable, first_line
+from eventix_operator.db.payload import NotStorable, PayloadTooLarge
+from eventix_operator.db.rows import TaskRecord
 from eventix_operator.db.triggers import (
     EventContext,
     TemplateError,
@@ -40,12 +41,11 @@ class _Made:
 
 
 async def fire_event(
-    store: AsyncApiStore,
+    store: HotPaths,
     event: EventContext,
     code_results: Sequence[CodeResult],
     *,
     stats: TriggerStats,
-    payload_limit: int,
 ) -> list[TaskRecord]:
     """Enqueue the tasks of code triggers and of the table's triggers for ``event``;
     returns them (a task merged into a pending one by unique key is that one)."""
@@ -72,23 +72,23 @@ async def fire_event(
     storable: list[_Made] = []
     for item in made:
         try:
-            insert_params([item.task], payload_limit=payload_limit)
-        except (PayloadTooLarge, TypeError, ValueError) as exc:
+            validate(item.task, store.payload_limit)
+        except (NotStorable, PayloadTooLarge, ValueError) as exc:
             _failed(stats, item.label, item.row_uid, event, str(exc))
         else:
             storable.append(item)
 
     outcomes = await asyncio.gather(
-        *(store.insert_task(i.task, payload_limit=payload_limit) for i in storable),
+        *(store.insert_task(i.task) for i in storable),
         return_exceptions=True,
     )
     records: list[TaskRecord] = []
     for item, outcome in zip(storable, outcomes, strict=True):
-        if isinstance(outcome, psycopg.IntegrityError | psycopg.DataError):
-            _failed(stats, item.label, item.row_uid, event, str(outcome).splitlines()[0])
+        if isinstance(outcome, Exception) and not database_unavailable(outcome):
+            _failed(stats, item.label, item.row_uid, event, first_line(outcome))
             continue
         if isinstance(outcome, BaseException):
-            raise outcome  # the database is down, or a bug: the request fails
+            raise outcome  # the database is down: the request fails, and is tried again
         stats.count(item.label, "fired")
         if item.row_uid is not None:
             stats.queue(TriggerOutcome(item.row_uid, fired=1))

@@ -33,7 +33,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from eventix_operator.api.convert import new_task
 from eventix_operator.api.models import EventixEventIn, EventixTaskIn
-from eventix_operator.db.tasks import NewTask
+from eventix_operator.db.enqueue import NewTask
 from eventix_operator.db.triggers import EventContext, TriggerOutcome
 from eventix_operator.logs import get_logger
 

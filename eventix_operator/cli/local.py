@@ -12,9 +12,9 @@ import yaml
 from sqlalchemy import Engine
 
 from eventix_operator.db.engine import make_engine
+from eventix_operator.db.enqueue import NewTask, insert_tasks_once
 from eventix_operator.db.migrate import upgrade
 from eventix_operator.db.schedules import ScheduleDefinition
-from eventix_operator.db.tasks import NewTask, insert_tasks_once
 from eventix_operator.embedded import EmbeddedPostgres, default_data_dir, earlier_root_data_dir
 from eventix_operator.registry import Registry, load_task_modules
 from eventix_operator.resources import schedule_definition, task_from_spec

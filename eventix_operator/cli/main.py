@@ -24,7 +24,7 @@ import typer
 if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine
 
-    from eventix_operator.db.tasks import TaskRecord
+    from eventix_operator.db.rows import TaskRecord
     from eventix_operator.settings import Settings
 
 app = typer.Typer(
@@ -80,9 +80,16 @@ def user_errors(func: Callable[P, R]) -> Callable[P, R]:
 
 def user_error(exc: BaseException) -> str | None:
     """The line to show for an error the user can fix, or None for a bug."""
-    sqlalchemy_errors = sys.modules.get("sqlalchemy.exc")  # loaded if it could have raised
-    if sqlalchemy_errors is not None and isinstance(exc, sqlalchemy_errors.OperationalError):
-        return f"cannot reach the database: {str(exc.orig).strip().splitlines()[0]}"
+    if "sqlalchemy" in sys.modules or "psycopg" in sys.modules:  # loaded if it could have raised
+        import psycopg
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from eventix_operator.db.errors import database_unavailable, first_line
+
+        if isinstance(exc, SQLAlchemyError | psycopg.Error):
+            if database_unavailable(exc):
+                return f"cannot reach the database: {first_line(exc).strip()}"
+            return f"the database refused it: {first_line(exc).strip()}"
     if isinstance(exc, ValueError | TypeError | LookupError | RuntimeError | ModuleNotFoundError):
         return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if isinstance(exc, OSError):
@@ -198,7 +205,7 @@ def enqueue(
 ) -> None:
     """Enqueue a task and print its uid."""
     from eventix_operator.client import new_task
-    from eventix_operator.db.tasks import insert_tasks
+    from eventix_operator.db.enqueue import insert_tasks
 
     item = new_task(
         task,
@@ -238,20 +245,22 @@ def tasks_list(
     output: Annotated[Output, typer.Option()] = Output.table,
 ) -> None:
     """List tasks, newest first."""
-    from eventix_operator.db import tasks as task_db
+    from eventix_operator.db import admin
 
+    equals = {k: v for k, v in (("status", status), ("namespace", queue)) if v is not None}
     with engine().connect() as conn:
-        _print_tasks(task_db.list_tasks(conn, status=status, queue=queue, limit=limit), output)
+        found = admin.list_tasks(conn, equals=equals, order=[("created_time", True)], limit=limit)
+    _print_tasks(found, output)
 
 
 @tasks_app.command("show")
 @user_errors
 def tasks_show(uid: str, output: Annotated[Output, typer.Option()] = Output.table) -> None:
     """Show one task with its result or error."""
-    from eventix_operator.db import tasks as task_db
+    from eventix_operator.db import admin
 
     with engine().connect() as conn:
-        record = task_db.get_task(conn, uid)
+        record = admin.get_task(conn, uid)
     if record is None:
         fail(f"no task {uid}")
     if output is Output.json:
@@ -268,10 +277,10 @@ def _change_task(
     done: str,
 ) -> None:
     """Apply ``change``; when it does not apply, say why (unknown uid, or the status)."""
-    from eventix_operator.db import tasks as task_db
+    from eventix_operator.db import admin
 
     with engine().begin() as conn:
-        record = task_db.get_task(conn, uid)
+        record = admin.get_task(conn, uid)
         if record is None:
             fail(f"no task {uid}")
         if change(conn, uid) is None:
@@ -282,17 +291,18 @@ def _change_task(
 @tasks_app.command("retry")
 @user_errors
 def tasks_retry(uid: str) -> None:
-    """Run a finished, failed or cancelled task again, now."""
-    from eventix_operator.db.tasks import retry_task
+    """Run a finished, failed or cancelled task (or one waiting for its retry) again,
+    now, with fresh attempts."""
+    from eventix_operator.db.admin import requeue_task
 
-    _change_task(uid, retry_task, "scheduled again")
+    _change_task(uid, requeue_task, "scheduled again")
 
 
 @tasks_app.command("cancel")
 @user_errors
 def tasks_cancel(uid: str) -> None:
     """Cancel a task that has not started."""
-    from eventix_operator.db.tasks import cancel_task
+    from eventix_operator.db.admin import cancel_task
 
     _change_task(uid, cancel_task, "cancelled")
 
@@ -303,10 +313,10 @@ def queue_stats(output: Annotated[Output, typer.Option()] = Output.table) -> Non
     """Tasks per queue and status, and how long the oldest due task has waited."""
     import dataclasses
 
-    from eventix_operator.db import tasks as task_db
+    from eventix_operator.db import admin
 
     with engine().connect() as conn:
-        stats = task_db.queue_stats(conn)
+        stats = admin.queue_stats(conn)
     if output is Output.json:
         typer.echo(json.dumps([dataclasses.asdict(s) for s in stats], indent=2))
         return

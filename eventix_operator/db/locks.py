@@ -5,23 +5,23 @@ from __future__ import annotations
 
 from sqlalchemy import Connection
 
-from eventix_operator.db import queries
+from eventix_operator.db import statements
 
 
 def try_lock(conn: Connection, key: int) -> bool:
     """Take a session advisory lock without waiting; held until released or the
     connection ends (so a replica that dies lets go of it)."""
-    held: bool = conn.execute(queries.TRY_ADVISORY_LOCK, {"key": key}).scalar_one()
+    held: bool = conn.execute(statements.TRY_ADVISORY_LOCK, {"key": key}).scalar_one()
     conn.commit()  # the lock is the session's; end the transaction the query began
     return held
 
 
 def unlock(conn: Connection, key: int) -> None:
-    conn.execute(queries.ADVISORY_UNLOCK, {"key": key})
+    conn.execute(statements.ADVISORY_UNLOCK, {"key": key})
     conn.commit()
 
 
 def ping(conn: Connection) -> None:
     """Check that the lock's connection (and so the lock) is still there."""
-    conn.execute(queries.PING)
+    conn.execute(statements.PING)
     conn.commit()

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import psycopg
 
-from eventix_operator.db.queries import READY_CHANNEL
+from eventix_operator.db.statements import READY_CHANNEL
 from eventix_operator.logs import get_logger
 
 log = get_logger("eventix.notify")

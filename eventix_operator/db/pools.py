@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection
 
-from eventix_operator.db import queries
+from eventix_operator.db import statements
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +25,7 @@ def queue_loads(conn: Connection, queues: Sequence[str], *, cap: int) -> dict[st
     """Load of each queue (queues without tasks included, at zero)."""
     if not queues:
         return {}
-    rows = conn.execute(queries.QUEUE_LOAD, {"queues": list(queues), "cap": cap}).mappings()
+    rows = conn.execute(statements.QUEUE_LOAD, {"queues": list(queues), "cap": cap}).mappings()
     return {
         r["queue"]: QueueLoad(
             queue=r["queue"],
@@ -68,7 +68,7 @@ def queue_metrics(conn: Connection, *, finished: bool) -> list[QueueMetrics]:
     """Per-queue figures for /metrics; with ``finished``, also the done and error
     rows still kept (a heavier count, so callers ask for it less often)."""
     found: dict[str, QueueMetrics] = {}
-    for r in conn.execute(queries.QUEUE_METRICS).mappings():
+    for r in conn.execute(statements.QUEUE_METRICS).mappings():
         oldest = r["oldest_due_seconds"]
         found[r["queue"]] = QueueMetrics(
             queue=r["queue"],
@@ -81,7 +81,7 @@ def queue_metrics(conn: Connection, *, finished: bool) -> list[QueueMetrics]:
         return list(found.values())
     counts: dict[tuple[str, str], int] = {
         (r["queue"], r["status"]): int(r["count"])
-        for r in conn.execute(queries.FINISHED_COUNTS).mappings()
+        for r in conn.execute(statements.FINISHED_COUNTS).mappings()
     }
     queues = sorted(set(found) | {q for q, _ in counts})
     return [

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import Connection, RowMapping
 
-from eventix_operator.db import queries
+from eventix_operator.db import statements
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,28 +61,28 @@ def upsert_schedule(
         "error": error,
         "next_tick": next_tick,
     }
-    row = conn.execute(queries.UPSERT_SCHEDULE, params).mappings().one()
-    conn.execute(queries.NOTIFY_SCHEDULES, {"uid": definition.uid})
+    row = conn.execute(statements.UPSERT_SCHEDULE, params).mappings().one()
+    conn.execute(statements.NOTIFY_SCHEDULES, {"uid": definition.uid})
     return ScheduleRecord.from_row(row)
 
 
 def get_schedule(conn: Connection, uid: str) -> ScheduleRecord | None:
-    row = conn.execute(queries.GET_SCHEDULE, {"uid": uid}).mappings().first()
+    row = conn.execute(statements.GET_SCHEDULE, {"uid": uid}).mappings().first()
     return ScheduleRecord.from_row(row) if row else None
 
 
 def find_schedules(conn: Connection, name: str, namespace: str | None) -> list[ScheduleRecord]:
-    rows = conn.execute(queries.GET_SCHEDULE_BY_NAME, {"name": name, "namespace": namespace})
+    rows = conn.execute(statements.GET_SCHEDULE_BY_NAME, {"name": name, "namespace": namespace})
     return [ScheduleRecord.from_row(r) for r in rows.mappings()]
 
 
 def lock_due_schedules(conn: Connection, now: datetime, limit: int = 100) -> list[ScheduleRecord]:
-    rows = conn.execute(queries.LOCK_DUE_SCHEDULES, {"now": now, "limit": limit}).mappings()
+    rows = conn.execute(statements.LOCK_DUE_SCHEDULES, {"now": now, "limit": limit}).mappings()
     return [ScheduleRecord.from_row(r) for r in rows]
 
 
 def next_schedule_wake(conn: Connection) -> datetime | None:
-    value: datetime | None = conn.execute(queries.NEXT_SCHEDULE_WAKE).scalar()
+    value: datetime | None = conn.execute(statements.NEXT_SCHEDULE_WAKE).scalar()
     return value
 
 
@@ -90,18 +90,24 @@ def advance_schedule(
     conn: Connection, uid: str, *, last_tick: datetime | None, next_tick: datetime | None
 ) -> None:
     conn.execute(
-        queries.ADVANCE_SCHEDULE, {"uid": uid, "last_tick": last_tick, "next_tick": next_tick}
+        statements.ADVANCE_SCHEDULE, {"uid": uid, "last_tick": last_tick, "next_tick": next_tick}
     )
 
 
+def stop_schedule(conn: Connection, uid: str, error: str) -> None:
+    """Stop firing a schedule that cannot fire, with the reason in its status; a
+    new generation of its spec clears it (:func:`upsert_schedule`)."""
+    conn.execute(statements.STOP_SCHEDULE, {"uid": uid, "error": error})
+
+
 def active_runs(conn: Connection, schedule_uid: str) -> list[tuple[str, str]]:
-    rows = conn.execute(queries.ACTIVE_RUNS, {"schedule_uid": schedule_uid})
+    rows = conn.execute(statements.ACTIVE_RUNS, {"schedule_uid": schedule_uid})
     return [(str(r.uid), r.status) for r in rows]
 
 
 def cancel_pending_runs(conn: Connection, schedule_uid: str, tick: datetime) -> list[str]:
     params = {"schedule_uid": schedule_uid, "tick": tick.isoformat()}
-    return [str(r.uid) for r in conn.execute(queries.CANCEL_PENDING_RUNS, params)]
+    return [str(r.uid) for r in conn.execute(statements.CANCEL_PENDING_RUNS, params)]
 
 
 def trim_run_history(conn: Connection, schedule: ScheduleRecord) -> int:
@@ -110,13 +116,13 @@ def trim_run_history(conn: Connection, schedule: ScheduleRecord) -> int:
         "keep_ok": schedule.successful_runs_history_limit,
         "keep_failed": schedule.failed_runs_history_limit,
     }
-    return conn.execute(queries.TRIM_RUN_HISTORY, params).rowcount
+    return conn.execute(statements.TRIM_RUN_HISTORY, params).rowcount
 
 
 def delete_schedule(conn: Connection, uid: str) -> int:
     """Remove a schedule and all its runs; returns how many runs went with it."""
-    runs = conn.execute(queries.DELETE_SCHEDULE_RUNS, {"uid": uid}).rowcount
-    conn.execute(queries.DELETE_SCHEDULE, {"uid": uid})
+    runs = conn.execute(statements.DELETE_SCHEDULE_RUNS, {"uid": uid}).rowcount
+    conn.execute(statements.DELETE_SCHEDULE, {"uid": uid})
     return runs
 
 
@@ -142,11 +148,11 @@ def schedule_history(
     """Recent runs and last outcome times of each schedule, for resource status."""
     history = {uid: ScheduleHistory([], None, None) for uid in uids}
     params = {"uids": list(uids), "limit": limit}
-    for r in conn.execute(queries.SCHEDULE_RUNS, params):
+    for r in conn.execute(statements.SCHEDULE_RUNS, params):
         history[r.schedule_uid].runs.append(
             Run(str(r.uid), r.status, r.attempts, r.schedule_time, r.finished_at)
         )
-    for r in conn.execute(queries.SCHEDULE_OUTCOMES, {"uids": list(uids)}):
+    for r in conn.execute(statements.SCHEDULE_OUTCOMES, {"uids": list(uids)}):
         history[r.schedule_uid] = ScheduleHistory(
             history[r.schedule_uid].runs, r.last_success, r.last_failure
         )
@@ -154,5 +160,5 @@ def schedule_history(
 
 
 def changed_schedules(conn: Connection, since: datetime) -> list[ScheduleRecord]:
-    rows = conn.execute(queries.CHANGED_SCHEDULES, {"since": since}).mappings()
+    rows = conn.execute(statements.CHANGED_SCHEDULES, {"since": since}).mappings()
     return [ScheduleRecord.from_row(r) for r in rows]

@@ -34,7 +34,6 @@ metadata = MetaData(
 )
 
 TASK_STATUSES = ("scheduled", "processing", "done", "error", "retry", "cancelled")
-PENDING_STATUSES = ("scheduled", "retry")
 TASK_SOURCES = ("api", "client", "cli", "k8s", "schedule", "trigger")
 
 #: The predicate that makes a row "pending": claimable once due, mergeable by unique key.

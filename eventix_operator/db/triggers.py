@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping
+from sqlalchemy import Connection
 
-from eventix_operator.db import api_queries
-from eventix_operator.db.tasks import NewTask
+from eventix_operator.db import statements
+from eventix_operator.db.enqueue import NewTask
+from eventix_operator.db.rows import Fetch
 
 __all__ = [
     "EventContext",
@@ -35,6 +36,7 @@ __all__ = [
     "delete_trigger",
     "get_trigger",
     "list_triggers_for_event",
+    "list_triggers_for_events",
     "record_trigger_outcomes",
     "render",
     "trigger_task",
@@ -195,8 +197,9 @@ class TriggerRecord:
     updated_at: datetime
 
     @classmethod
-    def from_row(cls, row: RowMapping) -> TriggerRecord:
-        return cls(**{k: v for k, v in row.items() if k != "matches"})
+    def from_row(cls, row: Sequence[Any]) -> TriggerRecord:
+        """A record from the columns of :data:`~.statements.TRIGGER_COLUMNS`, in order."""
+        return cls(*row)
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,18 +280,18 @@ def upsert_trigger(
         "filter": None if filter is None else json.dumps(dict(filter)),
         "template": json.dumps(dict(template)),
     }
-    return TriggerRecord.from_row(conn.execute(api_queries.UPSERT_TRIGGER, params).mappings().one())
+    return TriggerRecord.from_row(conn.execute(statements.UPSERT_TRIGGER, params).one())
 
 
 def get_trigger(conn: Connection, uid: str) -> TriggerRecord | None:
-    row = conn.execute(api_queries.GET_TRIGGER, {"uid": uid}).mappings().first()
+    row = conn.execute(statements.GET_TRIGGER, {"uid": uid}).first()
     return TriggerRecord.from_row(row) if row else None
 
 
 def delete_trigger(conn: Connection, uid: str) -> bool:
     """Remove a trigger; False when there was none. Tasks it created stay: they
     are work already asked for, not state of the trigger."""
-    return conn.execute(api_queries.DELETE_TRIGGER, {"uid": uid}).first() is not None
+    return conn.execute(statements.DELETE_TRIGGER, {"uid": uid}).first() is not None
 
 
 def list_triggers_for_event(
@@ -297,9 +300,32 @@ def list_triggers_for_event(
     """Every trigger of ``event_name`` (by name), each with whether ``payload``
     passes its filter; the database decides containment, so the filter means
     exactly what JSONB ``@>`` means."""
-    params = {"event_name": event_name, "payload": json.dumps(dict(payload or {}))}
-    rows = conn.execute(api_queries.TRIGGERS_FOR_EVENT, params).mappings()
-    return [TriggerMatch(TriggerRecord.from_row(r), bool(r["matches"])) for r in rows]
+    params = _events_params([(event_name, payload or {})])
+    return _matches(conn.execute(statements.TRIGGERS_FOR_EVENTS, params).all(), 1)[0]
+
+
+async def list_triggers_for_events(
+    fetch: Fetch, events: Sequence[tuple[str, Mapping[str, Any]]]
+) -> list[list[TriggerMatch]]:
+    """:func:`list_triggers_for_event` for a batch of (name, payload) events in
+    one statement, on a hot path's connection."""
+    rows = await fetch(statements.TRIGGERS_FOR_EVENTS, _events_params(events))
+    return _matches(rows, len(events))
+
+
+def _events_params(events: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str, list[str]]:
+    return {
+        "event_name": [name for name, _ in events],
+        "payload": [json.dumps(dict(payload)) for _, payload in events],
+    }
+
+
+def _matches(rows: Sequence[Sequence[Any]], events: int) -> list[list[TriggerMatch]]:
+    """Rows of (event slot, trigger columns…, matches) grouped by event."""
+    found: list[list[TriggerMatch]] = [[] for _ in range(events)]
+    for slot, *trigger, matches in rows:
+        found[slot - 1].append(TriggerMatch(TriggerRecord.from_row(trigger), bool(matches)))
+    return found
 
 
 def record_trigger_outcomes(conn: Connection, outcomes: Sequence[TriggerOutcome]) -> int:
@@ -329,11 +355,11 @@ def record_trigger_outcomes(conn: Connection, outcomes: Sequence[TriggerOutcome]
         "failed": [o.failed for o in values],
         "error": [None if o.error is None else o.error[:2000] for o in values],
     }
-    return conn.execute(api_queries.RECORD_TRIGGER_OUTCOMES, params).rowcount
+    return conn.execute(statements.RECORD_TRIGGER_OUTCOMES, params).rowcount
 
 
 def changed_resource_triggers(conn: Connection, since: datetime) -> list[TriggerRecord]:
     """Triggers of ``EventixTrigger`` resources whose row (spec or counters) changed at
     or after ``since``, oldest change first: the operator's status sync reads these."""
-    rows = conn.execute(api_queries.CHANGED_RESOURCE_TRIGGERS, {"since": since}).mappings()
+    rows = conn.execute(statements.CHANGED_RESOURCE_TRIGGERS, {"since": since})
     return [TriggerRecord.from_row(r) for r in rows]

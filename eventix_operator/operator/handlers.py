@@ -15,8 +15,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import kopf
-from sqlalchemy.exc import DBAPIError
 
+from eventix_operator.db.errors import DATABASE_ERRORS, database_unavailable, first_line
 from eventix_operator.operator import reconcile, triggers
 from eventix_operator.operator.kube import ResourceRef
 from eventix_operator.operator.reconcile import Reconciled
@@ -72,16 +72,19 @@ def _reconcile(
     rt: Runtime, ref: ResourceRef, patch: kopf.Patch, action: Callable[[], Reconciled]
 ) -> None:
     """Run a reconcile function and publish its result; a database outage
-    becomes a retry in a few seconds."""
+    becomes a retry in a few seconds, a value the database refuses a permanent
+    failure of this generation (retrying it cannot help; kopf reports it)."""
     try:
         result = action()
-    except DBAPIError as exc:
-        raise _database_down(exc) from exc
+    except DATABASE_ERRORS as exc:
+        raise _database_error(exc) from exc
     _publish(rt, ref, result, patch)
 
 
-def _database_down(exc: DBAPIError) -> kopf.TemporaryError:
-    return kopf.TemporaryError(f"database unavailable: {str(exc).splitlines()[0]}", delay=5)
+def _database_error(exc: BaseException) -> kopf.TemporaryError | kopf.PermanentError:
+    if database_unavailable(exc):
+        return kopf.TemporaryError(f"database unavailable: {first_line(exc)}", delay=5)
+    return kopf.PermanentError(f"the database refused the change: {first_line(exc)}")
 
 
 # -- EventixTask ------------------------------------------------------------------
@@ -153,10 +156,12 @@ def _delete(rt: Runtime, ref: ResourceRef, elapsed: timedelta, action: Any) -> N
     resource longer than ``EVENTIX_OPERATOR_DELETE_TIMEOUT``."""
     try:
         action()
-    except DBAPIError as exc:
+    except DATABASE_ERRORS as exc:
+        if not database_unavailable(exc):
+            raise _database_error(exc) from exc
         limit = rt.settings.operator_delete_timeout
         if elapsed.total_seconds() < limit:
-            raise _database_down(exc) from exc
+            raise _database_error(exc) from exc
         rt.kube.event(
             ref,
             type_="Warning",

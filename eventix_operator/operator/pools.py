@@ -33,15 +33,20 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import DBAPIError
 
 from eventix_operator.db import locks
 from eventix_operator.db import pools as pool_db
+from eventix_operator.db.errors import DATABASE_ERRORS, log_failure
 from eventix_operator.db.notify import listen_ready
 from eventix_operator.logs import get_logger
-from eventix_operator.metrics import operator_metrics
 from eventix_operator.operator.kube import Kube, ResourceRef, Scale
-from eventix_operator.operator.status import condition, ready_conditions, rfc3339
+from eventix_operator.operator.metrics import operator_metrics
+from eventix_operator.operator.status import (
+    invalid_pool_status,
+    pool_status,
+    ready_reason,
+    rfc3339,
+)
 from eventix_operator.scaling import Decision, Load, PoolConfig, ScalerState, decide, pool_config
 
 log = get_logger("eventix.pools")
@@ -60,7 +65,6 @@ DEPTH_CAP = 100_000
 RETRY_PAUSE = 2.0
 #: Status fields that move with every enqueue; the rest changes with decisions.
 LIVE_FIELDS = frozenset({"queueDepth", "running", "busyWorkers", "currentReplicas"})
-CONDITION_ORDER = ("Ready", "Reconciling", "Stalled", "Active", "ScalingLimited")
 
 Event = tuple[str, str, str]  # (type, reason, message)
 
@@ -154,21 +158,7 @@ class PoolScaler:
         if error is None:
             return Configured(None, [])
         message = f"spec cannot be used: {error}"
-        entry.status = {
-            **entry.status,
-            "observedGeneration": generation,
-            "conditions": _ordered(
-                ready_conditions(
-                    entry.status.get("conditions"),
-                    ready=False,
-                    stalled=True,
-                    reason="InvalidSpec",
-                    message=message,
-                    generation=generation,
-                    now=now,
-                )
-            ),
-        }
+        entry.status = invalid_pool_status(message, entry.status, generation=generation, now=now)
         return Configured(entry.status, [("Warning", "InvalidSpec", message)])
 
     def forget(self, uid: str) -> None:
@@ -209,16 +199,13 @@ class PoolScaler:
                             await asyncio.to_thread(locks.unlock, conn, self.lock_key)
                         break
                     await self._wait(RETRY_PAUSE)
-            except DBAPIError as exc:
-                log.warning("pool scaler lost its database", error=str(exc).splitlines()[0])
-                await self._wait(RETRY_PAUSE)
-            except Exception:
-                log.exception("pool scaler crashed; starting again")
-                operator_metrics().reconcile_errors.labels(KIND).inc()
+            except Exception as exc:
+                if not log_failure(log, "pool scaler stopped; starting again", exc):
+                    operator_metrics().reconcile_errors.labels(KIND).inc()
                 await self._wait(RETRY_PAUSE)
             finally:
                 if conn is not None:
-                    with contextlib.suppress(DBAPIError):
+                    with contextlib.suppress(*DATABASE_ERRORS):
                         await asyncio.to_thread(conn.close)
 
     async def _lead(self, conn: Connection) -> None:
@@ -297,7 +284,7 @@ class PoolScaler:
         try:
             with conn.begin():  # a transaction of its own: now() is this look's time
                 loads = pool_db.queue_loads(conn, queues, cap=cap)
-        except DBAPIError:
+        except DATABASE_ERRORS:
             operator_metrics().reconcile_errors.labels(KIND).inc()
             raise
         wall = self.wall()
@@ -356,7 +343,7 @@ class PoolScaler:
             last_scale=last_scale,
             now=wall,
         )
-        if not ready[0] and _ready_reason(view.status) != ready[1]:
+        if not ready[0] and ready_reason(view.status) != ready[1]:
             events.append(("Warning", ready[1], ready[2]))
         written, gone = False, False
         if _differs(view.status, status) and (
@@ -370,72 +357,6 @@ class PoolScaler:
         return Looked(ref.uid, state, status, written, gone, next_due_in)
 
 
-def pool_status(
-    config: PoolConfig,
-    load: Load,
-    scale: Scale | None,
-    decision: Decision | None,
-    *,
-    ready: tuple[bool, str, str],
-    previous: Mapping[str, Any],
-    generation: int,
-    last_scale: str | None,
-    now: datetime,
-) -> dict[str, Any]:
-    """A pool's status; conditions keep their transition times while their status
-    holds, and their messages carry no live counts, so an unchanged pool gives
-    an unchanged status. A pool that is not Ready (its target is missing or
-    cannot be scaled) is also Stalled: it needs a person, and GitOps tools say
-    it failed (docs/observability.md)."""
-    conditions = ready_conditions(
-        previous.get("conditions"),
-        ready=ready[0],
-        stalled=not ready[0],
-        reason=ready[1],
-        message=ready[2],
-        generation=generation,
-        now=now,
-    )
-    if decision is not None:
-        spec = config.scaling
-        if decision.active:
-            active = ("TasksWaiting", "tasks are due or running")
-        elif scale is not None and scale.replicas == 0 and load.due > 0:
-            below = f"fewer than activationTasks ({spec.activation_tasks}) tasks are due"
-            active = ("BelowActivation", below)
-        else:
-            active = ("QueueEmpty", "no task is due or running")
-        conditions = condition(
-            conditions,
-            type_="Active",
-            status=decision.active,
-            reason=active[0],
-            message=active[1],
-            generation=generation,
-            now=now,
-        )
-        conditions = condition(
-            conditions,
-            type_="ScalingLimited",
-            status=decision.limit is not None,
-            reason=str(decision.limit or "DesiredWithinRange"),
-            message="; ".join(decision.reasons[1:]) or "the replicas are what the load wants",
-            generation=generation,
-            now=now,
-        )
-    desired = decision.replicas if decision is not None else previous.get("desiredReplicas")
-    return {
-        "observedGeneration": generation,
-        "queueDepth": load.due,
-        "running": load.running,
-        "busyWorkers": load.busy_workers,
-        "desiredReplicas": desired,
-        "currentReplicas": scale.current if scale is not None else None,
-        "lastScaleTime": last_scale,
-        "conditions": _ordered(conditions),
-    }
-
-
 def _scaled(config: PoolConfig, scale: Scale, decision: Decision) -> Event:
     return (
         "Normal",
@@ -443,18 +364,6 @@ def _scaled(config: PoolConfig, scale: Scale, decision: Decision) -> Event:
         f"{config.target_kind} {config.target_name} scaled from {scale.replicas} to "
         f"{decision.replicas}: {'; '.join(decision.reasons)}",
     )
-
-
-def _ordered(conditions: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    rank = {t: i for i, t in enumerate(CONDITION_ORDER)}
-    return sorted(conditions, key=lambda c: rank.get(str(c.get("type")), len(rank)))
-
-
-def _ready_reason(status: Mapping[str, Any]) -> str | None:
-    for c in status.get("conditions") or ():
-        if c.get("type") == "Ready":
-            return str(c.get("reason"))
-    return None
 
 
 def _differs(

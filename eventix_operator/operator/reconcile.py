@@ -12,8 +12,8 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from eventix_operator.db import admin, enqueue
 from eventix_operator.db import schedules as schedule_db
-from eventix_operator.db import tasks as task_db
 from eventix_operator.operator.kube import ResourceRef
 from eventix_operator.operator.status import PHASES, invalid_status
 from eventix_operator.resources import schedule_definition, task_from_spec
@@ -65,17 +65,17 @@ def enqueue_task(
         return Reconciled(status, [("Warning", "InvalidSpec", message)])
     events: list[Event] = []
     with engine.begin() as conn:
-        record = task_db.get_resource_task(conn, ref.uid)
+        record = admin.get_resource_task(conn, ref.uid)
         merged_into = (previous or {}).get("taskUid")
         if record is None and merged_into:
-            record = task_db.get_task(conn, merged_into)  # merged earlier by unique key
+            record = admin.get_task(conn, merged_into)  # merged earlier by unique key
         if record is None and not merged_into:
             if new.unique_key is None:
-                task_db.insert_tasks_once(conn, [new], payload_limit=payload_limit)
+                enqueue.insert_tasks_once(conn, [new], payload_limit=payload_limit)
                 uid = new.uid
             else:
-                [uid] = task_db.insert_tasks(conn, [new], payload_limit=payload_limit)
-            record = task_db.get_task(conn, uid)
+                [uid] = enqueue.insert_tasks(conn, [new], payload_limit=payload_limit)
+            record = admin.get_task(conn, uid)
             if record is not None:
                 if record.uid != new.uid:
                     events.append(
@@ -111,7 +111,7 @@ def update_task(
     the other fields immutable)."""
     eta = spec.get("eta")
     with engine.begin() as conn:
-        record = task_db.update_pending_resource_task(
+        record = admin.update_pending_resource_task(
             conn,
             ref.uid,
             priority=int(spec.get("priority", 0)),
@@ -120,7 +120,7 @@ def update_task(
         )
         events: list[Event] = []
         if record is None:
-            record = task_db.get_resource_task(conn, ref.uid)
+            record = admin.get_resource_task(conn, ref.uid)
             if record is not None:
                 phase = PHASES[record.status]
                 events.append(
@@ -138,7 +138,7 @@ def update_task(
 def delete_task(engine: Engine, ref: ResourceRef) -> str | None:
     """Remove the resource's row; returns the status it had (None: there was none)."""
     with engine.begin() as conn:
-        return task_db.delete_resource_task(conn, ref.uid)
+        return admin.delete_resource_task(conn, ref.uid)
 
 
 def apply_schedule_resource(

@@ -11,15 +11,16 @@ from collections.abc import Callable
 from wsgiref.simple_server import WSGIServer
 
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import DBAPIError
 
 from eventix_operator.db import locks
 from eventix_operator.db import pools as pool_db
 from eventix_operator.db.engine import libpq_url, make_engine
+from eventix_operator.db.errors import DATABASE_ERRORS, log_failure
 from eventix_operator.db.migrate import upgrade
 from eventix_operator.logs import get_logger
-from eventix_operator.metrics import operator_metrics, serve
+from eventix_operator.metrics import serve
 from eventix_operator.operator.kube import Kube, ResourceRef, load_config
+from eventix_operator.operator.metrics import operator_metrics
 from eventix_operator.operator.pools import PoolScaler
 from eventix_operator.operator.sync import StatusSync
 from eventix_operator.schedules.loop import SchedulerLoop
@@ -98,11 +99,11 @@ class Runtime:
                 conn = await asyncio.to_thread(self.engine.connect)
                 if await asyncio.to_thread(locks.try_lock, conn, LEADER_LOCK):
                     await self._sync_while_leader(conn)
-            except DBAPIError as exc:
-                log.warning("leader lock connection failed", error=str(exc).splitlines()[0])
+            except Exception as exc:
+                log_failure(log, "leading status sync failed", exc)
             finally:
                 if conn is not None:
-                    with contextlib.suppress(DBAPIError):
+                    with contextlib.suppress(*DATABASE_ERRORS):
                         await asyncio.to_thread(conn.close)
             await self._pause(3.0)
 
@@ -133,8 +134,8 @@ class Runtime:
                 try:
                     figures = await asyncio.to_thread(self._read_queue_metrics, finished)
                     passes += 1
-                except DBAPIError as exc:
-                    log.warning("queue metrics not read", error=str(exc).splitlines()[0])
+                except Exception as exc:
+                    log_failure(log, "queue metrics not read", exc)
             else:
                 passes = 0
             if figures is not None or not self.leading:

@@ -1,4 +1,5 @@
-"""Resource status from database rows: pure functions, Kubernetes conventions.
+"""Resource status from database rows (and, for pools, from the scaler's
+decision): pure functions, Kubernetes conventions.
 
 ``phase`` for people, ``conditions`` and ``observedGeneration`` for tools. The
 conditions say what GitOps tools must agree on (docs/observability.md): kstatus
@@ -19,9 +20,11 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from eventix_operator.db.rows import TaskRecord
 from eventix_operator.db.schedules import ScheduleHistory, ScheduleRecord
-from eventix_operator.db.tasks import TaskRecord
 from eventix_operator.db.triggers import TriggerRecord
+from eventix_operator.operator.kube import Scale
+from eventix_operator.scaling import Decision, Load, PoolConfig
 
 PHASES = {
     "scheduled": "Pending",
@@ -270,4 +273,97 @@ def trigger_status(
             generation=record.generation,
             now=now,
         ),
+    }
+
+
+# -- EventixWorkerPool ------------------------------------------------------------
+
+#: The pool's conditions, in the order they are shown.
+POOL_CONDITIONS = ("Ready", "Reconciling", "Stalled", "Active", "ScalingLimited")
+
+
+def ordered_pool_conditions(conditions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rank = {t: i for i, t in enumerate(POOL_CONDITIONS)}
+    return sorted(conditions, key=lambda c: rank.get(str(c.get("type")), len(rank)))
+
+
+def ready_reason(status: Mapping[str, Any]) -> str | None:
+    for c in status.get("conditions") or ():
+        if c.get("type") == "Ready":
+            return str(c.get("reason"))
+    return None
+
+
+def invalid_pool_status(
+    message: str, previous: Mapping[str, Any], *, generation: int, now: datetime
+) -> dict[str, Any]:
+    """A pool whose spec cannot be used: Ready=False and Stalled, as the other
+    kinds' invalid specs; its last live counters stay as they were."""
+    invalid = invalid_status(message, previous=previous, generation=generation, now=now)
+    return {**previous, **invalid, "conditions": ordered_pool_conditions(invalid["conditions"])}
+
+
+def pool_status(
+    config: PoolConfig,
+    load: Load,
+    scale: Scale | None,
+    decision: Decision | None,
+    *,
+    ready: tuple[bool, str, str],
+    previous: Mapping[str, Any],
+    generation: int,
+    last_scale: str | None,
+    now: datetime,
+) -> dict[str, Any]:
+    """A pool's status; conditions keep their transition times while their status
+    holds, and their messages carry no live counts, so an unchanged pool gives
+    an unchanged status. A pool that is not Ready (its target is missing or
+    cannot be scaled) is also Stalled: it needs a person, and GitOps tools say
+    it failed (docs/observability.md)."""
+    conditions = ready_conditions(
+        previous.get("conditions"),
+        ready=ready[0],
+        stalled=not ready[0],
+        reason=ready[1],
+        message=ready[2],
+        generation=generation,
+        now=now,
+    )
+    if decision is not None:
+        spec = config.scaling
+        if decision.active:
+            active = ("TasksWaiting", "tasks are due or running")
+        elif scale is not None and scale.replicas == 0 and load.due > 0:
+            below = f"fewer than activationTasks ({spec.activation_tasks}) tasks are due"
+            active = ("BelowActivation", below)
+        else:
+            active = ("QueueEmpty", "no task is due or running")
+        conditions = condition(
+            conditions,
+            type_="Active",
+            status=decision.active,
+            reason=active[0],
+            message=active[1],
+            generation=generation,
+            now=now,
+        )
+        conditions = condition(
+            conditions,
+            type_="ScalingLimited",
+            status=decision.limit is not None,
+            reason=str(decision.limit or "DesiredWithinRange"),
+            message="; ".join(decision.reasons[1:]) or "the replicas are what the load wants",
+            generation=generation,
+            now=now,
+        )
+    desired = decision.replicas if decision is not None else previous.get("desiredReplicas")
+    return {
+        "observedGeneration": generation,
+        "queueDepth": load.due,
+        "running": load.running,
+        "busyWorkers": load.busy_workers,
+        "desiredReplicas": desired,
+        "currentReplicas": scale.current if scale is not None else None,
+        "lastScaleTime": last_scale,
+        "conditions": ordered_pool_conditions(conditions),
     }

@@ -17,11 +17,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError
 
+from eventix_operator.db import admin
 from eventix_operator.db import schedules as schedule_db
-from eventix_operator.db import tasks as task_db
 from eventix_operator.db import triggers as trigger_db
+from eventix_operator.db.errors import log_failure
 from eventix_operator.db.triggers import TriggerRecord
 from eventix_operator.logs import get_logger
 from eventix_operator.operator.kube import Kube, ResourceRef
@@ -65,10 +65,8 @@ class StatusSync:
         while not self.stopping.is_set():
             try:
                 await asyncio.to_thread(self.sync_once)
-            except DBAPIError as exc:
-                log.warning("status sync pass failed", error=str(exc).splitlines()[0])
-            except Exception:
-                log.exception("status sync pass crashed; retrying")
+            except Exception as exc:
+                log_failure(log, "status sync pass failed", exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), self.interval)
 
@@ -78,9 +76,9 @@ class StatusSync:
     def sync_once(self) -> int:
         """One pass; returns how many statuses were written."""
         with self.engine.connect() as conn:
-            started = task_db.database_now(conn)
+            started = admin.database_now(conn)
             since = (self.cursor - OVERLAP) if self.cursor else datetime(1970, 1, 1, tzinfo=UTC)
-            tasks = task_db.changed_resource_tasks(conn, since)
+            tasks = admin.changed_resource_tasks(conn, since)
             schedules = schedule_db.changed_schedules(conn, since)
             history = schedule_db.schedule_history(conn, [s.uid for s in schedules])
             triggers = trigger_db.changed_resource_triggers(conn, since)
@@ -105,7 +103,7 @@ class StatusSync:
         jobs += self._trigger_jobs(triggers, now)
         written = sum(1 for j in concurrent.futures.as_completed(jobs) if j.result())
         # A full page leaves rows unread: go on from the last one read, not from now.
-        full = len(tasks) == task_db.CHANGED_LIMIT
+        full = len(tasks) == admin.CHANGED_LIMIT
         self.cursor = min(started, tasks[-1].updated_at + OVERLAP) if full else started
         return written
 

@@ -12,19 +12,47 @@ import contextlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from prometheus_client import Counter, Histogram
 from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError
 
 from eventix_operator.db import schedules as schedule_db
+from eventix_operator.db.errors import database_unavailable, log_failure
 from eventix_operator.logs import get_logger
-from eventix_operator.metrics import schedule_lateness, schedule_missed_runs
+from eventix_operator.metrics import one_per_process, registry
 from eventix_operator.schedules.scheduler import ScheduleFiring, fire_due
 
 log = get_logger("eventix.scheduler")
 
+#: How late a schedule tick was enqueued; the scheduler aims at well under a second.
+LATENESS_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300)
+
 #: Longest sleep between passes: bounds how late the first tick of a schedule
 #: created on another replica can be, and how long an outage goes unnoticed.
 MAX_SLEEP = 0.5
+
+
+@one_per_process
+def schedule_lateness() -> Histogram:
+    """Seconds between a tick and the moment its task was enqueued."""
+    return Histogram(
+        "eventix_schedule_lateness_seconds",
+        "How late schedule ticks were enqueued, from the tick instant.",
+        buckets=LATENESS_BUCKETS,
+        registry=registry(),
+    )
+
+
+@one_per_process
+def schedule_missed_runs() -> Counter:
+    """Due ticks a schedule did not run, by schedule ("namespace/name") and reason."""
+    return Counter(
+        "eventix_schedule_missed_runs",
+        "Due ticks a schedule did not run: forbid (a run was still active; one per tick), "
+        "catch_up (ticks lost to downtime beyond catchUp, startingDeadlineSeconds or "
+        "maxCatchUpRuns; one per catch-up).",
+        ["schedule", "reason"],
+        registry=registry(),
+    )
 
 
 def utcnow() -> datetime:
@@ -56,9 +84,20 @@ class SchedulerLoop:
         self.wakeup.set()
 
     def fire_once(self) -> tuple[list[ScheduleFiring], datetime | None]:
-        """One pass in one transaction; returns the firings and the next wake time."""
-        with self.engine.begin() as conn:
-            firings = fire_due(conn, self.clock(), payload_limit=self.payload_limit)
+        """One pass in one transaction; returns the firings and the next wake time.
+
+        A pass that fails for any reason but an outage is done again with each
+        schedule on its own, so that the one at fault stops and the others fire.
+        """
+        now = self.clock()
+        try:
+            with self.engine.begin() as conn:
+                firings = fire_due(conn, now, payload_limit=self.payload_limit)
+        except Exception as exc:
+            if database_unavailable(exc):
+                raise
+            with self.engine.begin() as conn:
+                firings = fire_due(conn, now, payload_limit=self.payload_limit, isolated=True)
         with self.engine.connect() as conn:
             return firings, schedule_db.next_schedule_wake(conn)
 
@@ -68,8 +107,8 @@ class SchedulerLoop:
             delay = MAX_SLEEP
             try:
                 firings, wake = await asyncio.to_thread(self.fire_once)
-            except DBAPIError as exc:
-                log.warning("scheduler pass failed", error=str(exc).splitlines()[0])
+            except Exception as exc:
+                log_failure(log, "scheduler pass failed", exc)
             else:
                 for firing in firings:
                     self._report(firing)

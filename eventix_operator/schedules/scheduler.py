@@ -15,8 +15,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection
 
 from eventix_operator.db import schedules as schedule_db
+from eventix_operator.db.enqueue import insert_tasks_once
+from eventix_operator.db.errors import database_unavailable, first_line
 from eventix_operator.db.schedules import ScheduleDefinition, ScheduleRecord
-from eventix_operator.db.tasks import insert_tasks_once
 from eventix_operator.resources import task_from_spec
 from eventix_operator.schedules.catchup import plan_catch_up
 from eventix_operator.schedules.ticks import CronSchedule, ScheduleError, parse_schedule
@@ -52,13 +53,34 @@ def apply_schedule(
     return schedule_db.upsert_schedule(conn, definition, error=None, next_tick=next_tick), None
 
 
-def fire_due(conn: Connection, now: datetime, *, payload_limit: int) -> list[ScheduleFiring]:
+def fire_due(
+    conn: Connection, now: datetime, *, payload_limit: int, isolated: bool = False
+) -> list[ScheduleFiring]:
     """Fire every due tick of every schedule this caller can lock, in the caller's
-    transaction; commit to make them visible (and to release the locks)."""
-    return [
-        fire_schedule(conn, s, now, payload_limit=payload_limit)
-        for s in schedule_db.lock_due_schedules(conn, now)
-    ]
+    transaction; commit to make them visible (and to release the locks).
+
+    ``isolated``: each schedule fires in a savepoint of its own, and one whose
+    tick cannot be enqueued (a template the database refuses, or any error but
+    an outage) is stopped with that error in its status while the others still
+    fire. Two more round trips per schedule, so :meth:`SchedulerLoop.fire_once
+    <eventix_operator.schedules.loop.SchedulerLoop.fire_once>` asks for it only
+    to redo a pass that failed.
+    """
+    firings: list[ScheduleFiring] = []
+    for schedule in schedule_db.lock_due_schedules(conn, now):
+        if not isolated:
+            firings.append(fire_schedule(conn, schedule, now, payload_limit=payload_limit))
+            continue
+        try:
+            with conn.begin_nested():
+                firings.append(fire_schedule(conn, schedule, now, payload_limit=payload_limit))
+        except Exception as exc:
+            if database_unavailable(exc):
+                raise
+            error = f"cannot fire: {first_line(exc)}"
+            schedule_db.stop_schedule(conn, schedule.uid, error)
+            firings.append(ScheduleFiring(schedule, error=error))
+    return firings
 
 
 def fire_schedule(

@@ -14,27 +14,18 @@ import traceback
 from collections.abc import Sequence
 from typing import Any
 
-from eventix_operator.backoff import retry_delay
-from eventix_operator.db.tasks import ClaimedTask, Failure, PayloadTooLarge, Success, dump_json
+from eventix_operator.db.leases import Failure, Outcome, Success
+from eventix_operator.db.payload import NotStorable, PayloadTooLarge, dump_json
+from eventix_operator.db.rows import ClaimedTask
 from eventix_operator.registry import Registry, TaskFunction
 
-Outcome = Success | Failure
+__all__ = ["Outcome", "failure", "lookup", "run_one", "run_sync", "success"]
 
 
 def failure(job: ClaimedTask, exc: BaseException, *, retryable: bool = True) -> Failure:
     """A failure with Eventix's backoff, or final when retries are spent or
     retrying cannot help (``retryable=False``)."""
-    delay = (
-        retry_delay(
-            attempts=job.attempts,
-            max_retries=job.max_retries,
-            retry=job.retry,
-            backoff_seconds=job.error_eta_inc,
-            max_backoff_seconds=job.error_eta_max,
-        )
-        if retryable
-        else None
-    )
+    delay = job.policy.after_failure(job.attempts) if retryable else None
     error = {
         "type": type(exc).__name__,
         "message": str(exc) or type(exc).__name__,
@@ -57,9 +48,10 @@ def success(job: ClaimedTask, result: Any, payload_limit: int) -> Outcome:
         text = dump_json(
             result if job.store_result else None,
             what=f"the result of {job.task}",
+            root="result",
             limit=payload_limit,
         )
-    except (TypeError, PayloadTooLarge) as exc:
+    except (NotStorable, PayloadTooLarge) as exc:
         # Running it again gives the same result: do not retry.
         return failure(job, ResultNotStorable(str(exc)), retryable=False)
     return Success(job.uid, text)

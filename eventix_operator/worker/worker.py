@@ -20,23 +20,20 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-import psycopg
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from eventix_operator.db.engine import libpq_url
+from eventix_operator.db.errors import database_unavailable, first_line, log_failure
+from eventix_operator.db.leases import Failure, LeaseStore
 from eventix_operator.db.notify import listen_ready
-from eventix_operator.db.tasks import AsyncTaskStore, ClaimedTask, Failure
+from eventix_operator.db.rows import ClaimedTask
 from eventix_operator.logs import get_logger
-from eventix_operator.metrics import worker_metrics
 from eventix_operator.registry import Registry, TaskFunction
 from eventix_operator.worker.execute import Outcome, lookup, run_one, run_sync
+from eventix_operator.worker.metrics import worker_metrics
 
 LOGGER = "eventix.worker"
 log = get_logger(LOGGER)
-
-#: Errors that mean "the database is not there right now", worth waiting out.
-DB_DOWN = (OperationalError, InterfaceError, DBAPIError, psycopg.OperationalError, OSError)
 
 #: Prefetch covers this many seconds of work per slot, so fast tasks are claimed
 #: in batches while slow tasks are never hoarded away from other workers.
@@ -73,7 +70,9 @@ class Worker:
         self.config = config
         self.registry = registry
         self.worker_id = worker_id or make_worker_id()
-        self.store = AsyncTaskStore(engine, self.worker_id, config.lease_seconds)
+        self.store = LeaseStore(
+            engine, self.worker_id, config.lease_seconds, on_refused=self._refused
+        )
         self.database_url = libpq_url(database_url)
         self.stopping = asyncio.Event()
         self.wakeup = asyncio.Event()
@@ -157,8 +156,10 @@ class Worker:
         """How many tasks were claimed; None when the database could not be asked."""
         try:
             jobs = await self.store.claim(self.config.queues, limit)
-        except DB_DOWN as exc:
-            log.warning("claim failed, database unavailable", error=str(exc).splitlines()[0])
+        except Exception as exc:
+            if not database_unavailable(exc):
+                raise  # our claim itself is wrong (a queue name the database refuses)
+            log.warning("claim failed, database unavailable", error=first_line(exc))
             await self._sleep(min(self.config.poll_interval, 1.0))
             return None
         for job in jobs:
@@ -268,12 +269,14 @@ class Worker:
             return True
         try:
             done, failed = await self.store.record(batch)
-        except DB_DOWN as exc:
+        except Exception as exc:
+            if not database_unavailable(exc):
+                raise  # record() isolates refused outcomes: this is a bug, stop the worker
             self.outcomes[:0] = batch
             log.warning(
-                "recording results failed, will retry",
+                "recording results failed, database unavailable, will retry",
                 pending=len(self.outcomes),
-                error=str(exc).splitlines()[0],
+                error=first_line(exc),
             )
             await self._sleep(0.5)
             self.outcomes_ready.set()
@@ -294,8 +297,10 @@ class Worker:
             if self._held() or self.outcomes:
                 try:
                     await self.store.heartbeat()
-                except DB_DOWN as exc:
-                    log.warning("heartbeat failed", error=str(exc).splitlines()[0])
+                except Exception as exc:
+                    if not database_unavailable(exc):
+                        raise
+                    log.warning("heartbeat failed", error=first_line(exc))
 
     async def _listen_loop(self) -> None:
         """Turn NOTIFY on the ready channel into an immediate claim."""
@@ -325,8 +330,8 @@ class Worker:
                     last_purge = time.monotonic()
                     if purged:
                         log.info("removed expired tasks", count=purged)
-            except DB_DOWN as exc:
-                log.warning("maintenance failed", error=str(exc).splitlines()[0])
+            except Exception as exc:
+                log_failure(log, "maintenance failed", exc)
             await asyncio.sleep(recover_every)
 
     # -- shutdown -----------------------------------------------------------
@@ -359,12 +364,15 @@ class Worker:
         try:
             released = await self.store.release([j.uid for j in jobs], [started] * len(jobs))
             log.info("released tasks for other workers", count=released, started=started)
-        except DB_DOWN as exc:
+        except Exception as exc:
             log.warning(
                 "could not release tasks; they return when their lease expires",
                 count=len(jobs),
-                error=str(exc).splitlines()[0],
+                error=first_line(exc),
             )
+
+    def _refused(self, uid: str, reason: str) -> None:
+        log.warning("outcome refused by the database, recorded as a failure", uid=uid, error=reason)
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

@@ -9,7 +9,8 @@ import time
 from sqlalchemy import Engine, text
 
 from eventix_operator import enqueue, enqueue_many
-from eventix_operator.db import tasks as task_db
+from eventix_operator.db import admin
+from eventix_operator.db.rows import TaskRecord
 from tests.support.postgres import PostgresServer
 from tests.support.processes import Processes
 
@@ -20,9 +21,9 @@ def counts(engine: Engine) -> dict[str, int]:
         return {r[0]: r[1] for r in rows}
 
 
-def get(engine: Engine, uid: str) -> task_db.TaskRecord:
+def get(engine: Engine, uid: str) -> TaskRecord:
     with engine.connect() as conn:
-        record = task_db.get_task(conn, uid)
+        record = admin.get_task(conn, uid)
     assert record is not None
     return record
 

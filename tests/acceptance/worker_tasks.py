@@ -49,3 +49,27 @@ def fail(message: str = "boom") -> None:
 @task(name="tests.unserialisable")
 def unserialisable() -> object:
     return object()
+
+
+#: What tests.bad returns or raises, by kind: outcomes PostgreSQL or JSON cannot
+#: hold as they are.
+BAD_RESULTS = {
+    "nul": lambda: {"a": [1, 2, "a\x00b"]},
+    "nul_key": lambda: {"k\x00": 1},
+    "nan": lambda: [1.0, float("nan")],
+    "inf": lambda: {"x": float("inf")},
+    "object": lambda: object(),
+    "large": lambda: "x" * 20_000,
+    "poison": lambda: "poison",  # refused by a CHECK constraint the test adds
+}
+
+
+@task(name="tests.bad")
+def bad(kind: str) -> object:
+    if kind == "raise_nul":
+        raise ValueError("a\x00b")
+    if kind == "raise_nul_note":
+        exc = ValueError("plain")
+        exc.add_note("a note with \x00 in it")
+        raise exc
+    return BAD_RESULTS[kind]()

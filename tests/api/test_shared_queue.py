@@ -11,7 +11,7 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from eventix_operator.db.tasks import NewTask, insert_tasks
+from eventix_operator.db.enqueue import NewTask, insert_tasks
 from tests.api.conftest import ApiServer, stop
 from tests.support.processes import ROOT
 

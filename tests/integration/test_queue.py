@@ -12,8 +12,9 @@ from sqlalchemy import Engine, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from eventix_operator import enqueue, enqueue_many
-from eventix_operator.db import tasks as task_db
-from eventix_operator.db.tasks import AsyncTaskStore, Failure, Success
+from eventix_operator.db import admin
+from eventix_operator.db.leases import Failure, LeaseStore, Success
+from eventix_operator.db.rows import ClaimedTask, TaskRecord
 
 
 @pytest.fixture
@@ -23,18 +24,18 @@ def aengine(database_url: str) -> Iterator[AsyncEngine]:
     asyncio.run(eng.dispose())
 
 
-def store(aengine: AsyncEngine, worker: str = "w1", lease: float = 30) -> AsyncTaskStore:
-    return AsyncTaskStore(aengine, worker, lease)
+def store(aengine: AsyncEngine, worker: str = "w1", lease: float = 30) -> LeaseStore:
+    return LeaseStore(aengine, worker, lease)
 
 
 def claim(aengine: AsyncEngine, queues: list[str], limit: int = 100, worker: str = "w1",
-          lease: float = 30) -> list[task_db.ClaimedTask]:  # fmt: skip
+          lease: float = 30) -> list[ClaimedTask]:  # fmt: skip
     return asyncio.run(store(aengine, worker, lease).claim(queues, limit))
 
 
-def status_of(engine: Engine, uid: str) -> task_db.TaskRecord:
+def status_of(engine: Engine, uid: str) -> TaskRecord:
     with engine.connect() as conn:
-        record = task_db.get_task(conn, uid)
+        record = admin.get_task(conn, uid)
     assert record is not None
     return record
 
@@ -66,9 +67,9 @@ def test_two_workers_never_claim_the_same_task(engine: Engine, aengine: AsyncEng
     with engine.begin() as conn:
         enqueue_many([{"task": "t", "args": [i]} for i in range(500)], connection=conn)
 
-    async def race() -> list[list[task_db.ClaimedTask]]:
+    async def race() -> list[list[ClaimedTask]]:
         stores = [store(aengine, f"w{i}") for i in range(4)]
-        results: list[list[task_db.ClaimedTask]] = [[] for _ in stores]
+        results: list[list[ClaimedTask]] = [[] for _ in stores]
 
         async def drain(i: int) -> None:
             while batch := await stores[i].claim(["default"], 7):
@@ -219,7 +220,7 @@ def test_unique_key_under_8_concurrent_enqueuers(engine: Engine) -> None:
     assert errors == []
     assert len(set(uids)) == 1
     with engine.connect() as conn:
-        rows = task_db.list_tasks(conn, limit=10)
+        rows = admin.list_tasks(conn, limit=10)
     assert len(rows) == 1
     [row] = rows
     assert row.priority == 100 - 7 - 24  # lowest number of all 200 enqueues
@@ -281,8 +282,8 @@ def test_purge_removes_only_expired(engine: Engine, aengine: AsyncEngine) -> Non
     asyncio.run(store(aengine).record([Success(gone, "1"), Success(kept, "2")]))
     assert asyncio.run(store(aengine).purge_expired()) == 1
     with engine.connect() as conn:
-        assert task_db.get_task(conn, gone) is None
-        assert task_db.get_task(conn, kept) is not None
+        assert admin.get_task(conn, gone) is None
+        assert admin.get_task(conn, kept) is not None
 
 
 def test_new_rows_notify_their_queue(engine: Engine, database_url: str) -> None:
@@ -314,7 +315,7 @@ def test_mixed_bulk_enqueue_keeps_order_and_fields(engine: Engine) -> None:
     with engine.begin() as conn:
         uids = enqueue_many(specs, connection=conn)
     with engine.connect() as conn:
-        rows = {r.uid: r for r in task_db.list_tasks(conn, limit=1000)}
+        rows = {r.uid: r for r in admin.list_tasks(conn, limit=1000)}
     merged = {i for i in range(300) if i % 7 == 0}
     assert len(rows) == 300 - len(merged) + 3
     for i, uid in enumerate(uids):

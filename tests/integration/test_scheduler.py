@@ -10,6 +10,7 @@ from sqlalchemy import Engine, text
 
 from eventix_operator.db import schedules as schedule_db
 from eventix_operator.resources import schedule_definition
+from eventix_operator.schedules.loop import SchedulerLoop
 from eventix_operator.schedules.scheduler import apply_schedule, backfill, fire_due
 
 T0 = datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)
@@ -199,3 +200,23 @@ def test_deleting_a_schedule_removes_its_runs(engine: Engine) -> None:
         assert schedule_db.delete_schedule(conn, uid) == 1
         assert schedule_db.get_schedule(conn, uid) is None
     assert runs(engine, uid) == []
+
+
+def test_a_template_that_cannot_be_enqueued_stops_only_its_schedule(engine: Engine) -> None:
+    good = define(engine, "good")
+    bad = define(engine, "bad", template={"task": "tick", "kwargs": {"text": "x" * LIMIT}})
+    loop = SchedulerLoop(engine, payload_limit=LIMIT, clock=lambda: T0 + timedelta(seconds=2))
+    firings, _ = loop.fire_once()
+    assert [t for t, _ in runs(engine, good)] == [T0 + timedelta(seconds=2)]
+    assert runs(engine, bad) == []
+    [failed] = [f for f in firings if f.schedule.uid == bad]
+    assert failed.error is not None
+    assert "cannot fire" in failed.error
+    assert "over the 1000000 byte limit" in failed.error
+    with engine.connect() as conn:
+        record = schedule_db.get_schedule(conn, bad)
+    assert record is not None
+    assert record.error == failed.error
+    assert record.next_tick is None  # not due again until its spec changes
+    fire(engine, T0 + timedelta(seconds=4))
+    assert len(runs(engine, good)) == 2

@@ -23,14 +23,15 @@ from typing import Any, cast
 import pytest
 from sqlalchemy import Engine
 
+from eventix_operator.db.rows import TaskRecord
 from eventix_operator.db.schedules import Run, ScheduleHistory, ScheduleRecord
-from eventix_operator.db.tasks import TaskRecord
 from eventix_operator.db.triggers import TriggerRecord
 from eventix_operator.operator.kube import Kube, ResourceRef, Scale
-from eventix_operator.operator.pools import PoolScaler, pool_status
+from eventix_operator.operator.pools import PoolScaler
 from eventix_operator.operator.reconcile import handled
 from eventix_operator.operator.status import (
     invalid_status,
+    pool_status,
     schedule_status,
     task_status,
     trigger_status,

@@ -46,8 +46,8 @@ from psycopg.rows import dict_row
 from sqlalchemy.engine import make_url
 
 from eventix_operator.embedded import SYSTEM_USER, free_port, scratch_directory, server_account
-from tests.support.kube import _die_with_parent
 from tests.support.postgres import PostgresServer
+from tools.kube.controlplane import die_with_parent
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SETUP_SH = REPO_ROOT / "scripts" / "lib" / "setup.sh"
@@ -230,7 +230,7 @@ class PgBouncer:
             self._popen = subprocess.Popen(
                 [str(self.binary), str(ini)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                cwd=self.workdir, start_new_session=True, preexec_fn=_die_with_parent,
+                cwd=self.workdir, start_new_session=True, preexec_fn=die_with_parent,
                 **as_user,
             )  # fmt: skip
         deadline = time.monotonic() + START_TIMEOUT

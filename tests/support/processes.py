@@ -11,6 +11,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from eventix_operator.embedded import free_port
+
+__all__ = ["Processes", "free_port", "make_processes"]
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -92,12 +96,3 @@ def make_processes(database_url: str, base: Path) -> Processes:
     (base / "records").mkdir(parents=True)
     (base / "logs").mkdir()
     return Processes(database_url, base / "records", base / "logs")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port

@@ -3,7 +3,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from eventix_operator.client import new_task
-from eventix_operator.db.tasks import NewTask, PayloadTooLarge, insert_params, merge_duplicates
+from eventix_operator.db.enqueue import NewTask, insert_params, merge_duplicates
+from eventix_operator.db.payload import PayloadTooLarge
 
 
 def test_eta_and_delay_together_is_an_error() -> None:

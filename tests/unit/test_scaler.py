@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from eventix_operator.operator.kube import Scale
-from eventix_operator.operator.pools import pool_status
+from eventix_operator.operator.status import invalid_pool_status, pool_status
 from eventix_operator.scaling import (
     Decision,
     Limit,
@@ -347,3 +347,21 @@ def test_status_is_stable_while_nothing_but_time_passes(clock: FakeClock) -> Non
     assert first["desiredReplicas"] == 3
     assert first["queueDepth"] == 30
     assert first["observedGeneration"] == 2
+
+
+def test_an_invalid_spec_is_stalled_until_it_is_fixed(clock: FakeClock) -> None:
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    invalid = invalid_pool_status("spec cannot be used: x", {"queueDepth": 4}, generation=1,
+                                  now=now)  # fmt: skip
+    by_type = {c["type"]: c for c in invalid["conditions"]}
+    assert (by_type["Ready"]["status"], by_type["Ready"]["reason"]) == ("False", "InvalidSpec")
+    assert (by_type["Stalled"]["status"], by_type["Stalled"]["reason"]) == ("True", "InvalidSpec")
+    assert invalid["queueDepth"] == 4  # the last live figures stay
+    config = pool_config({"scaleTargetRef": {"name": "w"}, "maxReplicas": 5})
+    load = Load(due=1, running=0)
+    decision, _ = decide(config.scaling, load, 1, ScalerState(), clock.now)
+    fixed = pool_status(config, load, Scale(1, 1), decision, ready=(True, "Scaling", "ok"),
+                        previous=invalid, generation=2, last_scale=None, now=now)  # fmt: skip
+    types = [c["type"] for c in fixed["conditions"]]
+    assert types == ["Ready", "Reconciling", "Stalled", "Active", "ScalingLimited"]
+    assert fixed["conditions"][2]["status"] == "False"

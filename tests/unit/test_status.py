@@ -4,7 +4,7 @@ from typing import Any
 
 import pytest
 
-from eventix_operator.db.tasks import TaskRecord
+from eventix_operator.db.rows import TaskRecord
 from eventix_operator.db.triggers import TriggerRecord
 from eventix_operator.operator.status import invalid_status, task_status, trigger_status
 

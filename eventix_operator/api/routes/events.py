@@ -1,0 +1,33 @@
+"""``POST /event``: code triggers (in a thread), then the table's triggers."""
+
+from __future__ import annotations
+
+import anyio.to_thread
+from fastapi import APIRouter
+from fastapi.responses import Response
+
+from eventix_operator.api import convert
+from eventix_operator.api.context import E413, JSON, ApiContext
+from eventix_operator.api.events import fire_event
+from eventix_operator.api.models import EventixEventIn, EventixTask
+from eventix_operator.api.triggers import event_context, run_code_triggers
+
+
+def router(ctx: ApiContext) -> APIRouter:
+    routes = APIRouter()
+
+    @routes.post("/event", tags=["event"], response_model=list[EventixTask], responses=E413)
+    async def post_event(event: EventixEventIn) -> Response:
+        """Run every trigger registered for the event's name and return the tasks
+        they scheduled. A trigger that fails or ignores the event is logged and
+        counted; the others still run."""
+        context = event_context(event)
+        code = ctx.code_triggers.get(context.name)
+        results = (
+            await anyio.to_thread.run_sync(run_code_triggers, code, event, context) if code else []
+        )
+        records = await fire_event(ctx.db, context, results, stats=ctx.stats)
+        body = b",".join(convert.task_out(r).model_dump_json().encode() for r in records)
+        return Response(b"[" + body + b"]", media_type=JSON)
+
+    return routes

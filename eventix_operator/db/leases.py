@@ -1,0 +1,220 @@
+"""Leases: claim, record, heartbeat, release, recover, purge.
+
+A claimed task is leased to a worker id until ``worker_expires``; the native
+worker renews its leases by heartbeat and records outcomes guarded by them, so
+that nothing is recorded for a task another worker holds now. HTTP workers
+(Eventix's ``TaskWorker``) claim through the same statement
+(:func:`claim_slots`) and write back by revision (:mod:`.writeback`).
+Recovery and purging serve both: whoever runs them (a native worker, the REST
+API) does it for everyone.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from eventix_operator.db import statements
+from eventix_operator.db.errors import first_line, isolate
+from eventix_operator.db.payload import clean, dump_error
+from eventix_operator.db.rows import ClaimedTask, Fetch, TaskRecord
+from eventix_operator.retry import RetryPolicy
+
+if TYPE_CHECKING:  # the asyncio extension loads the ORM: only processes that need it pay
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+
+@dataclass(frozen=True, slots=True)
+class Success:
+    uid: str
+    result_json: str
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """``retry_in`` is the delay before the next attempt, or None for a final error."""
+
+    uid: str
+    error: dict[str, Any]
+    retry_in: float | None
+
+
+Outcome = Success | Failure
+
+
+def refused(outcome: Outcome, exc: Exception) -> Failure:
+    """What is recorded instead of an outcome the database refused: a success
+    becomes a final failure saying why (running the task again gives the same
+    result), a failure keeps its retry with an error document that says why its
+    own could not be stored."""
+    reason = first_line(exc)
+    if isinstance(outcome, Success):
+        message = f"the database refused to store the result: {reason}"
+        return Failure(outcome.uid, {"type": "ResultNotStorable", "message": message}, None)
+    error = {
+        "type": clean(str(outcome.error.get("type", "Error"))),
+        "message": f"the database refused to store this failure's error: {reason}",
+    }
+    return Failure(outcome.uid, error, outcome.retry_in)
+
+
+def worker_lost(worker_id: str | None) -> dict[str, str]:
+    return {
+        "type": "WorkerLost",
+        "message": f"the worker {worker_id} stopped heartbeating and no retries are left",
+    }
+
+
+class LeaseStore:
+    """A native worker's side of the queue: everything it does under its worker id.
+
+    ``on_refused(uid, reason)`` hears of each outcome the database refused (it is
+    recorded as a failure instead, see :func:`refused`).
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        worker_id: str,
+        lease_seconds: float,
+        on_refused: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.worker_id = worker_id
+        self.lease_seconds = lease_seconds
+        self.on_refused = on_refused
+
+    async def claim(self, queues: Sequence[str], limit: int) -> list[ClaimedTask]:
+        params = {
+            "queues": list(queues),
+            "limit": limit,
+            "worker_ids": [self.worker_id],
+            "lease_seconds": self.lease_seconds,
+        }
+        async with self.engine.begin() as conn:
+            result = await conn.execute(statements.CLAIM_TASKS, params)
+            return [ClaimedTask(*row) for row in result.all()]
+
+    async def record(self, outcomes: Iterable[Outcome]) -> tuple[int, int]:
+        """Write outcomes; returns (completed, failed) rows changed.
+
+        Rows this worker no longer holds (lease expired and claimed elsewhere)
+        are not touched: their current holder decides their fate. An outcome the
+        database refuses is recorded as a failure saying why, and costs no other
+        outcome its place (:func:`~.errors.isolate`); an outage is raised, and
+        the caller keeps the outcomes to try again.
+        """
+        batch = list(outcomes)
+        done = failed = 0
+        replacements: list[Outcome] = []
+        for outcome, written in zip(batch, await isolate(self._write, batch), strict=True):
+            if written is True:
+                if isinstance(outcome, Success):
+                    done += 1
+                else:
+                    failed += 1
+            elif isinstance(written, Exception):
+                replacement = refused(outcome, written)
+                if self.on_refused is not None:
+                    self.on_refused(outcome.uid, replacement.error["message"])
+                replacements.append(replacement)
+        if replacements:
+            # A constant-shaped, cleaned document: refused again only by a bug.
+            failed += sum(1 for w in await isolate(self._write, replacements) if w is True)
+        return done, failed
+
+    async def _write(self, batch: list[Outcome]) -> list[bool]:
+        """Whether each outcome was recorded (False: its lease had passed on)."""
+        successes = [o for o in batch if isinstance(o, Success)]
+        failures = [o for o in batch if isinstance(o, Failure)]
+        rows: list[Any] = []
+        async with self.engine.begin() as conn:
+            if successes:
+                params: dict[str, Any] = {
+                    "uid": [o.uid for o in successes],
+                    "result": [o.result_json for o in successes],
+                    "worker_id": self.worker_id,
+                }
+                rows += (await conn.execute(statements.COMPLETE_TASKS, params)).all()
+            if failures:
+                params = {
+                    "uid": [o.uid for o in failures],
+                    "error": [dump_error(o.error) for o in failures],
+                    "retry_in": [o.retry_in for o in failures],
+                    "worker_id": self.worker_id,
+                }
+                rows += (await conn.execute(statements.FAIL_TASKS, params)).all()
+        if len(rows) == len(batch):  # the common case: every lease still held
+            return [True] * len(batch)
+        recorded = {row[0] for row in rows}
+        return [o.uid in recorded for o in batch]
+
+    async def heartbeat(self) -> int:
+        params = {"worker_id": self.worker_id, "lease_seconds": self.lease_seconds}
+        async with self.engine.begin() as conn:
+            return (await conn.execute(statements.HEARTBEAT, params)).rowcount
+
+    async def release(self, uids: Sequence[str], started: Sequence[bool]) -> int:
+        if not uids:
+            return 0
+        params = {"uid": list(uids), "started": list(started), "worker_id": self.worker_id}
+        async with self.engine.begin() as conn:
+            return len((await conn.execute(statements.RELEASE_TASKS, params)).all())
+
+    async def recover_expired_leases(self, limit: int = 1000) -> list[tuple[str, str]]:
+        """Requeue tasks of dead workers, or fail those whose lost run was their
+        last (the retry policy decides); returns (uid, new status) of each."""
+        return await recover_expired_leases(self.engine, limit)
+
+    async def purge_expired(self, limit: int = 1000) -> int:
+        return await purge_expired(self.engine, limit)
+
+
+async def recover_expired_leases(engine: AsyncEngine, limit: int = 1000) -> list[tuple[str, str]]:
+    """Requeue tasks of dead workers (native or HTTP), or end with ``WorkerLost``
+    those whose lost run was their last; returns (uid, new status) of each."""
+    async with engine.connect() as conn:
+        # A transaction even on an autocommit engine (the REST API's): the rows
+        # stay locked from the look to the update.
+        await conn.execution_options(isolation_level="READ COMMITTED")
+        async with conn.begin():
+            expired = (await conn.execute(statements.LOCK_EXPIRED_LEASES, {"limit": limit})).all()
+            if not expired:
+                return []
+            params: dict[str, list[Any]] = {"uid": [], "status": [], "error": []}
+            for uid, worker_id, retry, max_retries, attempts, inc, cap in expired:
+                params["uid"].append(uid)
+                if RetryPolicy(retry, max_retries, inc, cap).run_left_after_loss(attempts):
+                    params["status"].append("scheduled")
+                    params["error"].append(None)
+                else:
+                    params["status"].append("error")
+                    params["error"].append(json.dumps(worker_lost(worker_id)))
+            rows = (await conn.execute(statements.RECOVER_LEASES, params)).all()
+            return [(str(r.uid), r.status) for r in rows]
+
+
+async def purge_expired(engine: AsyncEngine, limit: int = 1000) -> int:
+    """Remove a bounded batch of finished tasks whose result or error expired."""
+    async with engine.begin() as conn:
+        return (await conn.execute(statements.PURGE_EXPIRED, {"limit": limit})).rowcount
+
+
+async def claim_slots(
+    fetch: Fetch, queue: str, worker_ids: Sequence[str], lease_seconds: float
+) -> list[TaskRecord | None]:
+    """Lease the next due tasks of one queue, the n-th to the n-th worker id
+    (concurrent ``GET /tasks/next_scheduled``: a worker id used twice, as
+    Eventix's default ``default``, still gets one task per request); None where
+    no task was left for a slot."""
+    params = {
+        "queues": [queue],
+        "worker_ids": list(worker_ids),
+        "limit": len(worker_ids),
+        "lease_seconds": lease_seconds,
+    }
+    rows = await fetch(statements.CLAIM_TASK_ROWS, params)
+    by_slot = {row[0]: TaskRecord.from_row(row[1:]) for row in rows}
+    return [by_slot.get(slot) for slot in range(1, len(worker_ids) + 1)]

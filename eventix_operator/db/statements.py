@@ -1,0 +1,901 @@
+"""Every SQL statement of eventix-operator, named, in one place, by concern.
+
+Nothing outside :mod:`eventix_operator.db` builds SQL. The sections follow the
+data layer's modules: enqueue, leases (native workers), write-back (Eventix's
+HTTP workers), administration (CLI, REST, operator), schedules, triggers,
+pools and metrics. Column lists come from the tables in :mod:`.schema`, never
+by hand: a statement that returns whole task rows returns :data:`TASK_COLUMNS`
+in table order, which is the field order of
+:class:`~eventix_operator.db.rows.TaskRecord`. Batch statements take parallel
+arrays and ``unnest`` them (typed from the schema by :func:`unnest`), so a batch
+of any size is one round trip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, TextClause, case, func, select, text
+from sqlalchemy.dialects import postgresql
+
+from eventix_operator.db.schema import PENDING_PREDICATE, schedule_table, task_table
+from eventix_operator.db.trigger_schema import trigger_table
+from eventix_operator.retry import failures_so_far_sql
+
+#: Channel that carries the queue name of newly ready tasks (see the migration's
+#: insert trigger, and :func:`waking` for updates).
+READY_CHANNEL = "eventix_task_ready"
+#: Channel that wakes the scheduler when a schedule is created, changed or resumed.
+SCHEDULE_CHANNEL = "eventix_schedule_changed"
+
+#: Every column of ``eventix_task``, in table order: what whole-row statements return.
+TASK_COLUMNS: tuple[str, ...] = tuple(c.name for c in task_table.c)
+#: What a native worker needs of a claimed task (decoding the rest cost more than
+#: running a no-op task), in :class:`~eventix_operator.db.rows.ClaimedTask` order.
+CLAIMED_COLUMNS = (
+    "uid", "task", "namespace", "status", "args", "kwargs", "attempts", "retry",
+    "max_retries", "error_eta_inc", "error_eta_max", "timeout_seconds", "store_result",
+)  # fmt: skip
+SCHEDULE_COLUMNS: tuple[str, ...] = tuple(c.name for c in schedule_table.c)
+TRIGGER_COLUMNS: tuple[str, ...] = tuple(c.name for c in trigger_table.c)
+
+_DIALECT = postgresql.dialect()  # type: ignore[no-untyped-call]
+
+
+def columns(names: Sequence[str], prefix: str = "") -> str:
+    return ", ".join(prefix + n for n in names)
+
+
+def unnest(names: Sequence[str], **extra: str) -> str:
+    """``unnest(CAST(:a AS type[]), …) AS v(a, …)``: one array parameter per name,
+    typed like the task table's column of that name (``extra`` types the others)."""
+    casts = []
+    for name in names:
+        kind = extra.get(name) or task_table.c[name].type.compile(dialect=_DIALECT)
+        casts.append(f"CAST(:{name} AS {kind}[])")
+    return f"unnest({', '.join(casts)}) AS v({columns(names)})"
+
+
+def waking(update: str) -> TextClause:
+    """``update`` (returning at least ``namespace`` and ``status``), and one
+    notification on :data:`READY_CHANNEL` for each queue where it left a task
+    pending: a statement that makes tasks ready again wakes their workers by
+    itself, in its own transaction (the insert trigger covers new rows)."""
+    return text(
+        f"""
+        WITH changed AS ({update}),
+        woken AS (
+            SELECT count(pg_notify('{READY_CHANNEL}', q.namespace)) AS queues
+            FROM (SELECT DISTINCT namespace FROM changed
+                  WHERE status IN ('scheduled', 'retry')) AS q
+        )
+        SELECT changed.* FROM changed, woken
+        """
+    )
+
+
+# -- Enqueue ------------------------------------------------------------------------
+
+#: Parameters of an enqueue, in the order of the parallel arrays (``delay`` is
+#: not a column: the database's clock turns it into ``eta``).
+INSERT_COLUMNS = (
+    "uid", "task", "namespace", "priority", "eta", "delay", "args", "kwargs", "unique_key",
+    "retry", "max_retries", "error_eta_inc", "error_eta_max", "timeout_seconds",
+    "store_result", "result_expires", "error_expires", "operator", "source",
+    "k8s_namespace", "k8s_name", "k8s_uid", "schedule_uid", "schedule_time",
+)  # fmt: skip
+_STORED = [c for c in INSERT_COLUMNS if c != "delay"]
+_VALUES = [
+    "COALESCE(v.eta, now() + make_interval(secs => COALESCE(v.delay, 0)))"
+    if c == "eta"
+    else "v." + c
+    for c in _STORED
+]
+_INSERT = f"""
+    INSERT INTO eventix_task AS t ({columns(_STORED)})
+    SELECT {columns(_VALUES)}
+    FROM {unnest(INSERT_COLUMNS, delay="float8")}
+"""
+#: Eventix's unique-key merge: a pending task with the same (queue, unique key)
+#: takes the earliest eta, the lowest priority number and the newest args.
+_MERGE = f"""
+    ON CONFLICT (namespace, unique_key) WHERE unique_key IS NOT NULL AND {PENDING_PREDICATE}
+    DO UPDATE SET
+        eta = LEAST(t.eta, EXCLUDED.eta),
+        priority = LEAST(t.priority, EXCLUDED.priority),
+        args = EXCLUDED.args,
+        kwargs = EXCLUDED.kwargs,
+        status = 'scheduled',
+        updated_at = now(),
+        revision = t.revision + 1
+"""
+
+# -- name: insert_tasks --
+# Insert a batch, merging into pending tasks by unique key; returns what resolves
+# each input to its row (a merged task has the uid of the row it merged into).
+INSERT_TASKS: TextClause = text(_INSERT + _MERGE + "RETURNING t.uid, t.namespace, t.unique_key")
+
+# -- name: insert_task_rows --
+# INSERT_TASKS returning whole rows: POST /task answers with the task in the same
+# round trip.
+INSERT_TASK_ROWS: TextClause = text(_INSERT + _MERGE + f"RETURNING {columns(TASK_COLUMNS, 't.')}")
+
+# -- name: insert_tasks_once --
+# Insert tasks that carry their own identity (a resource uid, a schedule tick):
+# a row that exists already is left alone, so replays and racing replicas
+# insert each at most once. Returns only the rows inserted.
+INSERT_TASKS_ONCE: TextClause = text(_INSERT + "ON CONFLICT DO NOTHING RETURNING t.uid")
+
+# -- name: copy_tasks --
+# Bulk load of plain tasks (no unique key, no delay, no resource or tick
+# identity: nothing can conflict). COPY skips parsing one array per column, the
+# largest cost of a 100k-task enqueue; without an eta column the row's default,
+# now() of the transaction, is what INSERT_TASKS would give.
+COPY_COLUMNS = (
+    "uid", "task", "namespace", "priority", "args", "kwargs", "retry", "max_retries",
+    "error_eta_inc", "error_eta_max", "timeout_seconds", "store_result", "result_expires",
+    "error_expires", "operator", "source",
+)  # fmt: skip
+COPY_TASKS = f"COPY eventix_task ({columns(COPY_COLUMNS)}) FROM STDIN"
+COPY_TASKS_WITH_ETA = f"COPY eventix_task ({columns(COPY_COLUMNS)}, eta) FROM STDIN"
+
+# -- Leases ------------------------------------------------------------------------
+
+
+def _claim(returning: str) -> TextClause:
+    # The one claim of native and HTTP workers: up to :limit due tasks of the
+    # queues in claim order (priority, eta), locked with SKIP LOCKED so that no two
+    # claims take a task, leased to :worker_ids by slot (the n-th task to the n-th
+    # id, round the list: a native worker passes its one id, concurrent HTTP
+    # claims one id each). One lateral index scan per queue keeps the claim on the
+    # partial ready index however large other queues grow.
+    return text(
+        f"""
+        WITH picked AS (
+            SELECT c.uid, c.priority, c.eta
+            FROM unnest(CAST(:queues AS text[])) AS q(name),
+            LATERAL (
+                SELECT uid, priority, eta
+                FROM eventix_task
+                WHERE namespace = q.name AND {PENDING_PREDICATE} AND eta <= now()
+                ORDER BY priority, eta
+                LIMIT :limit
+                FOR UPDATE SKIP LOCKED
+            ) AS c
+            ORDER BY c.priority, c.eta
+            LIMIT :limit
+        ), next AS (
+            SELECT uid, row_number() OVER (ORDER BY priority, eta) AS slot FROM picked
+        )
+        UPDATE eventix_task AS t
+        SET status = 'processing',
+            worker_id = (CAST(:worker_ids AS text[]))[
+                1 + (next.slot - 1) % cardinality(CAST(:worker_ids AS text[]))],
+            worker_expires = now() + make_interval(secs => :lease_seconds),
+            attempts = t.attempts + 1,
+            started_at = now(),
+            updated_at = now(),
+            revision = t.revision + 1
+        FROM next
+        WHERE t.uid = next.uid
+        RETURNING {returning}
+        """
+    )
+
+
+# -- name: claim_tasks --
+# The claim for a native worker: only the columns it needs.
+CLAIM_TASKS: TextClause = _claim("t.uid::text, " + columns(CLAIMED_COLUMNS[1:], "t."))
+
+# -- name: claim_task_rows --
+# The claim for HTTP workers: whole rows, each with the slot it was leased to.
+CLAIM_TASK_ROWS: TextClause = _claim(f"next.slot AS claim_slot, {columns(TASK_COLUMNS, 't.')}")
+
+# -- name: complete_tasks --
+# Record successes of tasks this worker still holds; rows whose lease was lost are
+# left to whoever holds them now.
+COMPLETE_TASKS: TextClause = text(
+    f"""
+    UPDATE eventix_task AS t
+    SET status = 'done',
+        result = CASE WHEN t.store_result THEN v.result END,
+        error = NULL,
+        finished_at = now(),
+        updated_at = now(),
+        worker_id = NULL,
+        worker_expires = NULL,
+        expires = now() + make_interval(secs => t.result_expires),
+        revision = t.revision + 1
+    FROM {unnest(("uid", "result"))}
+    WHERE t.uid = v.uid AND t.worker_id = :worker_id AND t.status = 'processing'
+    RETURNING t.uid::text
+    """
+)
+
+# -- name: fail_tasks --
+# Record failures: a row with a retry delay goes back to `retry` at now() + delay,
+# one without becomes `error` for good.
+FAIL_TASKS: TextClause = waking(
+    f"""
+    UPDATE eventix_task AS t
+    SET status = CASE WHEN v.retry_in IS NULL THEN 'error' ELSE 'retry' END,
+        eta = CASE WHEN v.retry_in IS NULL THEN t.eta
+                   ELSE now() + make_interval(secs => v.retry_in) END,
+        error = v.error,
+        finished_at = CASE WHEN v.retry_in IS NULL THEN now() END,
+        updated_at = now(),
+        worker_id = NULL,
+        worker_expires = NULL,
+        expires = CASE WHEN v.retry_in IS NULL
+                       THEN now() + make_interval(secs => t.error_expires) END,
+        revision = t.revision + 1
+    FROM {unnest(("uid", "error", "retry_in"), retry_in="float8")}
+    WHERE t.uid = v.uid AND t.worker_id = :worker_id AND t.status = 'processing'
+    RETURNING t.uid::text AS uid, t.namespace, t.status
+    """
+)
+
+# -- name: release_tasks --
+# Give back tasks this worker claimed but will not finish (shutdown). Tasks that
+# never started do not count the attempt.
+RELEASE_TASKS: TextClause = waking(
+    f"""
+    UPDATE eventix_task AS t
+    SET status = 'scheduled',
+        worker_id = NULL,
+        worker_expires = NULL,
+        attempts = CASE WHEN v.started THEN t.attempts ELSE t.attempts - 1 END,
+        updated_at = now(),
+        revision = t.revision + 1
+    FROM {unnest(("uid", "started"), started="boolean")}
+    WHERE t.uid = v.uid AND t.worker_id = :worker_id AND t.status = 'processing'
+    RETURNING t.uid::text AS uid, t.namespace, t.status
+    """
+)
+
+# -- name: heartbeat --
+# Renew the leases of every task this worker holds.
+HEARTBEAT: TextClause = text(
+    """
+    UPDATE eventix_task
+    SET worker_expires = now() + make_interval(secs => :lease_seconds)
+    WHERE worker_id = :worker_id AND status = 'processing'
+    """
+)
+
+# -- name: lock_expired_leases --
+# Tasks of workers that stopped heartbeating, locked for recovery; what happens
+# to each is the retry policy's decision (run again, or WorkerLost).
+LOCK_EXPIRED_LEASES: TextClause = text(
+    """
+    SELECT uid::text, worker_id, retry, max_retries, attempts, error_eta_inc, error_eta_max
+    FROM eventix_task
+    WHERE status = 'processing' AND worker_expires < now()
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+    """
+)
+
+# -- name: recover_leases --
+# Put recovered tasks back in the queue, due now, or end them with their error.
+RECOVER_LEASES: TextClause = waking(
+    f"""
+    UPDATE eventix_task AS t
+    SET status = v.status,
+        error = COALESCE(v.error, t.error),
+        finished_at = CASE WHEN v.status = 'error' THEN now() END,
+        eta = now(),
+        worker_id = NULL,
+        worker_expires = NULL,
+        updated_at = now(),
+        revision = t.revision + 1
+    FROM {unnest(("uid", "status", "error"))}
+    WHERE t.uid = v.uid AND t.status = 'processing' AND t.worker_expires < now()
+    RETURNING t.uid::text AS uid, t.namespace, t.status
+    """
+)
+
+# -- name: purge_expired --
+# Remove finished tasks whose result or error has expired, a bounded batch at a time.
+PURGE_EXPIRED: TextClause = text(
+    """
+    DELETE FROM eventix_task
+    WHERE uid IN (
+        SELECT uid FROM eventix_task
+        WHERE expires < now() AND status IN ('done', 'error', 'cancelled')
+        LIMIT :limit
+        FOR UPDATE SKIP LOCKED
+    )
+    """
+)
+
+# -- Write-back by revision (Eventix's HTTP workers) --------------------------------
+
+#: What a write-back replaces, in the order of the parallel arrays. Eventix counts
+#: retries down (``remaining_retries``); ``error_eta_inc`` stays the row's own.
+REPLACE_COLUMNS = (
+    "uid", "revision", "task", "namespace", "status", "priority", "eta", "args", "kwargs",
+    "unique_key", "worker_id", "worker_expires", "retry", "remaining_retries",
+    "error_eta_max", "store_result", "result", "error", "result_expires", "error_expires",
+    "expires", "operator",
+)  # fmt: skip
+
+# -- name: replace_tasks --
+# Eventix's write-back (PUT /task/{uid}), for a batch of tasks: replace each
+# document while its revision is still the one its writer read; a row whose
+# revision moved on is not returned. The row keeps the total of retries and
+# counts attempts up, so the remaining count is turned back into a total with the
+# failed runs so far. NULL args or kwargs keep the row's (a write-back whose own
+# could not be stored). A batch must not name a uid twice.
+REPLACE_TASKS: TextClause = waking(
+    f"""
+    UPDATE eventix_task AS t
+    SET task = v.task, namespace = v.namespace, status = v.status, priority = v.priority,
+        eta = v.eta, args = COALESCE(v.args, t.args), kwargs = COALESCE(v.kwargs, t.kwargs),
+        unique_key = v.unique_key, worker_id = v.worker_id,
+        worker_expires = v.worker_expires, retry = v.retry,
+        max_retries = v.remaining_retries + {failures_so_far_sql("v.status", "t.attempts")},
+        error_eta_max = v.error_eta_max, store_result = v.store_result,
+        result = v.result, error = v.error, result_expires = v.result_expires,
+        error_expires = v.error_expires, expires = v.expires, operator = v.operator,
+        finished_at = CASE WHEN v.status IN ('done', 'error') THEN now() END,
+        updated_at = now(),
+        revision = t.revision + 1
+    FROM {unnest(REPLACE_COLUMNS, remaining_retries="integer")}
+    WHERE t.uid = v.uid AND t.revision = v.revision
+    RETURNING {columns(TASK_COLUMNS, "t.")}
+    """
+)
+
+# -- name: insert_task_row --
+# Eventix creates the document a PUT names when it does not exist (a restore, or a
+# write-back of a task deleted meanwhile): insert it as given, status and all.
+INSERT_TASK_ROW: TextClause = text(
+    f"""
+    INSERT INTO eventix_task (
+        uid, task, namespace, status, priority, eta, scheduled, args, kwargs, unique_key,
+        worker_id, worker_expires, retry, max_retries, error_eta_inc, error_eta_max,
+        store_result, result, error, result_expires, error_expires, expires, operator,
+        source, finished_at
+    ) VALUES (
+        :uid, :task, :namespace, :status, :priority, :eta, COALESCE(:scheduled, now()),
+        COALESCE(CAST(:args AS jsonb), '[]'), COALESCE(CAST(:kwargs AS jsonb), '{{}}'),
+        :unique_key, :worker_id, :worker_expires, :retry, :remaining_retries,
+        :error_eta_inc, :error_eta_max, :store_result, CAST(:result AS jsonb),
+        CAST(:error AS jsonb), :result_expires, :error_expires, :expires, :operator, 'api',
+        CASE WHEN :status IN ('done', 'error') THEN now() END
+    )
+    RETURNING {columns(TASK_COLUMNS)}
+    """
+)
+
+# -- name: task_revision --
+# The revision a write-back lost against (None: the task is gone).
+TASK_REVISION: TextClause = text("SELECT revision FROM eventix_task WHERE uid = :uid")
+
+# -- Administration -----------------------------------------------------------------
+
+# -- name: get_task --
+GET_TASK: TextClause = text(f"SELECT {columns(TASK_COLUMNS)} FROM eventix_task WHERE uid = :uid")
+
+# -- name: requeue_task --
+# Run a task again, at :eta or now: one that finished (done, error, cancelled)
+# or waits for a retry. Its attempts start afresh, as if it were new; what its
+# last run left (result, error, lease, expiry) is cleared.
+REQUEUE_TASK: TextClause = waking(
+    f"""
+    UPDATE eventix_task
+    SET status = 'scheduled', eta = COALESCE(CAST(:eta AS timestamptz), now()), attempts = 0,
+        result = NULL, error = NULL, worker_id = NULL, worker_expires = NULL, expires = NULL,
+        finished_at = NULL, updated_at = now(), revision = revision + 1
+    WHERE uid = :uid AND status IN ('done', 'error', 'cancelled', 'retry')
+    RETURNING {columns(TASK_COLUMNS)}
+    """
+)
+
+# -- name: cancel_task --
+# Cancel a task that has not started; a running task cannot be taken back.
+CANCEL_TASK: TextClause = text(
+    f"""
+    UPDATE eventix_task
+    SET status = 'cancelled', finished_at = now(), updated_at = now(),
+        expires = now() + make_interval(secs => error_expires),
+        revision = revision + 1
+    WHERE uid = :uid AND {PENDING_PREDICATE}
+    RETURNING {columns(TASK_COLUMNS)}
+    """
+)
+
+# -- name: delete_task --
+DELETE_TASK: TextClause = text("DELETE FROM eventix_task WHERE uid = :uid RETURNING uid")
+
+# -- name: tasks_by_unique_key --
+# Tasks with a unique key (in one queue, or in all when :namespace is NULL) whose
+# status is one of :stati, newest first.
+TASKS_BY_UNIQUE_KEY: TextClause = text(
+    f"""
+    SELECT {columns(TASK_COLUMNS)} FROM eventix_task
+    WHERE unique_key = :unique_key
+      AND (CAST(:namespace AS text) IS NULL OR namespace = :namespace)
+      AND status = ANY(CAST(:stati AS text[]))
+    ORDER BY created_at DESC, uid
+    LIMIT :limit
+    """
+)
+
+#: Columns a listing may sort or filter on, by their Eventix names (the CLI uses
+#: the same names).
+LISTING_COLUMNS: Mapping[str, str] = {
+    "uid": "uid",
+    "_id": "uid",
+    "task": "task",
+    "namespace": "namespace",
+    "status": "status",
+    "priority": "priority",
+    "eta": "eta",
+    "scheduled": "scheduled",
+    "unique_key": "unique_key",
+    "worker_id": "worker_id",
+    "worker_expires": "worker_expires",
+    "expires": "expires",
+    "operator": "operator",
+    "created_time": "created_at",
+    "updated_time": "updated_at",
+}
+
+#: Eventix's ``status_id`` sort key: pending and running work before finished work.
+STATUS_ORDER = ("scheduled", "processing", "retry", "error", "done", "cancelled")
+
+
+def _listing_filter(
+    equals: Mapping[str, Any], within: Mapping[str, Sequence[Any]]
+) -> list[ColumnElement[bool]]:
+    clauses: list[ColumnElement[bool]] = []
+    for name, value in equals.items():
+        column = task_table.c[LISTING_COLUMNS[name]]
+        clauses.append(column.is_(None) if value is None else column == value)
+    for name, values in within.items():
+        clauses.append(task_table.c[LISTING_COLUMNS[name]].in_(list(values)))
+    return clauses
+
+
+# -- name: tasks_page --
+# One page of tasks matching equality and membership filters on whitelisted
+# columns, in the requested order (``status_id`` is Eventix's status rank), uid
+# last. Built from SQLAlchemy Core expressions over the whitelist, never from
+# the caller's strings.
+def tasks_page(
+    *,
+    equals: Mapping[str, Any],
+    within: Mapping[str, Sequence[Any]],
+    order: Sequence[tuple[str, bool]],
+    skip: int,
+    limit: int,
+) -> Select[Any]:
+    """``order`` holds (Eventix column name or ``status_id``, descending) pairs."""
+    keys: list[ColumnElement[Any]] = []
+    for name, descending in order:
+        if name == "status_id":
+            column: ColumnElement[Any] = case(
+                {s: i for i, s in enumerate(STATUS_ORDER)}, value=task_table.c.status
+            )
+        else:
+            column = task_table.c[LISTING_COLUMNS[name]]
+        keys.append(column.desc() if descending else column.asc())
+    keys.append(task_table.c.uid.asc())
+    return (
+        select(*task_table.c)
+        .where(*_listing_filter(equals, within))
+        .order_by(*keys)
+        .offset(skip)
+        .limit(limit)
+    )
+
+
+# -- name: tasks_count --
+# How many tasks the same filters match (Eventix's ``max_results``).
+def tasks_count(*, equals: Mapping[str, Any], within: Mapping[str, Sequence[Any]]) -> Select[Any]:
+    return select(func.count()).select_from(task_table).where(*_listing_filter(equals, within))
+
+
+# -- name: queue_stats --
+# Counts per queue and status, and the age of the oldest due task per queue.
+QUEUE_STATS: TextClause = text(
+    f"""
+    SELECT namespace, status, count(*) AS count,
+           max(CASE WHEN {PENDING_PREDICATE} AND eta <= now()
+                    THEN extract(epoch FROM now() - eta) END) AS oldest_due_seconds,
+           count(*) FILTER (WHERE {PENDING_PREDICATE} AND eta <= now()) AS due
+    FROM eventix_task
+    GROUP BY namespace, status
+    ORDER BY namespace, status
+    """
+)
+
+# -- name: namespaces --
+# Every queue name, by a loose index scan: one index probe per queue, however many rows.
+NAMESPACES: TextClause = text(
+    """
+    WITH RECURSIVE ns(name) AS (
+        (SELECT namespace FROM eventix_task ORDER BY namespace LIMIT 1)
+        UNION ALL
+        SELECT (SELECT t.namespace FROM eventix_task AS t
+                WHERE t.namespace > ns.name ORDER BY t.namespace LIMIT 1)
+        FROM ns WHERE ns.name IS NOT NULL
+    )
+    SELECT name FROM ns WHERE name IS NOT NULL
+    """
+)
+
+# -- name: task_types --
+# Task names seen in one queue.
+TASK_TYPES: TextClause = text(
+    "SELECT DISTINCT task FROM eventix_task WHERE namespace = :namespace ORDER BY task"
+)
+
+# -- name: status_counts --
+# Tasks per status, over all queues (Eventix's /metrics).
+STATUS_COUNTS: TextClause = text(
+    "SELECT status, count(*) AS count FROM eventix_task GROUP BY status"
+)
+
+# -- name: active_workers --
+# Workers holding a live lease right now.
+ACTIVE_WORKERS: TextClause = text(
+    """
+    SELECT count(DISTINCT worker_id) FROM eventix_task
+    WHERE status = 'processing' AND worker_expires > now()
+    """
+)
+
+# -- Resource-backed tasks (the operator) ------------------------------------------
+
+# -- name: update_pending_resource_task --
+# The mutable fields of an EventixTask (priority, eta) reach its row while it has
+# not started; a delay counts from the row's creation, as it did at enqueue.
+UPDATE_PENDING_RESOURCE_TASK: TextClause = text(
+    f"""
+    UPDATE eventix_task
+    SET priority = :priority,
+        eta = COALESCE(:eta, created_at + make_interval(secs => :delay), eta),
+        updated_at = now(), revision = revision + 1
+    WHERE k8s_uid = :k8s_uid AND source = 'k8s' AND status = 'scheduled' AND attempts = 0
+    RETURNING {columns(TASK_COLUMNS)}
+    """
+)
+
+# -- name: get_resource_task --
+GET_RESOURCE_TASK: TextClause = text(
+    f"SELECT {columns(TASK_COLUMNS)} FROM eventix_task WHERE k8s_uid = :k8s_uid AND source = 'k8s'"
+)
+
+# -- name: delete_resource_task --
+DELETE_RESOURCE_TASK: TextClause = text(
+    "DELETE FROM eventix_task WHERE k8s_uid = :k8s_uid AND source = 'k8s' RETURNING uid, status"
+)
+
+# -- name: changed_resource_tasks --
+# Resource-backed tasks changed since a moment, for status sync.
+CHANGED_RESOURCE_TASKS: TextClause = text(
+    f"""
+    SELECT {columns(TASK_COLUMNS)} FROM eventix_task
+    WHERE k8s_uid IS NOT NULL AND updated_at >= :since
+    ORDER BY updated_at
+    LIMIT :limit
+    """
+)
+
+# -- name: database_now --
+# The database's clock: cursors over updated_at must not mix in the client's.
+DATABASE_NOW: TextClause = text("SELECT now()")
+
+# -- Schedules ------------------------------------------------------------------------
+
+# -- name: upsert_schedule --
+# Create or update a schedule from its resource; the firing state (last_tick) is kept.
+_SCHEDULE_SET = [c for c in SCHEDULE_COLUMNS if c not in ("updated_at", "last_tick")]
+_SCHEDULE_VALUES = [
+    ":" + c if c != "template" else "CAST(:template AS jsonb)" for c in _SCHEDULE_SET
+]
+_SCHEDULE_IDENTITY = ("uid", "k8s_namespace", "k8s_name", "created_at")
+_SCHEDULE_UPDATES = [f"{c} = EXCLUDED.{c}" for c in _SCHEDULE_SET if c not in _SCHEDULE_IDENTITY]
+UPSERT_SCHEDULE: TextClause = text(
+    f"""
+    INSERT INTO eventix_schedule ({columns(_SCHEDULE_SET)})
+    VALUES ({columns(_SCHEDULE_VALUES)})
+    ON CONFLICT (uid) DO UPDATE SET {columns(_SCHEDULE_UPDATES)}, updated_at = now()
+    RETURNING {columns(SCHEDULE_COLUMNS)}
+    """
+)
+
+# -- name: get_schedule --
+GET_SCHEDULE: TextClause = text(
+    f"SELECT {columns(SCHEDULE_COLUMNS)} FROM eventix_schedule WHERE uid = :uid"
+)
+
+# -- name: get_schedule_by_name --
+GET_SCHEDULE_BY_NAME: TextClause = text(
+    f"""
+    SELECT {columns(SCHEDULE_COLUMNS)} FROM eventix_schedule
+    WHERE k8s_name = :name AND (CAST(:namespace AS text) IS NULL OR k8s_namespace = :namespace)
+    """
+)
+
+# -- name: lock_due_schedules --
+# Schedules with a tick due, locked so that one scheduler fires each (others skip it).
+LOCK_DUE_SCHEDULES: TextClause = text(
+    f"""
+    SELECT {columns(SCHEDULE_COLUMNS)} FROM eventix_schedule
+    WHERE NOT suspend AND error IS NULL AND next_tick <= :now
+    ORDER BY next_tick
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+    """
+)
+
+# -- name: next_schedule_wake --
+NEXT_SCHEDULE_WAKE: TextClause = text(
+    "SELECT min(next_tick) FROM eventix_schedule WHERE NOT suspend AND error IS NULL"
+)
+
+# -- name: advance_schedule --
+ADVANCE_SCHEDULE: TextClause = text(
+    """
+    UPDATE eventix_schedule
+    SET last_tick = GREATEST(last_tick, :last_tick), next_tick = :next_tick, updated_at = now()
+    WHERE uid = :uid
+    """
+)
+
+# -- name: stop_schedule --
+# A schedule whose tick cannot be enqueued stops, with the reason; it is not due again.
+STOP_SCHEDULE: TextClause = text(
+    """
+    UPDATE eventix_schedule SET error = :error, next_tick = NULL, updated_at = now()
+    WHERE uid = :uid
+    """
+)
+
+# -- name: active_runs --
+# Runs of a schedule that have not finished, oldest tick first.
+ACTIVE_RUNS: TextClause = text(
+    """
+    SELECT uid, status FROM eventix_task
+    WHERE schedule_uid = :schedule_uid AND status IN ('scheduled', 'retry', 'processing')
+    ORDER BY schedule_time
+    """
+)
+
+# -- name: cancel_pending_runs --
+# Replace policy: runs that have not started give way to the new tick.
+CANCEL_PENDING_RUNS: TextClause = text(
+    f"""
+    UPDATE eventix_task
+    SET status = 'cancelled', finished_at = now(), updated_at = now(), revision = revision + 1,
+        error = jsonb_build_object('type', 'Replaced',
+                                   'message', 'replaced by the run of ' || :tick)
+    WHERE schedule_uid = :schedule_uid AND {PENDING_PREDICATE}
+    RETURNING uid
+    """
+)
+
+# -- name: trim_run_history --
+# Keep the newest N successful and M failed or cancelled runs of a schedule.
+TRIM_RUN_HISTORY: TextClause = text(
+    """
+    DELETE FROM eventix_task WHERE uid IN (
+        SELECT uid FROM (
+            SELECT uid, status = 'done' AS ok,
+                   row_number() OVER (PARTITION BY status = 'done'
+                                      ORDER BY schedule_time DESC) AS n
+            FROM eventix_task
+            WHERE schedule_uid = :schedule_uid AND status IN ('done', 'error', 'cancelled')
+        ) AS runs
+        WHERE (ok AND n > :keep_ok) OR (NOT ok AND n > :keep_failed)
+    )
+    """
+)
+
+# -- name: delete_schedule --
+# The schedule and every run it created, whatever their state: no orphans.
+DELETE_SCHEDULE_RUNS: TextClause = text("DELETE FROM eventix_task WHERE schedule_uid = :uid")
+DELETE_SCHEDULE: TextClause = text("DELETE FROM eventix_schedule WHERE uid = :uid")
+
+# -- name: notify_schedules --
+NOTIFY_SCHEDULES: TextClause = text(f"SELECT pg_notify('{SCHEDULE_CHANNEL}', :uid)")
+
+# -- name: schedule_runs --
+# Recent runs of schedules, newest first, for their resources' status.
+SCHEDULE_RUNS: TextClause = text(
+    """
+    SELECT schedule_uid, uid, status, attempts, schedule_time, finished_at
+    FROM (
+        SELECT *, row_number() OVER (PARTITION BY schedule_uid
+                                     ORDER BY schedule_time DESC) AS n
+        FROM eventix_task WHERE schedule_uid = ANY(CAST(:uids AS text[]))
+    ) AS runs
+    WHERE n <= :limit
+    ORDER BY schedule_uid, schedule_time DESC
+    """
+)
+
+# -- name: schedule_outcomes --
+# Last success and failure time of each schedule.
+SCHEDULE_OUTCOMES: TextClause = text(
+    """
+    SELECT schedule_uid,
+           max(finished_at) FILTER (WHERE status = 'done') AS last_success,
+           max(finished_at) FILTER (WHERE status = 'error') AS last_failure
+    FROM eventix_task WHERE schedule_uid = ANY(CAST(:uids AS text[]))
+    GROUP BY schedule_uid
+    """
+)
+
+# -- name: changed_schedules --
+# Schedules whose own row or whose runs changed since a moment.
+CHANGED_SCHEDULES: TextClause = text(
+    f"""
+    SELECT {columns(SCHEDULE_COLUMNS, "s.")} FROM eventix_schedule s
+    WHERE s.updated_at >= :since
+       OR EXISTS (SELECT 1 FROM eventix_task t
+                  WHERE t.schedule_uid = s.uid AND t.updated_at >= :since)
+    """
+)
+
+# -- Triggers ------------------------------------------------------------------------
+
+# -- name: upsert_trigger --
+# Create or update a trigger from its resource; its counters are kept, and its last
+# error is forgotten when a new generation of the spec arrives.
+UPSERT_TRIGGER: TextClause = text(
+    f"""
+    INSERT INTO eventix_trigger AS tr (
+        uid, name, k8s_namespace, k8s_name, generation, event_name, filter, template
+    ) VALUES (
+        :uid, :name, :k8s_namespace, :k8s_name, :generation, :event_name,
+        CAST(:filter AS jsonb), CAST(:template AS jsonb)
+    )
+    ON CONFLICT (uid) DO UPDATE SET
+        name = EXCLUDED.name,
+        k8s_namespace = EXCLUDED.k8s_namespace,
+        k8s_name = EXCLUDED.k8s_name,
+        generation = EXCLUDED.generation,
+        event_name = EXCLUDED.event_name,
+        filter = EXCLUDED.filter,
+        template = EXCLUDED.template,
+        last_error = CASE WHEN tr.generation = EXCLUDED.generation THEN tr.last_error END,
+        last_error_at = CASE WHEN tr.generation = EXCLUDED.generation
+                             THEN tr.last_error_at END,
+        updated_at = now()
+    RETURNING {columns(TRIGGER_COLUMNS)}
+    """
+)
+
+# -- name: get_trigger --
+GET_TRIGGER: TextClause = text(
+    f"SELECT {columns(TRIGGER_COLUMNS)} FROM eventix_trigger WHERE uid = :uid"
+)
+
+# -- name: delete_trigger --
+DELETE_TRIGGER: TextClause = text("DELETE FROM eventix_trigger WHERE uid = :uid RETURNING uid")
+
+# -- name: triggers_for_events --
+# Every trigger of each event's name (concurrent POST /event share the statement),
+# with the event's slot and whether its payload passes the trigger's filter
+# (JSONB containment: each key of the filter must hold the same value).
+TRIGGERS_FOR_EVENTS: TextClause = text(
+    f"""
+    SELECT e.slot AS event_slot, {columns(TRIGGER_COLUMNS, "tr.")},
+           (tr.filter IS NULL OR e.payload @> tr.filter) AS matches
+    FROM unnest(CAST(:event_name AS text[]), CAST(:payload AS jsonb[]))
+        WITH ORDINALITY AS e(event_name, payload, slot)
+    JOIN eventix_trigger AS tr ON tr.event_name = e.event_name
+    ORDER BY e.slot, tr.name, tr.uid
+    """
+)
+
+# -- name: record_trigger_outcomes --
+# Add up what triggers did (fired, ignored, failed) and keep the newest error;
+# one statement for a batch of triggers. updated_at moves, so the operator's
+# status sync (changed_resource_triggers) sees the new counts.
+RECORD_TRIGGER_OUTCOMES: TextClause = text(
+    """
+    UPDATE eventix_trigger AS tr
+    SET fired_count = tr.fired_count + v.fired,
+        ignored_count = tr.ignored_count + v.ignored,
+        failed_count = tr.failed_count + v.failed,
+        last_fired_at = CASE WHEN v.fired > 0 THEN now() ELSE tr.last_fired_at END,
+        last_error = COALESCE(v.error, tr.last_error),
+        last_error_at = CASE WHEN v.error IS NOT NULL THEN now() ELSE tr.last_error_at END,
+        updated_at = now()
+    FROM unnest(
+        CAST(:uid AS text[]), CAST(:fired AS int[]), CAST(:ignored AS int[]),
+        CAST(:failed AS int[]), CAST(:error AS text[])
+    ) AS v(uid, fired, ignored, failed, error)
+    WHERE tr.uid = v.uid
+    """
+)
+
+# -- name: changed_resource_triggers --
+# Triggers made from resources whose row changed (spec or counters) since a moment:
+# what the operator's status sync writes back into their status.
+CHANGED_RESOURCE_TRIGGERS: TextClause = text(
+    f"""
+    SELECT {columns(TRIGGER_COLUMNS)} FROM eventix_trigger
+    WHERE k8s_name IS NOT NULL AND updated_at >= :since
+    ORDER BY updated_at
+    """
+)
+
+# -- Pools and metrics ----------------------------------------------------------------
+
+# -- name: queue_load --
+# What worker pools scale on, per queue: due tasks (counted up to :cap, more than
+# any pool can use, so a deep backlog costs no more than a full pool), running
+# tasks, the distinct workers holding their leases, and, when nothing is due, the
+# seconds until the next pending task falls due. Each part reads a partial index.
+QUEUE_LOAD: TextClause = text(
+    f"""
+    SELECT q.name AS queue,
+           d.due,
+           r.running,
+           r.holders,
+           CASE WHEN d.due = 0 THEN (
+               SELECT extract(epoch FROM min(t.eta) - now())
+               FROM eventix_task t
+               WHERE t.namespace = q.name AND {PENDING_PREDICATE} AND t.eta > now()
+           ) END AS next_due_in
+    FROM unnest(CAST(:queues AS text[])) AS q(name)
+    CROSS JOIN LATERAL (
+        SELECT count(*) AS due FROM (
+            SELECT 1 FROM eventix_task t
+            WHERE t.namespace = q.name AND {PENDING_PREDICATE} AND t.eta <= now()
+            LIMIT :cap
+        ) AS capped
+    ) AS d
+    CROSS JOIN LATERAL (
+        SELECT count(*) AS running,
+               array_remove(array_agg(DISTINCT t.worker_id), NULL) AS holders
+        FROM eventix_task t
+        WHERE t.namespace = q.name AND t.status = 'processing'
+    ) AS r
+    """
+)
+
+# -- name: queue_metrics --
+# Pending, due and running tasks per queue and the age of the oldest due task,
+# for the operator's /metrics (pending and processing rows only).
+QUEUE_METRICS: TextClause = text(
+    f"""
+    SELECT namespace AS queue,
+           count(*) FILTER (WHERE {PENDING_PREDICATE} AND eta <= now()) AS due,
+           count(*) FILTER (WHERE {PENDING_PREDICATE}) AS pending,
+           count(*) FILTER (WHERE status = 'processing') AS running,
+           extract(epoch FROM now() - min(eta) FILTER (
+               WHERE {PENDING_PREDICATE} AND eta <= now())) AS oldest_due_seconds
+    FROM eventix_task
+    WHERE status IN ('scheduled', 'retry', 'processing')
+    GROUP BY namespace
+    """
+)
+
+# -- name: finished_counts --
+# Finished rows still kept per queue and status (done, error), for /metrics: they
+# fall as results expire, so they are gauges, not counters.
+FINISHED_COUNTS: TextClause = text(
+    """
+    SELECT namespace AS queue, status, count(*) AS count
+    FROM eventix_task
+    WHERE status IN ('done', 'error')
+    GROUP BY namespace, status
+    """
+)
+
+# -- Locks ------------------------------------------------------------------------------
+
+# -- name: try_advisory_lock / advisory_unlock --
+# Session locks that make one operator replica the one that acts (pool scaling).
+TRY_ADVISORY_LOCK: TextClause = text("SELECT pg_try_advisory_lock(:key)")
+ADVISORY_UNLOCK: TextClause = text("SELECT pg_advisory_unlock(:key)")
+PING: TextClause = text("SELECT 1")
