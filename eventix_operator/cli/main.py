@@ -79,7 +79,15 @@ def user_errors(func: Callable[P, R]) -> Callable[P, R]:
 
 
 def user_error(exc: BaseException) -> str | None:
-    """The line to show for an error the user can fix, or None for a bug."""
+    """The line to show for an error the user can fix (passwords masked: libpq quotes
+    a URL it cannot parse whole), or None for a bug."""
+    from eventix_operator.masking import mask_secrets
+
+    line = _user_error(exc)
+    return None if line is None else mask_secrets(line)
+
+
+def _user_error(exc: BaseException) -> str | None:
     sqlalchemy_errors = sys.modules.get("sqlalchemy.exc")  # loaded if it could have raised
     if sqlalchemy_errors is not None and isinstance(exc, sqlalchemy_errors.OperationalError):
         return f"cannot reach the database: {str(exc.orig).strip().splitlines()[0]}"
