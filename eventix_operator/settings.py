@@ -89,8 +89,16 @@ class Settings(BaseSettings):
     # -- `eventix api`, the Eventix-compatible REST API --
     api_token: SecretStr | None = Field(
         default=None,
-        description="Bearer token every route but /healthz requires. Unset: no "
-        "authentication (keep the Service private then).",
+        description="Bearer token every route but /healthz requires: at least 16 "
+        "characters (surrounding whitespace, such as a Secret file's newline, is not "
+        "part of it). Unset: `eventix api` refuses to start unless "
+        "EVENTIX_API_ALLOW_ANONYMOUS is true.",
+    )
+    api_allow_anonymous: bool = Field(
+        default=False,
+        description="Serve the REST API without a token when EVENTIX_API_TOKEN is unset: "
+        "anyone who reaches it may read, rewrite or delete every task. For a machine of "
+        "your own or a Service no one else can reach.",
     )
     api_max_body_bytes: int | None = Field(
         default=None,

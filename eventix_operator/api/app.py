@@ -40,7 +40,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from eventix_operator.api import convert, errors
 from eventix_operator.api.events import fire_event
-from eventix_operator.api.guard import Guard
+from eventix_operator.api.guard import Guard, bearer_token
 from eventix_operator.api.models import (
     EVENTIX_STATUSES,
     EventixError,
@@ -610,8 +610,10 @@ async def _trigger_stats_loop(ctx: ApiContext) -> None:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """The ASGI application; it connects to the database when it starts, not here."""
+    """The ASGI application; it connects to the database when it starts, not here.
+    ``ValueError`` when the token settings forbid serving (see :func:`bearer_token`)."""
     settings = settings or get_settings()
+    token = bearer_token(settings)
     ctx = ApiContext(settings=settings)
     api = settings
     if api.trigger_config_directory:
@@ -632,9 +634,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         log.info(
             "api started",
             version=package_version(),
-            auth=api.api_token is not None,
+            auth=token is not None,
             code_triggers=sum(len(t) for t in ctx.code_triggers.values()),
         )
+        if token is None:
+            log.warning(
+                "serving without authentication (EVENTIX_API_ALLOW_ANONYMOUS): anyone who "
+                "reaches the API may read, rewrite and delete every task"
+            )
         try:
             yield
         finally:
@@ -653,7 +660,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     add_error_handlers(app)
     add_routes(app, ctx)
-    token = api.api_token.get_secret_value() if api.api_token is not None else None
     app.add_middleware(Guard, token=token, max_body_bytes=ctx.max_body_bytes)
     app.openapi = _openapi(app, secured=token is not None)  # type: ignore[method-assign]
     app.state.ctx = ctx
