@@ -367,6 +367,39 @@ def test_optional_parts_render_when_enabled(tools: Tools) -> None:
     assert (pool["scaleUpStep"], pool["scaleDownStep"]) == (2, 1)
 
 
+#: The API switched on, nothing said about its authentication.
+API_WITHOUT_TOKEN = merged(REQUIRED, {"api": {"enabled": True}})
+NO_TOKEN = "api.auth: the REST API needs a bearer token: create a Secret with one"
+
+
+def test_the_api_is_never_served_without_a_token_by_accident(tools: Tools) -> None:
+    with pytest.raises(RenderError, match=re.escape(NO_TOKEN)) as refused:
+        tools.template(API_WITHOUT_TOKEN)
+    assert "or set api.auth.allowAnonymous=true" in str(refused.value)
+    # With a token: the token, and no anonymous switch, whatever the Service.
+    with_token = merged(
+        API_WITHOUT_TOKEN,
+        {"api": {"auth": {"existingSecret": "eventix-api"}, "service": {"type": "LoadBalancer"}}},
+    )
+    api = one(tools.template(with_token), "Deployment", f"{NAME}-api")
+    env = env_of(api["spec"]["template"]["spec"]["containers"][0])
+    assert env["EVENTIX_API_TOKEN"] == {"secretKeyRef": {"name": "eventix-api", "key": "token"}}
+    assert "EVENTIX_API_ALLOW_ANONYMOUS" not in env
+
+
+def test_an_anonymous_api_is_explicit_and_cluster_internal(tools: Tools) -> None:
+    anonymous = merged(API_WITHOUT_TOKEN, {"api": {"auth": {"allowAnonymous": True}}})
+    objects = tools.template(anonymous)
+    api = one(objects, "Deployment", f"{NAME}-api")
+    env = env_of(api["spec"]["template"]["spec"]["containers"][0])
+    assert env["EVENTIX_API_ALLOW_ANONYMOUS"] == "true"
+    assert "EVENTIX_API_TOKEN" not in env
+    assert one(objects, "Service", f"{NAME}-api")["spec"]["type"] == "ClusterIP"
+    for exposed in ("NodePort", "LoadBalancer"):
+        with pytest.raises(RenderError, match=f"ClusterIP Service only, not a {exposed} one"):
+            tools.template(merged(anonymous, {"api": {"service": {"type": exposed}}}))
+
+
 def test_extra_env_replaces_a_built_in_variable_in_place(tools: Tools) -> None:
     sts = one(tools.template(EVERYTHING), "StatefulSet")
     env = sts["spec"]["template"]["spec"]["containers"][0]["env"]

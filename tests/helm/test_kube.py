@@ -173,6 +173,36 @@ def test_helm_installs_upgrades_and_uninstalls_keeping_the_crds(
     assert {"eventixtasks.eventix.io", "eventixschedules.eventix.io"} <= names  # kept
 
 
+def test_helm_install_refuses_an_api_without_a_token(
+    tools: Tools, cluster: KubeAPI, release: tuple[str, str]
+) -> None:
+    release_name, namespace = release
+    anonymous_on_a_load_balancer = {
+        "enabled": True,
+        "auth": {"allowAnonymous": True},
+        "service": {"type": "LoadBalancer"},
+    }
+    for api, message in [
+        ({"enabled": True}, "api.auth: the REST API needs a bearer token"),
+        (
+            anonymous_on_a_load_balancer,
+            "an API without authentication is served on a ClusterIP Service only",
+        ),
+    ]:
+        values = tools._values_file(merged(REQUIRED, {"api": api}))
+        done = tools.run_helm(
+            "install", release_name, str(CHART), "--namespace", namespace, "--values", values,
+            "--no-hooks", kubeconfig=cluster.kubeconfig,
+        )  # fmt: skip
+        assert done.returncode != 0
+        assert message in done.stderr, done.stderr
+    # Refused before anything was made.
+    listed = tools.run_helm("list", "--namespace", namespace, "-q", kubeconfig=cluster.kubeconfig)
+    assert listed.stdout.strip() == ""
+    apps = k8s.AppsV1Api(cluster.api_client)
+    assert apps.list_namespaced_stateful_set(namespace).items == []
+
+
 # -- RBAC ----------------------------------------------------------------------------------
 
 

@@ -165,6 +165,23 @@ imagePullSecrets:
 {{- end }}
 {{- end }}
 
+{{/*
+The REST API is never served without a token by accident: a token Secret, or an explicit
+allowAnonymous, and then only on a ClusterIP Service. (The chart does not make a token
+itself: under `helm template`, as Argo CD renders, `lookup` finds nothing, so a generated
+token would change at every render.)
+*/}}
+{{- define "eventix-operator.checkApiAuth" -}}
+{{- if not .Values.api.auth.existingSecret }}
+{{- if not .Values.api.auth.allowAnonymous }}
+{{- fail (printf "api.auth: the REST API needs a bearer token: create a Secret with one (kubectl -n %s create secret generic eventix-api-token --from-literal=token=$(openssl rand -hex 32)) and set api.auth.existingSecret=eventix-api-token, or set api.auth.allowAnonymous=true to serve it without authentication (ClusterIP only)" .Release.Namespace) }}
+{{- end }}
+{{- if ne .Values.api.service.type "ClusterIP" }}
+{{- fail (printf "api.auth.allowAnonymous: an API without authentication is served on a ClusterIP Service only, not a %s one: set api.auth.existingSecret, or api.service.type=ClusterIP" .Values.api.service.type) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
 {{/* DATABASE_URL from the chart's Secret or the user's: (list $ secretName). */}}
 {{- define "eventix-operator.databaseEnv" -}}
 {{- $root := index . 0 }}
