@@ -79,6 +79,14 @@ class Settings(BaseSettings):
         description="Seconds a deleted resource waits for an unreachable database before "
         "the operator releases it anyway (with a Warning event).",
     )
+    operator_max_replicas: int = Field(
+        100,
+        ge=1,
+        le=10_000,
+        description="Most replicas any EventixWorkerPool may set, cluster-wide: a pool's "
+        "maxReplicas (and minReplicas) above it are lowered to it, with a Warning event "
+        "and a note in the pool's Ready condition.",
+    )
     metrics_port: int = Field(
         9090,
         ge=0,

@@ -188,6 +188,13 @@ OPERATOR_RULES = {
     "eventix.io/eventixtasks:delete@*",
     "/events:create@*",
 }
+#: Worker pools: read the target (its opt-in label and replicas), set its replicas.
+SCALE_RULES = {
+    "apps/deployments:get@*",
+    "apps/statefulsets:get@*",
+    "apps/deployments/scale:patch@*",
+    "apps/statefulsets/scale:patch@*",
+}
 
 
 def test_cluster_wide_rbac_is_exactly_what_the_operator_calls(tools: Tools) -> None:
@@ -199,12 +206,7 @@ def test_cluster_wide_rbac_is_exactly_what_the_operator_calls(tools: Tools) -> N
         "apiextensions.k8s.io/customresourcedefinitions:list@*",
         "apiextensions.k8s.io/customresourcedefinitions:watch@*",
     }
-    assert _rules(objects, "Role") == {
-        "apps/deployments/scale:get@*",
-        "apps/deployments/scale:patch@*",
-        "apps/statefulsets/scale:get@*",
-        "apps/statefulsets/scale:patch@*",
-    }
+    assert _rules(objects, "Role") == SCALE_RULES
     assert one(objects, "Role")["metadata"]["namespace"] == NAMESPACE
 
 
@@ -231,10 +233,7 @@ def test_namespaced_mode_has_no_cluster_wide_access(tools: Tools) -> None:
             "kopf.dev/kopfpeerings:list@*",
             "kopf.dev/kopfpeerings:watch@*",
             f"kopf.dev/kopfpeerings:patch@{NAME}",
-            "apps/deployments/scale:get@*",
-            "apps/deployments/scale:patch@*",
-            "apps/statefulsets/scale:get@*",
-            "apps/statefulsets/scale:patch@*",
+            *SCALE_RULES,
         }
     args = one(objects, "StatefulSet")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert [a for a in args if a.startswith("--namespace=")] == [
@@ -302,6 +301,39 @@ def test_autoscaled_workers_leave_replicas_to_the_scaler(tools: Tools) -> None:
     )
     assert one(fixed, "Deployment")["spec"]["replicas"] == 3
     assert by_kind(fixed, "EventixWorkerPool") == by_kind(fixed, "ScaledObject") == []
+
+
+def test_only_the_worker_deployment_lets_pools_scale_it(tools: Tools) -> None:
+    objects = tools.template(merged(EVERYTHING, {"api": {"enabled": True}}))
+    labels = {
+        f"{o['kind']}/{o['metadata']['name']}": o["metadata"]["labels"]
+        for o in objects
+        if o["kind"] in ("Deployment", "StatefulSet")
+    }
+    assert labels.pop(f"Deployment/{NAME}-worker")["eventix.io/scalable"] == "true"
+    # The operator and the API: no opt-in, and the labels by which the operator refuses them.
+    assert set(labels) == {f"StatefulSet/{NAME}-operator", f"Deployment/{NAME}-api"}
+    for where, found in labels.items():
+        assert "eventix.io/scalable" not in found, where
+        assert found["app.kubernetes.io/part-of"] == "eventix", where
+        assert found["app.kubernetes.io/component"] in ("operator", "api"), where
+    for mode in ("keda", "none"):  # no pool: nothing to opt in to
+        values = merged(REQUIRED, {"workers": {"autoscaling": {"mode": mode}}})
+        worker = one(tools.template(values), "Deployment")
+        assert "eventix.io/scalable" not in worker["metadata"]["labels"], mode
+
+
+def test_the_operator_caps_every_pool(tools: Tools) -> None:
+    sts = one(tools.template(REQUIRED), "StatefulSet")
+    assert (
+        env_of(sts["spec"]["template"]["spec"]["containers"][0])["EVENTIX_OPERATOR_MAX_REPLICAS"]
+        == "100"
+    )
+    values = merged(REQUIRED, {"workers": {"autoscaling": {"maxReplicas": 500}}})
+    with pytest.raises(RenderError, match=re.escape("maxReplicas (500) exceeds operator.maxRep")):
+        tools.template(values)
+    raised = merged(values, {"operator": {"maxReplicas": 500}})
+    assert one(tools.template(raised), "EventixWorkerPool")["spec"]["maxReplicas"] == 500
 
 
 def test_keda_mode_replaces_the_pool_with_a_postgresql_scaler(tools: Tools) -> None:

@@ -323,11 +323,17 @@ handlers and the status sync patch /status; expired EventixTasks are deleted
   verbs: ["patch"]
 {{- end }}
 
-{{/* EventixWorkerPools read and set the replicas of their Deployments (or StatefulSets). */}}
+{{/*
+EventixWorkerPools read their Deployments (or StatefulSets: labels and replicas, one read; a
+target must carry eventix.io/scalable=true) and set their replicas through /scale.
+*/}}
 {{- define "eventix-operator.scaleRules" -}}
 - apiGroups: ["apps"]
+  resources: ["deployments", "statefulsets"]
+  verbs: ["get"]
+- apiGroups: ["apps"]
   resources: ["deployments/scale", "statefulsets/scale"]
-  verbs: ["get", "patch"]
+  verbs: ["patch"]
 {{- end }}
 
 {{/* Egress rules every part needs: DNS and the database. */}}
