@@ -3,6 +3,7 @@ pod security, required and rejected values. No cluster needed (see test_kube.py 
 
 from __future__ import annotations
 
+import hashlib
 import re
 import tomllib
 from typing import Any
@@ -478,6 +479,61 @@ def test_a_changed_database_url_restarts_the_pods(tools: Tools) -> None:
     assert len(before) == 1
     assert checksums(REQUIRED) == before
     assert checksums(merged(REQUIRED, {"database": {"url": "postgresql://u:other@db/e"}})) != before
+
+
+def test_the_database_checksum_is_no_fast_hash_of_the_secret(tools: Tools) -> None:
+    """A pod reader must not test password guesses against it at sha256 speed: it is
+    scrypt, salted with the release, and the same at every render (helm template)."""
+    text = tools.template_text(REQUIRED)
+    objects = [o for o in yaml.safe_load_all(text) if o]
+    (checksum,) = {
+        o["spec"]["template"]["metadata"]["annotations"]["checksum/database"]
+        for o in objects
+        if o["kind"] in ("Deployment", "StatefulSet")
+    }
+    url = REQUIRED["database"]["url"]
+    rendered = tools.template_text(REQUIRED, extra=("--show-only", "templates/secret.yaml"))
+    body = rendered.split("\n", 2)[2]  # what the former checksum hashed: no ---, no # Source
+    fast = {hashlib.sha256(v.encode()).hexdigest() for v in (url, rendered, body, "s3cret")}
+    assert not any(f.startswith(checksum) for f in fast)
+    other_release = tools.template(REQUIRED, release="other")
+    assert {
+        o["spec"]["template"]["metadata"]["annotations"]["checksum/database"]
+        for o in other_release
+        if o["kind"] in ("Deployment", "StatefulSet")
+    } != {checksum}
+    # The chart never sees a URL it does not hold: no checksum, only the pods' own annotations.
+    values = merged(EVERYTHING, {"operator": {"podAnnotations": {"team": "a"}}})
+    for o in tools.template(values):
+        if o["kind"] in ("Deployment", "StatefulSet"):
+            found = o["spec"]["template"]["metadata"].get("annotations") or {}
+            assert "checksum/database" not in found
+            assert found == ({"team": "a"} if o["kind"] == "StatefulSet" else {})
+
+
+def test_only_prometheus_operators_scrapers_reach_the_metrics_by_default(tools: Tools) -> None:
+    values = merged(REQUIRED, {"networkPolicy": {"enabled": True}})
+    policies = {
+        p["metadata"]["name"]: p["spec"] for p in by_kind(tools.template(values), "NetworkPolicy")
+    }
+    scrapers = {
+        "namespaceSelector": {},
+        "podSelector": {
+            "matchLabels": {
+                "app.kubernetes.io/name": "prometheus",
+                "app.kubernetes.io/managed-by": "prometheus-operator",
+            }
+        },
+    }
+    for name in (f"{NAME}-operator", f"{NAME}-worker"):
+        (metrics,) = policies[name]["ingress"]
+        assert metrics["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+        assert metrics["from"] == [scrapers]
+    # `[]` says "anyone", explicitly.
+    anyone = merged(values, {"networkPolicy": {"metricsFrom": []}})
+    for policy in by_kind(tools.template(anyone), "NetworkPolicy"):
+        for rule in policy["spec"]["ingress"]:
+            assert "from" not in rule
 
 
 # -- values the chart refuses -------------------------------------------------------------

@@ -248,10 +248,31 @@ place (the API server rejects duplicate names).
 {{- end }}
 
 {{/*
-Checksum of what the pods read from the chart's Secret, so that a changed URL restarts them.
+A pod template's annotations: (list $ componentPodAnnotations), the component's and, when the
+chart makes the database Secret, checksum/database, so that a changed URL restarts the pods.
+
+The checksum is not a hash of the Secret: anyone who may read pods would test password
+guesses against a sha256 at the speed of a GPU. It is scrypt (sprig's derivePassword: N=32768,
+r=8, p=2) of the URL, salted with the release's namespace and name: the same at every render
+(helm template and Argo CD included, unlike a random salt or a `lookup`), different for
+another URL or release, and a third of a second of CPU per guess. Computed once per render
+(kept on the root context). With database.existingSecret the chart never sees the URL: no
+checksum; restart the pods after changing that Secret.
 */}}
-{{- define "eventix-operator.configChecksum" -}}
-checksum/database: {{ include (print .Template.BasePath "/secret.yaml") . | sha256sum }}
+{{- define "eventix-operator.podAnnotations" -}}
+{{- $root := index . 0 }}
+{{- $annotations := dict }}
+{{- if and $root.Values.database.url (not $root.Values.database.existingSecret) }}
+{{- if not (hasKey $root "eventixDatabaseChecksum") }}
+{{- $salt := printf "%s/%s" $root.Release.Namespace $root.Release.Name }}
+{{- $derived := derivePassword 1 "maximum" $root.Values.database.url $salt "eventix-operator/database" }}
+{{- $_ := set $root "eventixDatabaseChecksum" ($derived | sha256sum | trunc 32) }}
+{{- end }}
+{{- $_ := set $annotations "checksum/database" (get $root "eventixDatabaseChecksum") }}
+{{- end }}
+{{- with merge $annotations (index . 1) }}
+{{- toYaml . }}
+{{- end }}
 {{- end }}
 
 {{/* Pod and container security: non-root, read-only, no privileges, RuntimeDefault seccomp. */}}
