@@ -47,7 +47,10 @@ class Runtime:
         )
         self.sync = StatusSync(engine, kube)
         self.pools = PoolScaler(
-            engine, kube, database_url=libpq_url(engine.url.render_as_string(hide_password=False))
+            engine,
+            kube,
+            database_url=libpq_url(engine.url.render_as_string(hide_password=False)),
+            max_replicas=settings.operator_max_replicas,
         )
         self.stopping = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
