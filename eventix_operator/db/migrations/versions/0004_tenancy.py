@@ -4,9 +4,9 @@ their namespace's queues, a schedule says why it stopped.
 The pending unique-key index gains ``COALESCE(k8s_namespace, '')``: a resource's task
 merges only with tasks of its own namespace, and tasks of no namespace (REST API,
 client, CLI) only with one another. The new index is finer than the old one, so
-building it cannot fail; it locks writes to ``eventix_task`` while it is built (a
-pending-rows index: small next to the table). Downgrading fails while two pending
-tasks of one queue share a key across namespaces.
+building it cannot fail; building it reads the task table once and blocks writes to
+it meanwhile (as 0001's indexes did). Downgrading fails while two pending tasks of
+one queue share a key across namespaces.
 
 Revision ID: 0004
 Revises: 0003
