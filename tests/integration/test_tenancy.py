@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import Engine, text
 
 from eventix_operator.db import schedules as schedule_db
@@ -20,7 +21,7 @@ from eventix_operator.operator.reconcile import (
 )
 from eventix_operator.operator.status import schedule_status
 from eventix_operator.operator.triggers import apply_trigger
-from eventix_operator.schedules.scheduler import fire_due
+from eventix_operator.schedules.scheduler import backfill, fire_due
 from eventix_operator.tenancy import SHARED, TenancyPolicy
 
 NOW = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)
@@ -142,6 +143,9 @@ def test_a_schedule_is_refused_as_a_whole_and_fires_nothing_until_fixed(engine: 
     synced = schedule_status(record, history, previous=None, now=NOW)
     assert ready(Reconciled(synced)) == ("False", "QueueNotAllowed")
     assert synced["nextScheduleTime"] is None
+    # Nor does a backfill (the CLI's) make its runs.
+    with engine.begin() as conn, pytest.raises(ValueError, match="does not fire: namespace"):
+        backfill(conn, record, NOW, NOW + timedelta(minutes=1), payload_limit=LIMIT)
 
     # Fixed: it fires, into the namespace's own queue when it names none.
     fixed = schedule(engine, "nightly", {"task": "t"}, generation=2)
