@@ -9,7 +9,8 @@ is the name every PostgreSQL tool and Helm chart already uses.
 from __future__ import annotations
 
 import functools
-from typing import Any
+import re
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -17,6 +18,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from eventix_operator.masking import mask_url
 
 __all__ = ["Settings", "get_settings", "mask_url", "normalise_database_url"]
+
+#: A Kubernetes namespace name (a DNS label), or ``*`` for every namespace.
+_NAMESPACE_KEY = re.compile(r"^(\*|[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)$")
+#: A queue name as the CRDs take it, a prefix of one followed by ``*``, or ``*`` alone.
+_QUEUE_ENTRY = re.compile(
+    r"^(\*|[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?|[A-Za-z0-9][A-Za-z0-9._-]*\*)$"
+)
 
 
 def normalise_database_url(url: str) -> str:
@@ -87,6 +95,20 @@ class Settings(BaseSettings):
         "maxReplicas (and minReplicas) above it are lowered to it, with a Warning event "
         "and a note in the pool's Ready condition.",
     )
+    tenancy: Literal["namespaced", "shared"] = Field(
+        "namespaced",
+        description="Which queues the resources of a Kubernetes namespace may use "
+        "(docs/tenancy.md). `namespaced`: the queue named like the namespace, queues "
+        "starting with `<namespace>.`, and what EVENTIX_TENANCY_ALLOW grants; a resource "
+        "without a queue gets the namespace's. `shared`: every queue (one team per "
+        "cluster); a resource without a queue gets `default`.",
+    )
+    tenancy_allow: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="More queues per namespace in `namespaced` mode, as JSON: "
+        '`{"team-a": ["mail", "reports-*"], "*": ["shared"]}`. A queue ending in `*` is a '
+        "prefix, `*` alone every queue; the namespace `*` means every namespace.",
+    )
     metrics_port: int = Field(
         9090,
         ge=0,
@@ -152,6 +174,22 @@ class Settings(BaseSettings):
     def _driver(cls, value: Any) -> Any:
         if isinstance(value, str):
             return normalise_database_url(value)
+        return value
+
+    @field_validator("tenancy_allow")
+    @classmethod
+    def _tenancy_allow(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for namespace, queues in value.items():
+            if not _NAMESPACE_KEY.match(namespace):
+                raise ValueError(
+                    f"tenancy_allow: {namespace!r} is neither a namespace name nor '*'"
+                )
+            for queue in queues:
+                if len(queue) > 63 or not _QUEUE_ENTRY.match(queue):
+                    raise ValueError(
+                        f"tenancy_allow[{namespace!r}]: {queue!r} is neither a queue name, "
+                        "a prefix ending in '*', nor '*'"
+                    )
         return value
 
     @field_validator("log_format")

@@ -4,6 +4,7 @@ pod security, required and rejected values. No cluster needed (see test_kube.py 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import tomllib
 from typing import Any
@@ -90,7 +91,8 @@ def test_default_install_renders_exactly_these_objects(tools: Tools) -> None:
     )
     pool = one(objects, "EventixWorkerPool")["spec"]
     assert pool["scaleTargetRef"] == {"kind": "Deployment", "name": f"{NAME}-worker"}
-    assert (pool["queues"], pool["minReplicas"], pool["maxReplicas"]) == (["default"], 0, 10)
+    # The queue the release namespace's resources get (tenancy `namespaced`, docs/tenancy.md).
+    assert (pool["queues"], pool["minReplicas"], pool["maxReplicas"]) == ([NAMESPACE], 0, 10)
     hooks = {
         o["kind"]: o["metadata"]["annotations"]
         for o in objects
@@ -337,6 +339,42 @@ def test_the_operator_caps_every_pool(tools: Tools) -> None:
     assert one(tools.template(raised), "EventixWorkerPool")["spec"]["maxReplicas"] == 500
 
 
+def test_tenancy_reaches_the_operator_and_the_worker_queues_follow_it(tools: Tools) -> None:
+    """The default workers serve the queue that the release namespace's resources get when
+    they name none (docs/tenancy.md): its name when namespaced, `default` when shared."""
+
+    def rendered(values: dict[str, Any]) -> tuple[dict[str, str], str, list[str]]:
+        objects = tools.template(values)
+        sts = one(objects, "StatefulSet")
+        operator_env = env_of(sts["spec"]["template"]["spec"]["containers"][0])
+        worker = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+        [queues] = [a for a in worker["args"] if a.startswith("--queues=")]
+        return operator_env, queues, one(objects, "EventixWorkerPool")["spec"]["queues"]
+
+    env, queues, pool = rendered(REQUIRED)
+    assert (env["EVENTIX_TENANCY"], env["EVENTIX_TENANCY_ALLOW"]) == ("namespaced", "{}")
+    assert (queues, pool) == (f"--queues={NAMESPACE}", [NAMESPACE])
+
+    allow = {"*": ["mail"], "platform": ["*"], "team-a": ["reports-*"]}
+    env, queues, pool = rendered(merged(REQUIRED, {"tenancy": {"mode": "shared", "allow": allow}}))
+    assert env["EVENTIX_TENANCY"] == "shared"
+    assert json.loads(env["EVENTIX_TENANCY_ALLOW"]) == allow
+    assert (queues, pool) == ("--queues=default", ["default"])
+
+    chosen = merged(REQUIRED, {"workers": {"queues": [f"{NAMESPACE}.mail", "mail"]}})
+    _, queues, pool = rendered(chosen)
+    assert (queues, pool) == (f"--queues={NAMESPACE}.mail,mail", [f"{NAMESPACE}.mail", "mail"])
+
+    # No `tenancy` at all (an upgrade with --reuse-values renders with the old chart's defaults).
+    env, queues, pool = rendered(merged(REQUIRED, {"tenancy": None}))
+    assert (env["EVENTIX_TENANCY"], env["EVENTIX_TENANCY_ALLOW"]) == ("namespaced", "{}")
+    assert (queues, pool) == (f"--queues={NAMESPACE}", [NAMESPACE])
+
+    keda = merged(KEDA, {"workers": {"queues": []}})
+    [trigger] = one(tools.template(keda), "ScaledObject")["spec"]["triggers"]
+    assert f"namespace IN ('{NAMESPACE}')" in trigger["metadata"]["query"]
+
+
 def test_keda_mode_replaces_the_pool_with_a_postgresql_scaler(tools: Tools) -> None:
     objects = tools.template(KEDA)
     assert by_kind(objects, "EventixWorkerPool") == []
@@ -571,6 +609,10 @@ def test_missing_required_values_are_named(
             "value must be one of",
         ),
         ({"workers": {"queues": ["a,b"]}}, "at '/workers/queues/0'", "does not match pattern"),
+        ({"tenancy": {"mode": "teams"}}, "at '/tenancy/mode'", "value must be one of"),
+        ({"tenancy": {"allow": {"Team_A": ["x"]}}}, "at '/tenancy/allow'", "'Team_A' not allowed"),
+        ({"tenancy": {"allow": {"a": ["x y"]}}}, "at '/tenancy/allow/a/0'", "does not match"),
+        ({"tenancy": {"allow": {"a": "x"}}}, "at '/tenancy/allow/a'", "got string, want array"),
         ({"workers": {"tasks": ["my-app"]}}, "at '/workers/tasks/0'", "does not match pattern"),
         (
             {"operator": {"resources": {"requests": {"cpu": "lots"}}}},
@@ -582,7 +624,8 @@ def test_missing_required_values_are_named(
     ],
     ids=[
         "typo-top-level", "typo-nested", "wrong-type", "below-minimum", "bad-enum",
-        "queue-with-comma", "module-name", "bad-quantity", "not-postgresql", "env-without-name",
+        "queue-with-comma", "tenancy-mode", "tenancy-namespace", "tenancy-queue", "tenancy-list",
+        "module-name", "bad-quantity", "not-postgresql", "env-without-name",
     ],
 )  # fmt: skip
 def test_schema_rejects_bad_values_with_their_path(

@@ -296,6 +296,33 @@ checksum; restart the pods after changing that Secret.
   mountPath: /tmp
 {{- end }}
 
+{{/*
+tenancy.mode and tenancy.allow, also for a release upgraded with --reuse-values from a chart
+that had no `tenancy` (Helm then renders with the old chart's defaults).
+*/}}
+{{- define "eventix-operator.tenancyMode" -}}
+{{- dig "mode" "namespaced" (.Values.tenancy | default dict) }}
+{{- end }}
+
+{{- define "eventix-operator.tenancyAllow" -}}
+{{- dig "allow" dict (.Values.tenancy | default dict) | toJson }}
+{{- end }}
+
+{{/*
+The worker pool's queues, as a JSON list: workers.queues, or, when empty, the queue that the
+release namespace's resources get when they name none (the operator's tenancy rule,
+eventix_operator/tenancy.py's default_queue): the namespace's name, or `default` when shared.
+*/}}
+{{- define "eventix-operator.workerQueues" -}}
+{{- if .Values.workers.queues }}
+{{- .Values.workers.queues | toJson }}
+{{- else if eq (include "eventix-operator.tenancyMode" .) "namespaced" }}
+{{- list .Release.Namespace | toJson }}
+{{- else }}
+{{- list "default" | toJson }}
+{{- end }}
+{{- end }}
+
 {{/* Quote a queue name for SQL (single quotes doubled). */}}
 {{- define "eventix-operator.sqlList" -}}
 {{- $quoted := list }}
@@ -381,7 +408,7 @@ target must carry eventix.io/scalable=true) and set their replicas through /scal
 KEDA's query: due tasks (pending, eta passed) plus running ones in the pool's queues, one number.
 */}}
 {{- define "eventix-operator.kedaQuery" -}}
-SELECT count(*) FROM eventix_task WHERE namespace IN ({{ include "eventix-operator.sqlList" .Values.workers.queues }}) AND (status = 'processing' OR (status IN ('scheduled', 'retry') AND eta <= now()))
+SELECT count(*) FROM eventix_task WHERE namespace IN ({{ include "eventix-operator.sqlList" (include "eventix-operator.workerQueues" . | fromJsonArray) }}) AND (status = 'processing' OR (status IN ('scheduled', 'retry') AND eta <= now()))
 {{- end }}
 
 {{/* PromQL label selectors (inside {}) of the operator's and the workers' series: the job the
