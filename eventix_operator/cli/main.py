@@ -234,7 +234,9 @@ def enqueue(
     )
     with (
         tracing.enqueuing(
-            task, parent=tracing.from_environment(), attributes={"eventix.task.queue": queue}
+            task,
+            parent=tracing.from_environment(),
+            attributes={"messaging.destination.name": queue},
         ) as context,
         engine().begin() as conn,
     ):

@@ -115,7 +115,7 @@ def enqueue_task(
             resource = {
                 "k8s.namespace.name": ref.namespace,
                 "eventix.resource": f"EventixTask/{ref.name}",
-                "eventix.task.queue": new.queue,
+                "messaging.destination.name": new.queue,
             }
             with enqueuing(new.task, attributes=resource) as context:
                 new.trace_context = context

@@ -155,7 +155,7 @@ def _insert_tick(
         "k8s.namespace.name": schedule.k8s_namespace,
         "eventix.resource": f"EventixSchedule/{schedule.k8s_name}",
         "eventix.schedule.tick": tick.isoformat(),
-        "eventix.task.queue": task.queue,
+        "messaging.destination.name": task.queue,
     }
     with enqueuing(task.task, link=True, attributes=tick_attributes) as context:
         task.trace_context = context

@@ -41,7 +41,7 @@ def attempts(collector: Collector, task: str) -> list[Received]:
 
 def attempt_of(collector: Collector, uid: str) -> Received:
     [found] = [
-        s for s in collector.named("eventix.task") if s.attributes["eventix.task.uid"] == uid
+        s for s in collector.named("eventix.task") if s.attributes["messaging.message.id"] == uid
     ]
     return found
 
@@ -75,8 +75,6 @@ def test_a_worker_process_continues_the_traces_of_its_enqueuers(
         "messaging.destination.name": "default",
         "messaging.message.id": ok,
         "eventix.task.name": "tests.record",
-        "eventix.task.queue": "default",
-        "eventix.task.uid": ok,
         "eventix.task.attempt": 1,
         "eventix.task.outcome": "done",
     }
@@ -86,7 +84,7 @@ def test_a_worker_process_continues_the_traces_of_its_enqueuers(
     assert [(s.attributes["eventix.task.attempt"], s.attributes["eventix.task.outcome"])
             for s in failures] == [(1, "retry"), (2, "error")]  # fmt: skip
     for span in failures:
-        assert span.attributes["eventix.task.uid"] == failing
+        assert span.attributes["messaging.message.id"] == failing
         assert (span.trace_id, span.parent_span_id) == ids(checkout)
         assert span.status_code == "STATUS_CODE_ERROR"
         assert span.status_message == "ValueError: no stock"

@@ -173,8 +173,6 @@ def test_attempts_of_a_task_enqueued_inside_a_span_are_its_children(
         "messaging.destination.name": "q1",
         "messaging.message.id": ok,
         "eventix.task.name": "ok",
-        "eventix.task.queue": "q1",
-        "eventix.task.uid": ok,
         "eventix.task.attempt": 1,
         "eventix.task.outcome": "done",
     }
@@ -186,7 +184,7 @@ def test_attempts_of_a_task_enqueued_inside_a_span_are_its_children(
     )
     assert [attribute(s, "eventix.task.outcome") for s in failures] == ["retry", "error"]
     for failed in failures:
-        assert attribute(failed, "eventix.task.uid") == boom
+        assert attribute(failed, "messaging.message.id") == boom
         assert parent_id(failed) == span_id(caller)
         assert failed.status.status_code is StatusCode.ERROR
         assert failed.status.description == "ValueError: it went wrong"
@@ -216,7 +214,7 @@ def test_what_a_task_does_is_inside_its_attempt(
         assert trace_id(inner) == trace_id(attempt)
     # the task nested enqueued continues the trace under nested's own span
     follow_up = row(engine, nested).result
-    assert attribute(one("eventix.task ok"), "eventix.task.uid") == follow_up
+    assert attribute(one("eventix.task ok"), "messaging.message.id") == follow_up
     assert parent_id(one("eventix.task ok")) == span_id(one("inside nested"))
 
 
@@ -233,7 +231,7 @@ def test_bulk_enqueue_attempts_start_traces_linked_to_the_enqueuer(
 
     attempts = spans("eventix.task ok")
     assert len(attempts) == 102
-    assert {attribute(s, "eventix.task.uid") for s in attempts} == {*uids, *few}
+    assert {attribute(s, "messaging.message.id") for s in attempts} == {*uids, *few}
     for attempt in attempts:
         assert attempt.parent is None  # a trace of its own
         assert trace_id(attempt) != trace_id(caller)
@@ -252,7 +250,7 @@ def test_a_task_no_worker_knows_fails_with_the_error_in_its_span(
 
     attempt = one("eventix.task nobody.knows.me")
     assert parent_id(attempt) == span_id(caller)
-    assert attribute(attempt, "eventix.task.uid") == uid
+    assert attribute(attempt, "messaging.message.id") == uid
     assert attribute(attempt, "eventix.task.outcome") == "error"  # not retried
     assert attempt.status.status_code is StatusCode.ERROR
     [event] = attempt.events
@@ -273,15 +271,16 @@ def test_an_eventixtask_reconcile_is_the_parent_of_its_attempts(
     assert enqueued.parent is None
     assert dict(enqueued.attributes or {}) == {
         "messaging.system": "eventix",
+        "messaging.operation.type": "send",
         "eventix.task.name": "ok",
         "k8s.namespace.name": "team-a",
         "eventix.resource": "EventixTask/send-mail",
-        "eventix.task.queue": "default",
+        "messaging.destination.name": "default",
     }
     run_worker(database_url)
 
     attempt = one("eventix.task ok")
-    assert attribute(attempt, "eventix.task.uid") == uid
+    assert attribute(attempt, "messaging.message.id") == uid
     assert parent_id(attempt) == span_id(enqueued)
     assert trace_id(attempt) == trace_id(enqueued)
 
