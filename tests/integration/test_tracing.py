@@ -398,3 +398,13 @@ def test_without_the_extra_the_variables_get_a_warning_and_work_goes_on(
     assert result["stats"]["succeeded"] == 102
     assert not [m for m in result["modules"] if m.startswith("opentelemetry")]
     assert "pip install 'eventix-operator[otel]'" in stderr
+
+
+def test_an_exporter_that_cannot_be_loaded_gets_a_warning_and_work_goes_on(
+    database_url: str,
+) -> None:
+    env = {**base_env(database_url), "OTEL_TRACES_EXPORTER": "no-such-exporter"}
+    result, stderr = run_untraced(env)
+    assert result["stats"]["succeeded"] == 102
+    assert "OpenTelemetry could not be set up, running without traces" in stderr
+    assert "no-such-exporter" in stderr
