@@ -21,6 +21,7 @@ from eventix_operator.db.schedules import ScheduleDefinition, ScheduleRecord
 from eventix_operator.resources import task_from_spec
 from eventix_operator.schedules.catchup import plan_catch_up
 from eventix_operator.schedules.ticks import CronSchedule, ScheduleError, parse_schedule
+from eventix_operator.tracing import enqueuing
 
 
 @dataclass
@@ -139,6 +140,9 @@ def fire_schedule(
 def _insert_tick(
     conn: Connection, schedule: ScheduleRecord, tick: datetime, payload_limit: int
 ) -> str | None:
+    """Insert the run of one tick. With traces on, the enqueue is a span of its own
+    and the run's attempts start traces of their own linked to it: a tick belongs
+    to no caller's trace, and a schedule's runs are not one long trace."""
     task = task_from_spec(
         schedule.template,
         source="schedule",
@@ -147,7 +151,15 @@ def _insert_tick(
         schedule_uid=schedule.uid,
         schedule_time=tick,
     )
-    inserted = insert_tasks_once(conn, [task], payload_limit=payload_limit)
+    tick_attributes = {
+        "k8s.namespace.name": schedule.k8s_namespace,
+        "eventix.resource": f"EventixSchedule/{schedule.k8s_name}",
+        "eventix.schedule.tick": tick.isoformat(),
+        "messaging.destination.name": task.queue,
+    }
+    with enqueuing(task.task, link=True, attributes=tick_attributes) as context:
+        task.trace_context = context
+        inserted = insert_tasks_once(conn, [task], payload_limit=payload_limit)
     return task.uid if inserted else None
 
 
