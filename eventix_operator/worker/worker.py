@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from eventix_operator.db.errors import database_unavailable, first_line, log_failure
-from eventix_operator.db.leases import Failure, LeaseStore
+from eventix_operator.db.leases import PURGE_BATCH, Failure, LeaseStore
 from eventix_operator.db.notify import READY_CHANNEL, Listener, due_queues, wait_for_work
 from eventix_operator.db.rows import ClaimedTask
 from eventix_operator.logs import get_logger
@@ -352,7 +352,8 @@ class Worker:
                     self.wakeup.set()
                 if time.monotonic() - last_purge >= self.config.purge_interval:
                     purged = await self.store.purge_expired()
-                    last_purge = time.monotonic()
+                    # A full batch or more: a backlog may be left; go on at the next turn.
+                    last_purge = -math.inf if purged >= PURGE_BATCH else time.monotonic()
                     if purged:
                         log.info("removed expired tasks", count=purged)
             except Exception as exc:
