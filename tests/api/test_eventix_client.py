@@ -6,10 +6,16 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
 from sqlalchemy import text
 
 from eventix_operator.db.triggers import upsert_trigger
 from tests.api.conftest import ApiServer
+
+#: Run once with the server connected directly, once through PgBouncer (transaction mode).
+pytestmark = pytest.mark.parametrize(
+    "api_connection", ["direct", "pgbouncer"], indirect=True, scope="module"
+)
 
 
 def test_client_life_cycle(api: ApiServer, namespace: str) -> None:
