@@ -29,7 +29,7 @@ from fastapi.openapi.utils import get_openapi
 
 from eventix_operator.api.context import JSON, ApiContext, package_version
 from eventix_operator.api.errors import add_error_handlers
-from eventix_operator.api.guard import Guard
+from eventix_operator.api.guard import Guard, bearer_token
 from eventix_operator.api.hotpath import HotPaths, make_autocommit_engine
 from eventix_operator.api.routes import add_routes
 from eventix_operator.api.triggers import load_code_triggers
@@ -78,8 +78,10 @@ async def _trigger_stats_loop(ctx: ApiContext) -> None:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """The ASGI application; it connects to the database when it starts, not here."""
+    """The ASGI application; it connects to the database when it starts, not here.
+    ``ValueError`` when the token settings forbid serving (see :func:`bearer_token`)."""
     settings = settings or get_settings()
+    token = bearer_token(settings)
     ctx = ApiContext(settings=settings)
     api = settings
     if api.trigger_config_directory:
@@ -105,9 +107,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         log.info(
             "api started",
             version=package_version(),
-            auth=api.api_token is not None,
+            auth=token is not None,
             code_triggers=sum(len(t) for t in ctx.code_triggers.values()),
         )
+        if token is None:
+            log.warning(
+                "serving without authentication (EVENTIX_API_ALLOW_ANONYMOUS): anyone who "
+                "reaches the API may read, rewrite and delete every task"
+            )
         try:
             yield
         finally:
@@ -128,7 +135,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     add_error_handlers(app)
     add_routes(app, ctx)
-    token = api.api_token.get_secret_value() if api.api_token is not None else None
     app.add_middleware(Guard, token=token, max_body_bytes=ctx.max_body_bytes)
     app.openapi = _openapi(app, secured=token is not None)  # type: ignore[method-assign]
     app.state.ctx = ctx

@@ -27,6 +27,7 @@ from eventix_operator.operator.sync import StatusSync
 from eventix_operator.schedules.loop import SchedulerLoop
 from eventix_operator.schedules.scheduler import ScheduleFiring
 from eventix_operator.settings import Settings
+from eventix_operator.tenancy import TenancyPolicy
 
 log = get_logger("eventix.operator")
 
@@ -46,6 +47,8 @@ class Runtime:
         self.kube = kube
         self.leadership = Leadership(engine, seconds=settings.operator_lease_seconds, holder=holder)
         self.listener = Listener(settings)
+        # Which queues each namespace's resources may use (docs/tenancy.md).
+        self.tenancy = TenancyPolicy.from_settings(settings)
         self.scheduler = SchedulerLoop(
             engine, payload_limit=settings.max_payload_bytes, on_firing=self._on_firing
         )
@@ -56,6 +59,7 @@ class Runtime:
             leadership=self.leadership,
             listener=self.listener,
             poll_only_interval=settings.poll_only_interval,
+            max_replicas=settings.operator_max_replicas,
         )
         self.stopping = asyncio.Event()
         self.lead_changed = asyncio.Event()
@@ -80,6 +84,7 @@ class Runtime:
         return self.leadership.holds(LEADER)
 
     def launch(self) -> None:
+        log.info("tenancy", mode=self.tenancy.mode, allow=dict(self.tenancy.allow))
         self.loop = asyncio.get_running_loop()
         self._uncount_errors = operator_metrics().count_kopf_errors()
         self.metrics_server = serve(self.settings.metrics_port)

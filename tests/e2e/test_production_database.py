@@ -36,7 +36,7 @@ from eventix_operator.client import new_task
 from eventix_operator.db.engine import make_engine
 from eventix_operator.db.enqueue import insert_tasks
 from eventix_operator.settings import Settings
-from tests.e2e.conftest import Cluster
+from tests.e2e.conftest import SHARED, Cluster
 from tests.e2e.test_pools import deployment, pool, replicas
 from tests.e2e.test_schedules import SCHEDULES, assert_every_tick_once, every_2s
 from tests.support.kube import KUBECONFIG_ENV, KubeAPI, kube_api_session
@@ -98,7 +98,8 @@ def start_replica(cluster: Cluster, **env: str) -> Replica:
     log = cluster.procs.log_dir / f"operator-{len(cluster.procs.procs)}.log"
     proc = cluster.operator(
         "--namespace", cluster.namespace, ready=True, EVENTIX_LOG_FORMAT="json",
-        EVENTIX_OPERATOR_LEASE_SECONDS=LEASE_SECONDS, EVENTIX_METRICS_PORT="0", **env,
+        EVENTIX_OPERATOR_LEASE_SECONDS=LEASE_SECONDS, EVENTIX_METRICS_PORT="0",
+        **{**SHARED, **env},
     )  # fmt: skip
     return Replica(proc, log)
 
@@ -176,16 +177,27 @@ def test_two_replicas_through_pgbouncer_lead_one_at_a_time_and_take_over(
     direct = create_engine(database_url)
     try:
         # One replica listens on a direct URL, as the chart sets it up; the other has
-        # only the pooled URL and polls.
+        # only the pooled URL and polls. The first leads both status sync and the pool
+        # before the second starts (leases are taken independently: whichever replica
+        # comes first to each), so killing it moves both.
         first = start_replica(cluster, EVENTIX_LISTEN_DATABASE_URL=database_url)
-        second = start_replica(cluster)
-        both = [first, second]
         procs.worker("--concurrency", "4", EVENTIX_LISTEN_DATABASE_URL=database_url)
         deployment(cluster, "pool-target")
         pool(cluster, "pooled", {
             "scaleTargetRef": {"name": "pool-target"}, "queues": ["pool-q"], "maxReplicas": 8,
             "tasksPerReplica": 1, "cooldownSeconds": 300, "pollingIntervalSeconds": 30,
         })  # fmt: skip
+        lease_names = ("status-sync", f"pool-scaler:{cluster.namespace}/pooled")
+
+        def first_holds_both() -> bool:
+            with direct.connect() as conn:
+                held = dict(conn.execute(text("SELECT name, holder FROM eventix_lease")).all())
+            holder = first.holder()
+            return holder is not None and {held.get(n) for n in lease_names} == {holder}
+
+        cluster.wait("the first replica leading", first_holds_both, 60)
+        second = start_replica(cluster)
+        both = [first, second]
         cluster.create(SCHEDULES, "ticks", every_2s(catchUp="All", template={
             "task": "tests.record", "args": [0], "queue": "nobody-serves-ticks"}))  # fmt: skip
         for i in range(3):
@@ -196,10 +208,8 @@ def test_two_replicas_through_pgbouncer_lead_one_at_a_time_and_take_over(
         add_tasks(direct, "pool-q", 2)
         cluster.wait("2 replicas", lambda: replicas(cluster, "pool-target") == 2, 60)
 
-        with direct.connect() as conn:
-            holders = dict(conn.execute(text("SELECT name, holder FROM eventix_lease")).all())
-        leader = next(r for r in both if r.holder() == holders["status-sync"])
-        survivor = next(r for r in both if r is not leader)
+        assert first_holds_both()  # a live leader keeps its leases
+        leader, survivor = first, second
         leader.killed_at = datetime.now(UTC)
         leader.proc.send_signal(signal.SIGKILL)
         leader.proc.wait(10)
@@ -215,7 +225,7 @@ def test_two_replicas_through_pgbouncer_lead_one_at_a_time_and_take_over(
         procs.stop(survivor.proc)
         end = datetime.now(UTC)
 
-        for name in ("status-sync", "pool-scaler:" + cluster.namespace + "/pooled"):
+        for name in lease_names:
             intervals = lease_intervals(both, name, end)
             assert {i.holder for i in intervals} == {first.holder(), second.holder()}, name
             assert_one_at_a_time(intervals)
@@ -293,7 +303,8 @@ def run_through_a_failover(
     cluster = Cluster(plane, plane.create_namespace("failover"), procs)
     enqueuer = Enqueuer(url)
     try:
-        cluster.operator("--namespace", cluster.namespace, ready=True)
+        # Shared tenancy (tests/e2e/conftest.py): the tasks use queues of their own names.
+        cluster.operator("--namespace", cluster.namespace, ready=True, **SHARED)
         for _ in range(2):
             procs.worker("--concurrency", "4")
         cluster.create(SCHEDULES, "ticks", every_2s(catchUp="All", template={

@@ -85,7 +85,11 @@ def test_rest_listings_read_the_standby_and_task_reads_the_primary(
 ) -> None:
     db = replicated_database
     with launch(
-        db.url, Path(sys.executable), tmp_path, EVENTIX_READ_DATABASE_URL=db.read_url
+        db.url,
+        Path(sys.executable),
+        tmp_path,
+        EVENTIX_READ_DATABASE_URL=db.read_url,
+        EVENTIX_API_ALLOW_ANONYMOUS="true",
     ) as api:
         with replay_paused(db):
             uid = enqueue_on_primary(db, queue="rest")

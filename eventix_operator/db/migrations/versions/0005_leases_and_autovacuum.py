@@ -17,8 +17,8 @@ pgqueuer also lowers the fill factor for HOT updates; here every status change
 touches indexed columns (the partial indexes' predicates), so no update can be
 HOT and a lower fill factor would only cost space.
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: 0005
+Revises: 0004
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004"
-down_revision = "0003"
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
