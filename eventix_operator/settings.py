@@ -28,15 +28,47 @@ _QUEUE_ENTRY = re.compile(
 
 
 def normalise_database_url(url: str) -> str:
-    """Point plain ``postgresql://`` URLs at the psycopg 3 driver.
+    """A database URL as SQLAlchemy takes it: the psycopg 3 driver, and libpq's
+    multi-host form turned into SQLAlchemy's.
 
     Users copy URLs from ``psql``, Helm secrets or cloud consoles; those never
-    name a SQLAlchemy driver, and SQLAlchemy would otherwise pick psycopg2.
+    name a SQLAlchemy driver, and SQLAlchemy would otherwise pick psycopg2. A
+    libpq multi-host URL (``postgresql://u@h1:5432,h2:5432/db?target_session_attrs=
+    read-write``, what a primary and its standbys without a proxy in front look
+    like) does not parse as SQLAlchemy's URL; its own form of the same is libpq's
+    host and port lists as query parameters (``postgresql+psycopg://u@/db?host=h1,h2&
+    port=5432,5432&…``), which its psycopg dialect hands to libpq as the same list.
+    Plain string work: ``eventix config`` loads nothing heavy.
     """
     for prefix in ("postgresql://", "postgres://", "postgresql+psycopg2://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix) :]
-    return url
+            url = "postgresql+psycopg://" + url[len(prefix) :]
+            break
+    return _multi_host_to_query(url)
+
+
+def _multi_host_to_query(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    authority_end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    authority, tail = rest[:authority_end], rest[authority_end:]
+    userinfo, at, hosts = authority.rpartition("@")
+    if "," not in hosts:
+        return url
+    names, ports = [], []
+    for token in hosts.split(","):
+        if token.startswith("["):  # an IPv6 address: [::1]:5432
+            name, _, port = token[1:].partition("]")
+            port = port.removeprefix(":")
+        else:
+            name, _, port = token.partition(":")
+        names.append(name)
+        ports.append(port)
+    path, _, query = tail.partition("?")
+    params = f"host={','.join(names)}" + (f"&port={','.join(ports)}" if any(ports) else "")
+    query = f"{params}&{query}" if query else params
+    return f"{scheme}://{userinfo}{at}{path or '/'}?{query}"
 
 
 class Settings(BaseSettings):
@@ -49,10 +81,52 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("EVENTIX_DATABASE_URL", "DATABASE_URL"),
         description="PostgreSQL URL. Unset: `eventix local` starts an embedded server.",
     )
+    listen_database_url: SecretStr | None = Field(
+        default=None,
+        description="A direct URL (bypassing any connection pooler, e.g. CloudNativePG's "
+        "`-rw` Service) used only for LISTEN: one connection per process, which wakes "
+        "workers and pool scalers the moment tasks are enqueued. Unset: DATABASE_URL, "
+        "unless that goes through a pooler, where LISTEN hears nothing; then processes "
+        "poll every EVENTIX_POLL_ONLY_INTERVAL.",
+    )
+    read_database_url: SecretStr | None = Field(
+        default=None,
+        description="A URL of a hot standby for reads that tolerate replication lag "
+        "(task listings of the CLI and the REST API, the operator's queue figures for "
+        "/metrics). Unset: DATABASE_URL. Claims, write-backs, status sync and everything "
+        "a user acts on always use DATABASE_URL.",
+    )
     db_pool_size: int = Field(10, ge=1, description="Connections kept open per process.")
     db_max_overflow: int = Field(20, ge=0, description="Extra connections under load.")
+    db_max_connections: int | None = Field(
+        default=None,
+        ge=1,
+        description="Most connections one process opens to DATABASE_URL (its pool, "
+        "overflow included); unset: EVENTIX_DB_POOL_SIZE + EVENTIX_DB_MAX_OVERFLOW. The "
+        "read URL's pool has the same cap; the LISTEN connection is one more.",
+    )
     db_pool_pre_ping: bool = Field(True, description="Test a pooled connection before use.")
-    db_connect_timeout: float = Field(10.0, gt=0, description="Seconds to wait for a connection.")
+    db_connect_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds to wait for a new connection, or for one of a full pool.",
+    )
+    db_prepared_statements: Literal["auto"] | bool = Field(
+        default="auto",
+        description="Server-side prepared statements (psycopg prepares a statement on its "
+        "sixth run). `auto`: on, except on connections that go through a connection "
+        "pooler (detected per connection: the backend pid the server reports differs "
+        "from the one the connection was given), where a transaction pooler would run "
+        "them on another server connection. `false`: never (any pooler); `true`: always "
+        "(direct connections, or PgBouncer 1.21+ with max_prepared_statements set).",
+    )
+    poll_only_interval: float = Field(
+        default=0.2,
+        gt=0,
+        description="Seconds between the cheap looks for due tasks of workers and the pool "
+        "scaler when they cannot LISTEN (jittered by ±50 %); with LISTEN they claim every "
+        "EVENTIX_WORKER_POLL_INTERVAL as a safety net.",
+    )
 
     worker_concurrency: int = Field(
         10, ge=1, description="Tasks one worker process runs at the same time."
@@ -80,6 +154,14 @@ class Settings(BaseSettings):
     )
     max_payload_bytes: int = Field(
         1_000_000, ge=1, description="Largest JSON args+kwargs or result accepted for one task."
+    )
+    operator_lease_seconds: float = Field(
+        6.0,
+        ge=1.0,
+        description="Leadership lease of an operator replica (status sync, queue metrics, "
+        "each pool's scaler), a row in eventix_lease renewed every quarter of it: a "
+        "replica that cannot renew stops acting a quarter before it expires, and another "
+        "takes over once it has.",
     )
     operator_delete_timeout: float = Field(
         60.0,
@@ -169,7 +251,7 @@ class Settings(BaseSettings):
     log_format: str = Field("console", description="`console` or `json`.")
     log_level: str = Field("INFO", description="Python logging level name.")
 
-    @field_validator("database_url", mode="before")
+    @field_validator("database_url", "listen_database_url", "read_database_url", mode="before")
     @classmethod
     def _driver(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -210,9 +292,21 @@ class Settings(BaseSettings):
     def masked(self) -> dict[str, Any]:
         """Settings as a dict with the database password replaced by ``***``."""
         data = self.model_dump()
-        if self.database_url is not None:
-            data["database_url"] = mask_url(self.database_url.get_secret_value())
+        for name in ("database_url", "listen_database_url", "read_database_url"):
+            url: SecretStr | None = getattr(self, name)
+            if url is not None:
+                data[name] = mask_url(url.get_secret_value())
         return data
+
+    def listen_url(self) -> str:
+        """The URL of the LISTEN connection: the listen URL, else DATABASE_URL."""
+        if self.listen_database_url is not None:
+            return self.listen_database_url.get_secret_value()
+        return self.require_database_url()
+
+    def read_url(self) -> str | None:
+        """The URL for lag-tolerant reads, when one is set apart from DATABASE_URL."""
+        return None if self.read_database_url is None else self.read_database_url.get_secret_value()
 
 
 @functools.cache

@@ -90,7 +90,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        ctx.store = HotPaths(make_autocommit_engine(settings), payload_limit=ctx.payload_limit)
+        read_url = settings.read_url()
+        ctx.store = HotPaths(
+            make_autocommit_engine(settings),
+            payload_limit=ctx.payload_limit,
+            read_engine=make_autocommit_engine(settings, read_url) if read_url else None,
+        )
         ctx.tracing = tracing_enabled()  # here, in the serving process, after any fork
         if api.api_gc_tuning:
             # Everything loaded so far lives as long as the process: keep the cyclic
@@ -120,6 +125,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 task.cancel()
             await asyncio.gather(*side, return_exceptions=True)
             await _flush_trigger_stats(ctx)
+            if ctx.db.read_engine is not ctx.db.engine:
+                await ctx.db.read_engine.dispose()
             await ctx.db.engine.dispose()
             log.info("api stopped")
 

@@ -63,6 +63,13 @@ class ApiContext:
         """Run ``fn(connection, ...)`` in one transaction."""
         return await self.db.transaction(fn, *args, **kwargs)
 
+    async def read(
+        self, fn: Callable[Concatenate[Connection, P], R], *args: P.args, **kwargs: P.kwargs
+    ) -> R:
+        """Run ``fn(connection, ...)``, a read that tolerates replication lag (listings,
+        counts), in one transaction on ``EVENTIX_READ_DATABASE_URL`` when it is set."""
+        return await self.db.read(fn, *args, **kwargs)
+
     @property
     def db(self) -> HotPaths:
         assert self.store is not None, "the API is not started"

@@ -23,16 +23,17 @@ from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
 import psycopg
 from sqlalchemy import Connection, TextClause
 from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.util import greenlet_spawn
 
 from eventix_operator.db import admin, enqueue, leases, triggers, writeback
+from eventix_operator.db.engine import make_async_engine
 from eventix_operator.db.enqueue import NewTask
 from eventix_operator.db.errors import isolate
 from eventix_operator.db.rows import TaskRecord
 from eventix_operator.db.triggers import TriggerMatch
 from eventix_operator.db.writeback import PreparedWrite
-from eventix_operator.settings import Settings, normalise_database_url
+from eventix_operator.settings import Settings
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -47,23 +48,16 @@ def compiled(statement: TextClause) -> str:
     return sql
 
 
-def make_autocommit_engine(settings: Settings) -> AsyncEngine:
+def make_autocommit_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
     """The API's engine: the settings' pool, connections in autocommit.
 
     Autocommit is set once per connection (switching per checkout costs a round
     trip), and a connection goes back to the pool without a ROLLBACK: in
     autocommit there is nothing to roll back, and a transaction opened by
-    :meth:`HotPaths.transaction` has ended by then.
+    :meth:`HotPaths.transaction` has ended by then. ``url``: another server than
+    DATABASE_URL (the read URL).
     """
-    return create_async_engine(
-        normalise_database_url(settings.require_database_url()),
-        isolation_level="AUTOCOMMIT",
-        pool_reset_on_return=None,
-        pool_size=settings.db_pool_size,
-        max_overflow=settings.db_max_overflow,
-        pool_pre_ping=settings.db_pool_pre_ping,
-        connect_args={"connect_timeout": max(1, int(settings.db_connect_timeout))},
-    )
+    return make_async_engine(settings, url, isolation_level="AUTOCOMMIT", pool_reset_on_return=None)
 
 
 class Batcher(Generic[T, U]):
@@ -123,8 +117,11 @@ class HotPaths:
     real transaction (READ COMMITTED) for requests that need several.
     """
 
-    def __init__(self, engine: AsyncEngine, *, payload_limit: int) -> None:
+    def __init__(
+        self, engine: AsyncEngine, *, payload_limit: int, read_engine: AsyncEngine | None = None
+    ) -> None:
         self.engine = engine
+        self.read_engine = read_engine or engine  # lag-tolerant reads: the read URL if set
         self.payload_limit = payload_limit
         self._inserts: Batcher[NewTask, TaskRecord] = Batcher(self._insert_batch)
         self._claims: dict[str, Batcher[tuple[str, float], TaskRecord | None]] = {}
@@ -160,10 +157,14 @@ class HotPaths:
         self, fn: Callable[Concatenate[Connection, P], R], *args: P.args, **kwargs: P.kwargs
     ) -> R:
         """Run ``fn(connection, ...)`` in one transaction."""
-        async with self.engine.connect() as conn:
-            conn = await conn.execution_options(isolation_level="READ COMMITTED")
-            async with conn.begin():
-                return await conn.run_sync(fn, *args, **kwargs)
+        return await _in_transaction(self.engine, fn, *args, **kwargs)
+
+    async def read(
+        self, fn: Callable[Concatenate[Connection, P], R], *args: P.args, **kwargs: P.kwargs
+    ) -> R:
+        """Run ``fn(connection, ...)``, which only reads and tolerates replication lag
+        (listings, counts), in one transaction on the read URL's server."""
+        return await _in_transaction(self.read_engine, fn, *args, **kwargs)
 
     # -- enqueue --------------------------------------------------------------------
 
@@ -229,3 +230,15 @@ class HotPaths:
         """The table's triggers of an event that may see its queue (Eventix's
         namespace), with concurrent events sharing a statement."""
         return await self._triggers.submit((event_name, payload, queue))
+
+
+async def _in_transaction(
+    engine: AsyncEngine,
+    fn: Callable[Concatenate[Connection, P], R],
+    *args: P.args,
+    **kwargs: P.kwargs,
+) -> R:
+    async with engine.connect() as conn:
+        conn = await conn.execution_options(isolation_level="READ COMMITTED")
+        async with conn.begin():
+            return await conn.run_sync(fn, *args, **kwargs)

@@ -123,6 +123,15 @@ def engine() -> Engine:
     return make_engine(settings())
 
 
+def read_engine() -> Engine:
+    """For listings and counts, which tolerate replication lag: the read URL's server
+    when ``EVENTIX_READ_DATABASE_URL`` is set."""
+    from eventix_operator.db.engine import make_engine
+
+    s = settings()
+    return make_engine(s, s.read_url())
+
+
 def parse_json(value: str | None, what: str, kind: type) -> Any:
     if value is None:
         return None
@@ -269,7 +278,7 @@ def tasks_list(
     from eventix_operator.db import admin
 
     equals = {k: v for k, v in (("status", status), ("namespace", queue)) if v is not None}
-    with engine().connect() as conn:
+    with read_engine().connect() as conn:
         found = admin.list_tasks(conn, equals=equals, order=[("created_time", True)], limit=limit)
     _print_tasks(found, output)
 
@@ -336,7 +345,7 @@ def queue_stats(output: Annotated[Output, typer.Option()] = Output.table) -> Non
 
     from eventix_operator.db import admin
 
-    with engine().connect() as conn:
+    with read_engine().connect() as conn:
         stats = admin.queue_stats(conn)
     if output is Output.json:
         typer.echo(json.dumps([dataclasses.asdict(s) for s in stats], indent=2))

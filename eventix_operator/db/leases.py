@@ -12,6 +12,7 @@ API) does it for everyone.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -42,6 +43,11 @@ class Failure:
 
 
 Outcome = Success | Failure
+
+#: Rows one purge transaction removes at most.
+PURGE_BATCH = 2000
+#: Seconds one purge call goes on, batch after batch, while expired rows are left.
+PURGE_SECONDS = 5.0
 
 
 def refused(outcome: Outcome, exc: Exception) -> Failure:
@@ -168,7 +174,7 @@ class LeaseStore:
         last (the retry policy decides); returns (uid, new status) of each."""
         return await recover_expired_leases(self.engine, limit)
 
-    async def purge_expired(self, limit: int = 1000) -> int:
+    async def purge_expired(self, limit: int = PURGE_BATCH) -> int:
         return await purge_expired(self.engine, limit)
 
 
@@ -196,10 +202,22 @@ async def recover_expired_leases(engine: AsyncEngine, limit: int = 1000) -> list
             return [(str(r.uid), r.status) for r in rows]
 
 
-async def purge_expired(engine: AsyncEngine, limit: int = 1000) -> int:
-    """Remove a bounded batch of finished tasks whose result or error expired."""
-    async with engine.begin() as conn:
-        return (await conn.execute(statements.PURGE_EXPIRED, {"limit": limit})).rowcount
+async def purge_expired(
+    engine: AsyncEngine, limit: int = PURGE_BATCH, max_seconds: float = PURGE_SECONDS
+) -> int:
+    """Remove finished tasks whose result or error expired, in transactions of at
+    most ``limit`` rows, until none is left or ``max_seconds`` have passed; returns
+    how many. Each batch locks only finished rows, skipping locked ones: nothing a
+    claim, a heartbeat or a write-back waits for. A call that removed at least a
+    full batch may have left more (:data:`PURGE_BATCH`): call again soon."""
+    total = 0
+    deadline = time.monotonic() + max_seconds
+    while True:
+        async with engine.begin() as conn:
+            removed = (await conn.execute(statements.PURGE_EXPIRED, {"limit": limit})).rowcount
+        total += removed
+        if removed < limit or time.monotonic() >= deadline:
+            return total
 
 
 async def claim_slots(

@@ -38,6 +38,14 @@ def queue_loads(conn: Connection, queues: Sequence[str], *, cap: int) -> dict[st
     }
 
 
+def due_queues(conn: Connection, queues: Sequence[str]) -> list[str]:
+    """Which of ``queues`` hold a due task (a cheap look, for processes that cannot
+    LISTEN; see :func:`eventix_operator.db.notify.due_queues`)."""
+    if not queues:
+        return []
+    return [q for (q,) in conn.execute(statements.DUE_QUEUES, {"queues": list(queues)})]
+
+
 def combined(loads: Iterable[QueueLoad]) -> tuple[int, int, int, float | None]:
     """(due, running, distinct lease holders, next due in) over a pool's queues: a
     worker serving several of them counts once."""

@@ -201,3 +201,17 @@ schedule_table = Table(
         postgresql_where=text("NOT suspend AND error IS NULL"),
     ),
 )
+
+
+#: Leadership among operator replicas: one row per job that one replica at a time
+#: does (status sync and queue metrics, each worker pool's scaler), held by
+#: ``holder`` until ``expires_at`` unless renewed (see :mod:`eventix_operator.db.leadership`).
+lease_table = Table(
+    "eventix_lease",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("holder", Text, nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("acquired_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("renewed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)

@@ -308,6 +308,21 @@ RECOVER_LEASES: TextClause = waking(
     """
 )
 
+# -- name: due_queues --
+# Which of :queues hold a task that is due now: what a process that cannot LISTEN
+# asks between claims. One read of the partial ready index per queue (the claim's
+# own index scan, without locking, updating or planning a CTE), stopping at the
+# first due task.
+DUE_QUEUES: TextClause = text(
+    f"""
+    SELECT q.name FROM unnest(CAST(:queues AS text[])) AS q(name)
+    WHERE EXISTS (
+        SELECT 1 FROM eventix_task
+        WHERE namespace = q.name AND {PENDING_PREDICATE} AND eta <= now()
+    )
+    """
+)
+
 # -- name: purge_expired --
 # Remove finished tasks whose result or error has expired, a bounded batch at a time.
 PURGE_EXPIRED: TextClause = text(
@@ -912,10 +927,41 @@ FINISHED_COUNTS: TextClause = text(
     """
 )
 
-# -- Locks ------------------------------------------------------------------------------
+# -- Leadership ---------------------------------------------------------------------------
 
-# -- name: try_advisory_lock / advisory_unlock --
-# Session locks that make one operator replica the one that acts (pool scaling).
-TRY_ADVISORY_LOCK: TextClause = text("SELECT pg_try_advisory_lock(:key)")
-ADVISORY_UNLOCK: TextClause = text("SELECT pg_advisory_unlock(:key)")
-PING: TextClause = text("SELECT 1")
+# -- name: acquire_leases --
+# Take or renew the named leases for :holder until now() + :seconds: each one that
+# is free, expired, or this holder's already. Returns the names :holder holds now.
+# Concurrent callers serialise on the rows (names come sorted: no deadlock); a row
+# lock, not a session, decides, so it holds through any connection pooler.
+ACQUIRE_LEASES: TextClause = text(
+    """
+    INSERT INTO eventix_lease AS l (name, holder, expires_at, acquired_at, renewed_at)
+    SELECT n.name, :holder, now() + make_interval(secs => :seconds), now(), now()
+    FROM unnest(CAST(:names AS text[])) AS n(name)
+    ON CONFLICT (name) DO UPDATE
+    SET holder = EXCLUDED.holder,
+        expires_at = EXCLUDED.expires_at,
+        renewed_at = now(),
+        acquired_at = CASE WHEN l.holder = EXCLUDED.holder AND l.expires_at >= now()
+                           THEN l.acquired_at ELSE now() END
+    WHERE l.holder = EXCLUDED.holder OR l.expires_at < now()
+    RETURNING l.name
+    """
+)
+
+# -- name: release_leases --
+# Give up leases :holder holds (a clean shutdown, a pool it no longer scales), so
+# that another replica takes them at its next try instead of after they expire.
+RELEASE_LEASES: TextClause = text(
+    "DELETE FROM eventix_lease WHERE holder = :holder AND name = ANY(CAST(:names AS text[]))"
+)
+
+# -- name: list_leases --
+# Every lease with its holder and whether it is live now (for people and tests).
+LIST_LEASES: TextClause = text(
+    """
+    SELECT name, holder, acquired_at, renewed_at, expires_at, expires_at >= now() AS live
+    FROM eventix_lease ORDER BY name
+    """
+)

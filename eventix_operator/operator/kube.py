@@ -73,7 +73,13 @@ def load_config() -> None:
 
 
 class Kube:
-    def __init__(self, api_client: client.ApiClient | None = None) -> None:
+    """``instance`` names this replica in the events it posts (``reportingInstance``):
+    its lease holder id, so ``kubectl describe`` tells which replica acted."""
+
+    def __init__(
+        self, api_client: client.ApiClient | None = None, *, instance: str = "eventix-operator"
+    ) -> None:
+        self.instance = instance[:128]
         self.api_client = api_client or client.ApiClient()
         self.custom = client.CustomObjectsApi(self.api_client)
         self.core = client.CoreV1Api(self.api_client)
@@ -112,9 +118,9 @@ class Kube:
             first_timestamp=now,
             last_timestamp=now,
             count=1,
-            source=client.V1EventSource(component="eventix-operator"),
+            source=client.V1EventSource(component="eventix-operator", host=self.instance),
             reporting_component="eventix-operator",
-            reporting_instance="eventix-operator",
+            reporting_instance=self.instance,
         )
         try:
             self.core.create_namespaced_event(ref.namespace, body)

@@ -2,16 +2,22 @@
 
 **Who acts.** Kopf tells this replica which pools exist: handlers on create,
 resume and update, and a daemon per pool whose end (deletion, exit, or a
-peering pause) forgets it, so a replica that kopf paused holds no pools. A
-replica with pools takes a PostgreSQL advisory lock before it touches any
-target and lets go when it has none left: two replicas (peering in
-transition, or two standalone ones) never fight over a Deployment's replicas.
+peering pause) forgets it, so a replica that kopf paused holds no pools. Each
+pool's scaler is a leadership lease (``pool-scaler:<namespace>/<name>``, see
+:mod:`eventix_operator.operator.leadership`): this replica wants the leases of
+the pools it knows, looks only at those it holds and checks the lease again
+before it patches anything, so two replicas (peering in transition, or two
+standalone ones) never both scale one pool; when the holder dies, the other
+takes the pool over once the lease expires.
 
 **When.** Each pool every ``pollingIntervalSeconds``, and at once (at most every
 :data:`NOTIFY_DEBOUNCE`) when the enqueue notification names one of its queues;
 a pool whose queues hold only future tasks is looked at when the first falls
 due. So a pool at zero gets its first worker within a second of its first task,
 where a polling autoscaler (KEDA: 30 s by default) takes up to its interval.
+Where the process cannot LISTEN (a pooler, no listen URL), a cheap look for due
+tasks in the held pools' queues every ``EVENTIX_POLL_ONLY_INTERVAL`` stands in
+for the notification.
 
 **What.** One query for the load of every queue due for a look, each target
 read (its labels and replicas) and, when the decision (:mod:`eventix_operator.scaling`)
@@ -36,14 +42,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Engine
 
-from eventix_operator.db import locks
 from eventix_operator.db import pools as pool_db
 from eventix_operator.db.errors import DATABASE_ERRORS, log_failure
-from eventix_operator.db.notify import listen_ready
+from eventix_operator.db.notify import READY_CHANNEL, Listener, jittered
 from eventix_operator.logs import get_logger
 from eventix_operator.operator.kube import Kube, ResourceRef, Scale
+from eventix_operator.operator.leadership import Leadership, pool_lease
 from eventix_operator.operator.metrics import operator_metrics
 from eventix_operator.operator.status import (
     invalid_pool_status,
@@ -58,15 +64,13 @@ log = get_logger("eventix.pools")
 
 POOLS = "eventixworkerpools"
 KIND = "EventixWorkerPool"
-#: pg_advisory_lock key of the replica that scales pools ("evx" + 2).
-SCALER_LOCK = 0x65767802
 #: Shortest time between two looks at one pool when notifications keep coming.
 NOTIFY_DEBOUNCE = 0.25
 #: Shortest time between two status writes that change only the live counters.
 STATUS_REFRESH = 2.0
 #: Due tasks are counted up to this (or what the largest pool can use, if more).
 DEPTH_CAP = 100_000
-#: Pause before trying again for the lock, or after a lost database connection.
+#: Pause before looking again after a lost database connection.
 RETRY_PAUSE = 2.0
 #: Status fields that move with every enqueue; the rest changes with decisions.
 LIVE_FIELDS = frozenset({"queueDepth", "running", "busyWorkers", "currentReplicas"})
@@ -83,6 +87,7 @@ class PoolEntry:
     """A pool as this replica knows it; touched only on the event loop."""
 
     ref: ResourceRef
+    lease: str
     generation: int
     config: PoolConfig | None
     status: dict[str, Any]  # as last written (or as found on the resource)
@@ -113,28 +118,34 @@ class Looked:
 
 
 class PoolScaler:
+    """``leadership`` None: this scaler acts on every pool it knows (one replica
+    alone, tests); ``listener`` None: it never listens, and polls."""
+
     def __init__(
         self,
         engine: Engine,
         kube: Kube,
         *,
-        database_url: str,
+        leadership: Leadership | None = None,
+        listener: Listener | None = None,
+        poll_only_interval: float = 0.2,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], datetime] = utcnow,
-        lock_key: int = SCALER_LOCK,
         max_replicas: int | None = None,
     ) -> None:
         self.engine = engine
         self.max_replicas = max_replicas  # the cluster-wide ceiling of every pool
         self.kube = kube
-        self.database_url = database_url
+        self.leadership = leadership
+        self.listener = listener
+        self.poll_only_interval = poll_only_interval
         self.clock = clock
         self.wall = wall
-        self.lock_key = lock_key
         self.pools: dict[str, PoolEntry] = {}
         self.wakeup = asyncio.Event()
         self.stopping = asyncio.Event()
-        self.leading = False
+        if leadership is not None:
+            leadership.on_change(self._lease_changed)
 
     # -- membership (from the handlers, on the event loop) ----------------------
 
@@ -156,8 +167,11 @@ class PoolScaler:
             config, error = None, str(exc)
         entry = self.pools.get(ref.uid)
         if entry is None:
-            entry = PoolEntry(ref, generation, config, dict(status or {}))
+            lease = pool_lease(ref.namespace, ref.name)
+            entry = PoolEntry(ref, lease, generation, config, dict(status or {}))
             self.pools[ref.uid] = entry
+            if self.leadership is not None:
+                self.leadership.want(lease)
         else:
             entry.generation, entry.config = generation, config
         entry.next_at = self.clock() if config is not None else math.inf
@@ -172,6 +186,8 @@ class PoolScaler:
     def forget(self, uid: str) -> None:
         entry = self.pools.pop(uid, None)
         if entry is not None:
+            if self.leadership is not None:
+                self.leadership.unwant(entry.lease)
             operator_metrics().forget_pool(entry.ref.namespace, entry.ref.name)
             self.wakeup.set()
 
@@ -188,72 +204,103 @@ class PoolScaler:
         self.stopping.set()
         self.wakeup.set()
 
+    @property
+    def _holder(self) -> str | None:
+        return None if self.leadership is None else self.leadership.holder
+
+    def holds(self, entry: PoolEntry) -> bool:
+        """Whether this replica may scale the pool now."""
+        return self.leadership is None or self.leadership.holds(entry.lease)
+
+    def _lease_changed(self, name: str, held: bool) -> None:
+        for entry in self.pools.values():
+            if entry.lease == name and held and entry.config is not None:
+                entry.next_at = self.clock()  # a pool just taken over: look now
+                self.wakeup.set()
+
     # -- the loop ---------------------------------------------------------------
 
     async def run(self) -> None:
-        """Take the scaler lock whenever this replica has pools, and scale them
-        while holding it."""
-        while not self.stopping.is_set():
-            if not self.pools:
-                await self._wait(None)
-                continue
-            conn: Connection | None = None
-            try:
-                conn = await asyncio.to_thread(self.engine.connect)
-                while self.pools and not self.stopping.is_set():
-                    if await asyncio.to_thread(locks.try_lock, conn, self.lock_key):
-                        await self._lead(conn)
-                        if not self.stopping.is_set():
-                            await asyncio.to_thread(locks.unlock, conn, self.lock_key)
-                        break
-                    await self._wait(RETRY_PAUSE)
-            except Exception as exc:
-                if not log_failure(log, "pool scaler stopped; starting again", exc):
-                    operator_metrics().reconcile_errors.labels(KIND).inc()
-                await self._wait(RETRY_PAUSE)
-            finally:
-                if conn is not None:
-                    with contextlib.suppress(*DATABASE_ERRORS):
-                        await asyncio.to_thread(conn.close)
-
-    async def _lead(self, conn: Connection) -> None:
-        log.info("scaling worker pools", pools=len(self.pools))
-        self.leading = True
-        listener = asyncio.create_task(self._listen(), name="eventix-pool-listen")
+        """Look at each pool this replica holds when it is due; listen for enqueue
+        notifications (or poll for due tasks) while it holds any."""
+        unsubscribe: Callable[[], None] | None = None
+        poller: asyncio.Task[None] | None = None
         try:
-            while self.pools and not self.stopping.is_set():
-                now = self.clock()
-                due = [e for e in self.pools.values() if e.next_at <= now]
-                if due:
-                    views = [dataclasses.replace(e) for e in due]
-                    for e in due:
-                        e.last_look, e.next_at = now, math.inf  # set again in _apply
-                    try:
-                        looked = await asyncio.to_thread(self._look, conn, views, now)
-                    except BaseException:
-                        for e in due:  # look again once the connection is back
-                            e.next_at = min(e.next_at, now + RETRY_PAUSE)
-                        raise
-                    self._apply(looked, now)
+            while not self.stopping.is_set():
+                held = [e for e in self.pools.values() if self.holds(e)]
+                if held and unsubscribe is None and self.listener is not None:
+                    unsubscribe = self.listener.subscribe(READY_CHANNEL, self.poke, self._listening)
+                elif not held and unsubscribe is not None:
+                    unsubscribe()
+                    unsubscribe = None
+                if held and poller is None:
+                    poller = asyncio.create_task(self._poll(), name="eventix-pool-poll")
+                elif not held and poller is not None:
+                    poller.cancel()
+                    await asyncio.gather(poller, return_exceptions=True)
+                    poller = None
                 self.wakeup.clear()
-                nearest = min((e.next_at for e in self.pools.values()), default=math.inf)
-                if nearest > self.clock():
-                    await self._wait(None if math.isinf(nearest) else nearest - self.clock())
+                now = self.clock()
+                due = [e for e in held if e.next_at <= now]
+                if due:
+                    await self._look_now(due, now)
+                    continue
+                nearest = min((e.next_at for e in held), default=math.inf)
+                # Leases change without a wake-up when they lapse: look again soon.
+                wait = nearest - self.clock()
+                if self.leadership is not None:
+                    wait = min(wait, self.leadership.interval)
+                await self._wait(None if math.isinf(wait) else max(0.0, wait))
         finally:
-            self.leading = False
-            listener.cancel()
-            await asyncio.gather(listener, return_exceptions=True)
+            if unsubscribe is not None:
+                unsubscribe()
+            if poller is not None:
+                poller.cancel()
+                await asyncio.gather(poller, return_exceptions=True)
 
-    async def _listen(self) -> None:
-        """The enqueue notification (payload: the queue) pokes that queue's pools."""
+    async def _look_now(self, due: list[PoolEntry], now: float) -> None:
+        views = [dataclasses.replace(e) for e in due]
+        for e in due:
+            e.last_look, e.next_at = now, math.inf  # set again in _apply
+        try:
+            looked = await asyncio.to_thread(self._look, views, now)
+        except Exception as exc:
+            for e in due:  # look again once the database is back
+                e.next_at = min(e.next_at, now + RETRY_PAUSE)
+            if not log_failure(log, "pool scaler look failed; trying again", exc):
+                operator_metrics().reconcile_errors.labels(KIND).inc()
+            await self._wait(RETRY_PAUSE)
+            return
+        self._apply(looked, now)
 
-        def listening() -> None:
-            for entry in self.pools.values():  # what came while nobody listened
-                if entry.config is not None:
-                    entry.next_at = min(entry.next_at, self.clock())
-            self.wakeup.set()
+    def _listening(self) -> None:
+        """(Re)connected: what came while nobody listened is looked at now."""
+        for entry in self.pools.values():
+            if entry.config is not None:
+                entry.next_at = min(entry.next_at, self.clock())
+        self.wakeup.set()
 
-        await listen_ready(self.database_url, on_listening=listening, on_ready=self.poke)
+    async def _poll(self) -> None:
+        """While nothing listens: look for due tasks in the held pools' queues every
+        poll-only interval, and poke those queues' pools."""
+        while True:
+            await asyncio.sleep(jittered(self.poll_only_interval))
+            if self.listener is not None and self.listener.listening.is_set():
+                continue
+            held = [e.config for e in self.pools.values() if e.config and self.holds(e)]
+            queues = sorted({q for config in held for q in config.queues})
+            if not queues:
+                continue
+            try:
+                due = await asyncio.to_thread(self._due_queues, queues)
+            except DATABASE_ERRORS:
+                continue  # the looks meet the outage and wait it out
+            for queue in due:
+                self.poke(queue)
+
+    def _due_queues(self, queues: list[str]) -> list[str]:
+        with self.engine.connect() as conn:
+            return pool_db.due_queues(conn, queues)
 
     async def _wait(self, seconds: float | None) -> None:
         with contextlib.suppress(TimeoutError):
@@ -282,7 +329,7 @@ class PoolScaler:
 
     # -- one look (in a worker thread: blocking database and API calls) ----------
 
-    def _look(self, conn: Connection, views: list[PoolEntry], now: float) -> list[Looked]:
+    def _look(self, views: list[PoolEntry], now: float) -> list[Looked]:
         configs = [(v, v.config) for v in views if v.config is not None]
         queues = sorted({q for _, c in configs for q in c.queues})
         cap = max(
@@ -290,7 +337,7 @@ class PoolScaler:
             + [c.scaling.max_replicas * c.scaling.tasks_per_replica + 1 for _, c in configs]
         )
         try:
-            with conn.begin():  # a transaction of its own: now() is this look's time
+            with self.engine.begin() as conn:  # one transaction: now() is this look's time
                 loads = pool_db.queue_loads(conn, queues, cap=cap)
         except DATABASE_ERRORS:
             operator_metrics().reconcile_errors.labels(KIND).inc()
@@ -310,6 +357,11 @@ class PoolScaler:
         due, running, busy, next_due_in = pool_db.combined(
             loads[q] for q in config.queues if q in loads
         )
+        # The lease is checked again before each write: one that lapsed during the
+        # look leaves the pool to the replica that holds it now.
+        untouched = Looked(ref.uid, view.state, view.status, False, False, next_due_in)
+        if not self.holds(view):
+            return untouched
         load = Load(due=due, running=running, busy_workers=busy)
         state, decision, scale = view.state, None, None
         last_scale = view.status.get("lastScaleTime")
@@ -322,7 +374,14 @@ class PoolScaler:
             if scale is not None:
                 decision, state = decide(config.scaling, load, scale.replicas, view.state, now)
                 if decision.replicas != scale.replicas:
+                    if not self.holds(view):
+                        return untouched
                     if self.kube.patch_scale(ref.namespace, kind, name, decision.replicas):
+                        log.info(
+                            "scaled worker pool", pool=f"{ref.namespace}/{ref.name}",
+                            target=f"{kind}/{name}", replicas=decision.replicas,
+                            previous=scale.replicas, holder=self._holder,
+                        )  # fmt: skip
                         last_scale = rfc3339(wall)
                         up = decision.replicas > scale.replicas
                         direction = "up" if up else "down"
@@ -359,6 +418,8 @@ class PoolScaler:
         if not ready[0] and ready_reason(view.status) != ready[1]:
             events.append(("Warning", ready[1], ready[2]))
         written, gone = False, False
+        if not self.holds(view):
+            return dataclasses.replace(untouched, state=state)
         if _differs(view.status, status) and (
             _differs(view.status, status, ignore=LIVE_FIELDS)
             or now - view.written_at >= STATUS_REFRESH

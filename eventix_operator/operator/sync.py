@@ -3,8 +3,9 @@
 One pass a second reads the resource-backed rows changed since the last pass
 (one query each for tasks, schedules and triggers), computes each resource's status,
 and patches only those whose status differs from what was last written. Phase
-changes become events. Only the replica holding the database leader lock runs
-it, so two replicas never write the same status twice.
+changes become events. Only the replica holding the leader lease runs it
+(:mod:`eventix_operator.operator.leadership`), and it checks the lease before
+every write: two replicas never write the same status twice.
 """
 
 from __future__ import annotations
@@ -44,8 +45,10 @@ class StatusSync:
         interval: float = 1.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         patch_threads: int = 8,
+        may_write: Callable[[], bool] = lambda: True,
     ) -> None:
         self.engine = engine
+        self.may_write = may_write  # False once this replica no longer leads
         self.kube = kube
         self.interval = interval
         self.clock = clock
@@ -108,6 +111,8 @@ class StatusSync:
         return written
 
     def _write(self, ref: ResourceRef, status: dict[str, Any]) -> bool:
+        if not self.may_write():
+            return False  # another replica leads now; this pass's writes are its
         if self.kube.patch_status(ref, status):
             self.written[ref.uid] = status
             return True

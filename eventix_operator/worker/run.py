@@ -7,6 +7,7 @@ import signal
 from collections.abc import Sequence
 
 from eventix_operator.db.engine import make_async_engine
+from eventix_operator.db.notify import Listener
 from eventix_operator.metrics import serve
 from eventix_operator.registry import Registry
 from eventix_operator.settings import Settings
@@ -26,6 +27,7 @@ def worker_config(
         batch_size=settings.worker_batch_size,
         lease_seconds=settings.worker_lease_seconds,
         poll_interval=settings.worker_poll_interval,
+        poll_only_interval=settings.poll_only_interval,
         shutdown_grace=settings.worker_shutdown_grace,
         purge_interval=settings.worker_purge_interval,
         payload_limit=settings.max_payload_bytes,
@@ -36,9 +38,15 @@ def worker_config(
 async def run_worker(
     settings: Settings, registry: Registry, config: WorkerConfig, database_url: str
 ) -> Worker:
-    """Run until SIGTERM/SIGINT (or an empty queue in burst mode)."""
+    """Run until SIGTERM/SIGINT (or an empty queue in burst mode).
+
+    ``database_url`` overrides DATABASE_URL (and, unless the settings name a
+    listen URL, is listened on too).
+    """
     engine = make_async_engine(settings, database_url)
-    worker = Worker(engine, registry, config, database_url=database_url)
+    listen_url = settings.listen_url() if settings.listen_database_url else database_url
+    listener = Listener(settings, listen_url)
+    worker = Worker(engine, registry, config, listener=listener)
     metrics = serve(settings.metrics_port)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -51,5 +59,6 @@ async def run_worker(
         if metrics is not None:
             metrics.shutdown()
             metrics.server_close()
+        await listener.stop()
         await engine.dispose()
     return worker

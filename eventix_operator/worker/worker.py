@@ -22,10 +22,9 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from eventix_operator.db.engine import libpq_url
 from eventix_operator.db.errors import database_unavailable, first_line, log_failure
-from eventix_operator.db.leases import Failure, LeaseStore
-from eventix_operator.db.notify import listen_ready
+from eventix_operator.db.leases import PURGE_BATCH, Failure, LeaseStore
+from eventix_operator.db.notify import READY_CHANNEL, Listener, due_queues, wait_for_work
 from eventix_operator.db.rows import ClaimedTask
 from eventix_operator.logs import get_logger
 from eventix_operator.registry import Registry, TaskFunction
@@ -52,6 +51,7 @@ class WorkerConfig:
     batch_size: int = 200
     lease_seconds: float = 30.0
     poll_interval: float = 2.0
+    poll_only_interval: float = 0.2
     shutdown_grace: float = 25.0
     purge_interval: float = 60.0
     payload_limit: int = 1_000_000
@@ -65,7 +65,7 @@ class Worker:
         registry: Registry,
         config: WorkerConfig,
         *,
-        database_url: str,
+        listener: Listener | None = None,
         worker_id: str | None = None,
     ) -> None:
         self.config = config
@@ -74,7 +74,8 @@ class Worker:
         self.store = LeaseStore(
             engine, self.worker_id, config.lease_seconds, on_refused=self._refused
         )
-        self.database_url = libpq_url(database_url)
+        self.engine = engine
+        self.listener = listener  # None: never listen, poll
         self.stopping = asyncio.Event()
         self.wakeup = asyncio.Event()
         self.buffer: asyncio.Queue[ClaimedTask | None] = asyncio.Queue()
@@ -137,8 +138,7 @@ class Worker:
                 if self.claim_more and self._held() < self._capacity():
                     continue
                 self.wakeup.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wakeup.wait(), cfg.poll_interval)
+                await self._idle()
         finally:
             await self._drain(slots)
             for t in side:
@@ -312,13 +312,38 @@ class Worker:
 
     async def _listen_loop(self) -> None:
         """Turn NOTIFY on the ready channel into an immediate claim."""
+        if self.listener is None:
+            return
         queues = set(self.config.queues)
 
         def ready(queue: str) -> None:
             if queue in queues:
                 self.wakeup.set()
 
-        await listen_ready(self.database_url, on_listening=self.wakeup.set, on_ready=ready)
+        unsubscribe = self.listener.subscribe(READY_CHANNEL, ready, self.wakeup.set)
+        try:
+            await self.stopping.wait()
+        finally:
+            unsubscribe()
+
+    async def _idle(self) -> None:
+        """Wait for a notification, a local reason to claim, or (while nothing
+        listens) for a cheap look to find due tasks."""
+        await wait_for_work(
+            self.wakeup,
+            listener=self.listener,
+            poll_interval=self.config.poll_interval,
+            poll_only_interval=self.config.poll_only_interval,
+            look=self._due,
+        )
+
+    async def _due(self) -> bool:
+        try:
+            return bool(await due_queues(self.engine, self.config.queues))
+        except Exception as exc:
+            if not database_unavailable(exc):
+                raise
+            return True  # let the claim meet the outage, and wait it out
 
     async def _maintenance_loop(self) -> None:
         recover_every = min(self.config.lease_seconds / 2, 10.0)
@@ -335,7 +360,8 @@ class Worker:
                     self.wakeup.set()
                 if time.monotonic() - last_purge >= self.config.purge_interval:
                     purged = await self.store.purge_expired()
-                    last_purge = time.monotonic()
+                    # A full batch or more: a backlog may be left; go on at the next turn.
+                    last_purge = -math.inf if purged >= PURGE_BATCH else time.monotonic()
                     if purged:
                         log.info("removed expired tasks", count=purged)
             except Exception as exc:

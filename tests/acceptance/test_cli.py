@@ -9,6 +9,9 @@ from sqlalchemy import Engine, text
 
 from tests.support.processes import Processes
 
+#: Every command runs twice: connected directly, and through PgBouncer in transaction mode.
+pytestmark = pytest.mark.parametrize("connection", ["direct", "pgbouncer"], indirect=True)
+
 
 def test_enqueue_run_show_retry(processes: Processes, engine: Engine) -> None:
     enqueued = processes.cli("enqueue", "tests.record", "--args", "[41]", "--priority", "-3")

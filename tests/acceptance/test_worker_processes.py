@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import time
 
+import pytest
 from sqlalchemy import Engine, text
 
 from eventix_operator import enqueue, enqueue_many
@@ -13,6 +14,10 @@ from eventix_operator.db import admin
 from eventix_operator.db.rows import TaskRecord
 from tests.support.postgres import PostgresServer
 from tests.support.processes import Processes
+
+#: The test runs twice: processes connected directly, and through PgBouncer in
+#: transaction mode (no listen URL: the workers poll).
+THROUGH_PGBOUNCER = pytest.mark.parametrize("connection", ["direct", "pgbouncer"], indirect=True)
 
 
 def counts(engine: Engine) -> dict[str, int]:
@@ -28,6 +33,7 @@ def get(engine: Engine, uid: str) -> TaskRecord:
     return record
 
 
+@THROUGH_PGBOUNCER
 def test_four_workers_run_10000_tasks_exactly_once(processes: Processes, engine: Engine) -> None:
     with engine.begin() as conn:
         enqueue_many([{"task": "tests.record", "args": [i]} for i in range(10_000)],
@@ -43,6 +49,7 @@ def test_four_workers_run_10000_tasks_exactly_once(processes: Processes, engine:
     assert len(list(processes.record_dir.glob("*.log"))) == 4
 
 
+@THROUGH_PGBOUNCER
 def test_killed_worker_task_runs_again_after_its_lease(
     processes: Processes, engine: Engine
 ) -> None:
@@ -64,6 +71,7 @@ def test_killed_worker_task_runs_again_after_its_lease(
     assert runs["end 1"] == 1  # the killed run never finished, the second did
 
 
+@THROUGH_PGBOUNCER
 def test_sigterm_finishes_running_tasks_and_releases_the_rest(
     processes: Processes, engine: Engine
 ) -> None:
@@ -84,6 +92,7 @@ def test_sigterm_finishes_running_tasks_and_releases_the_rest(
     assert all(s.worker_id is None and s.attempts == 0 for s in waiting)
 
 
+@THROUGH_PGBOUNCER
 def test_sigterm_grace_over_releases_running_tasks(processes: Processes, engine: Engine) -> None:
     with engine.begin() as conn:
         uid = enqueue("tests.async_sleep", [7, 60], connection=conn)
@@ -117,6 +126,7 @@ def test_database_restart_mid_run_loses_nothing(
         assert w.poll() is None, "a worker died with the database"
 
 
+@THROUGH_PGBOUNCER
 def test_tasks_that_go_wrong_fail_alone(processes: Processes, engine: Engine) -> None:
     with engine.begin() as conn:
         unknown = enqueue("tests.no_such_task", connection=conn)

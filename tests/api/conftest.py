@@ -27,7 +27,9 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, create_engine
+from sqlalchemy.engine import make_url
 
+from tests.support.pgbouncer import PgBouncer, pooler_trouble
 from tests.support.postgres import TEMPLATE, PostgresServer
 from tests.support.processes import ROOT, free_port
 
@@ -88,6 +90,10 @@ def eventix_venv() -> Path:
 
 @dataclass
 class ApiServer:
+    """``database_url`` and ``engine`` are the test's own, direct; ``server_url`` is
+    what the server (and workers started beside it) use: the same database, directly
+    or through PgBouncer."""
+
     url: str
     port: int
     database_url: str
@@ -95,6 +101,10 @@ class ApiServer:
     proc: subprocess.Popen[bytes]
     log: Path
     python: Path
+    server_url: str = ""
+
+    def __post_init__(self) -> None:
+        self.server_url = self.server_url or self.database_url
 
     def request(
         self,
@@ -188,13 +198,23 @@ def stop(proc: subprocess.Popen[Any]) -> None:
             proc.wait(10)
 
 
+@pytest.fixture(scope="module")
+def api_connection(request: pytest.FixtureRequest) -> str:
+    """How a module's server reaches its database: ``direct`` unless the module
+    parametrizes this (``pgbouncer``: through PgBouncer in transaction mode)."""
+    return str(getattr(request, "param", "direct"))
+
+
 @contextlib.contextmanager
-def launch(database_url: str, python: Path, base: Path, **env: str) -> Iterator[ApiServer]:
-    """``eventix api`` on a free port until the block ends."""
+def launch(
+    database_url: str, python: Path, base: Path, server_url: str | None = None, **env: str
+) -> Iterator[ApiServer]:
+    """``eventix api`` on a free port until the block ends; the server uses
+    ``server_url`` (default ``database_url``)."""
     port = free_port()
     full_env = dict(
         os.environ,
-        DATABASE_URL=database_url,
+        DATABASE_URL=server_url or database_url,
         EVENTIX_MAX_PAYLOAD_BYTES=str(MAX_PAYLOAD_BYTES),
         EVENTIX_LOG_LEVEL="INFO",
         EVENTIX_DB_POOL_SIZE="4",
@@ -206,7 +226,10 @@ def launch(database_url: str, python: Path, base: Path, **env: str) -> Iterator[
         cwd=ROOT, env=full_env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
     )  # fmt: skip
     engine = create_engine(database_url)
-    server = ApiServer(f"http://127.0.0.1:{port}", port, database_url, engine, proc, log, python)
+    server = ApiServer(
+        f"http://127.0.0.1:{port}", port, database_url, engine, proc, log, python,
+        server_url or database_url,
+    )  # fmt: skip
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -226,20 +249,40 @@ def launch(database_url: str, python: Path, base: Path, **env: str) -> Iterator[
 
 @pytest.fixture(scope="module")
 def api(
-    api_database_url: str, eventix_python: Path, tmp_path_factory: pytest.TempPathFactory
+    api_database_url: str,
+    api_connection: str,
+    eventix_python: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
 ) -> Iterator[ApiServer]:
-    """The server with a token and Eventix trigger YAML (orders.yaml)."""
+    """The server with a token and Eventix trigger YAML (orders.yaml); through
+    PgBouncer when the module asks, and then no pooler error may show in its log or
+    in PgBouncer's."""
     base = tmp_path_factory.mktemp("api")
     (base / "triggers").mkdir()
     (base / "triggers" / "orders.yaml").write_text(TRIGGERS_YAML)
-    with launch(
-        api_database_url,
-        eventix_python,
-        base,
-        EVENTIX_API_TOKEN=TOKEN,
-        EVENTIX_TRIGGER_CONFIG_DIRECTORY=str(base / "triggers"),
-    ) as server:
-        yield server
+    bouncer: PgBouncer | None = None
+    server_url = api_database_url
+    if api_connection == "pgbouncer":
+        bouncer = request.getfixturevalue("pgbouncer")
+        server_url = bouncer.pooled(api_database_url)
+    mark = bouncer.log_mark() if bouncer else 0
+    try:
+        with launch(
+            api_database_url,
+            eventix_python,
+            base,
+            server_url,
+            EVENTIX_API_TOKEN=TOKEN,
+            EVENTIX_TRIGGER_CONFIG_DIRECTORY=str(base / "triggers"),
+        ) as server:
+            yield server
+    finally:
+        if bouncer is not None:
+            bouncer.release(make_url(api_database_url).database or "")
+    if bouncer is not None:
+        assert pooler_trouble(server.log) == []
+        assert bouncer.pooler_errors(mark) == []
 
 
 @pytest.fixture

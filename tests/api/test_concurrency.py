@@ -8,9 +8,15 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import pytest
 from sqlalchemy import text
 
 from tests.api.conftest import ApiServer
+
+#: Run once with the server connected directly, once through PgBouncer (transaction mode).
+pytestmark = pytest.mark.parametrize(
+    "api_connection", ["direct", "pgbouncer"], indirect=True, scope="module"
+)
 
 THREADS = 32
 

@@ -6,10 +6,16 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
 from sqlalchemy import text
 
 from eventix_operator.db.triggers import upsert_trigger
 from tests.api.conftest import ApiServer
+
+#: Run once with the server connected directly, once through PgBouncer (transaction mode).
+pytestmark = pytest.mark.parametrize(
+    "api_connection", ["direct", "pgbouncer"], indirect=True, scope="module"
+)
 
 
 def test_client_life_cycle(api: ApiServer, namespace: str) -> None:
@@ -56,6 +62,7 @@ def test_client_life_cycle(api: ApiServer, namespace: str) -> None:
 
 
 def test_event_runs_code_and_table_triggers(api: ApiServer, namespace: str) -> None:
+    # Each trigger sees only this test's queue: the module's two runs share a database.
     with api.engine.begin() as conn:
         upsert_trigger(
             conn,
@@ -68,6 +75,7 @@ def test_event_runs_code_and_table_triggers(api: ApiServer, namespace: str) -> N
                 "kwargs": {"customer": "{{ payload.customer.name }}", "fixed": 1},
                 "unique_key": "{{ payload.order }}",
             },
+            queue_scope=[namespace],
         )
         upsert_trigger(
             conn,
@@ -76,6 +84,7 @@ def test_event_runs_code_and_table_triggers(api: ApiServer, namespace: str) -> N
             event_name="order.created",
             filter={"size": "big"},
             template={"task": "big_order"},
+            queue_scope=[namespace],
         )
     payload = {"order": 7, "customer": {"name": "Ada"}}
     tasks = api.eventix("events.py", json.dumps(payload), EVENTIX_NAMESPACE=namespace)

@@ -6,9 +6,15 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import text
 
 from tests.api.conftest import ApiServer
+
+#: Run once with the server connected directly, once through PgBouncer (transaction mode).
+pytestmark = pytest.mark.parametrize(
+    "api_connection", ["direct", "pgbouncer"], indirect=True, scope="module"
+)
 
 
 def post(api: ApiServer, namespace: str, **fields: Any) -> dict[str, Any]:

@@ -9,11 +9,17 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from sqlalchemy import text
 
 from eventix_operator.db.enqueue import NewTask, insert_tasks
 from tests.api.conftest import ApiServer, stop
 from tests.support.processes import ROOT
+
+#: Run once with the server connected directly, once through PgBouncer (transaction mode).
+pytestmark = pytest.mark.parametrize(
+    "api_connection", ["direct", "pgbouncer"], indirect=True, scope="module"
+)
 
 TASKS = 400
 #: Long enough that the native workers cannot take everything before Eventix's poll.
@@ -56,7 +62,7 @@ def test_http_and_native_workers_share_a_queue(
                     cwd=ROOT,
                     env={
                         **__import__("os").environ,
-                        "DATABASE_URL": api.database_url,
+                        "DATABASE_URL": api.server_url,
                         "EVENTIX_TEST_RECORD_DIR": str(records),
                         "EVENTIX_LOG_LEVEL": "WARNING",
                         "EVENTIX_WORKER_POLL_INTERVAL": "0.5",

@@ -124,6 +124,42 @@ def test_existing_secret_is_referenced_and_no_secret_made(tools: Tools) -> None:
         assert ref == {"name": "eventix-db", "key": "url"}
 
 
+def test_listen_and_read_urls_go_to_the_secret_and_every_process(tools: Tools) -> None:
+    values = merged(REQUIRED, {
+        "database": {"url": "postgresql://app:pw@cluster-pooler-rw:5432/app",
+                     "listenUrl": "postgresql://app:pw@cluster-rw:5432/app",
+                     "readUrl": "postgresql://app:pw@cluster-ro:5432/app"},
+        "config": {"dbPreparedStatements": "false", "dbMaxConnections": 4},
+    })  # fmt: skip
+    objects = tools.template(values)
+    secret = next(
+        o for o in by_kind(objects, "Secret") if o["metadata"]["name"] == f"{NAME}-database"
+    )
+    assert secret["stringData"] == {
+        "DATABASE_URL": "postgresql://app:pw@cluster-pooler-rw:5432/app",
+        "LISTEN_DATABASE_URL": "postgresql://app:pw@cluster-rw:5432/app",
+        "READ_DATABASE_URL": "postgresql://app:pw@cluster-ro:5432/app",
+    }
+    for spec in pod_specs(objects).values():
+        env = env_of(spec["containers"][0])
+        assert env["EVENTIX_LISTEN_DATABASE_URL"]["secretKeyRef"]["key"] == "LISTEN_DATABASE_URL"
+        assert env["EVENTIX_READ_DATABASE_URL"]["secretKeyRef"]["optional"] is True
+        assert (env["EVENTIX_DB_PREPARED_STATEMENTS"], env["EVENTIX_DB_MAX_CONNECTIONS"]) == (
+            "false",
+            "4",
+        )
+
+
+def test_without_listen_and_read_urls_their_keys_are_optional(tools: Tools) -> None:
+    objects = tools.template(EVERYTHING)  # an existing Secret, keys of its own
+    for spec in pod_specs(objects).values():
+        env = env_of(spec["containers"][0])
+        listen = env["EVENTIX_LISTEN_DATABASE_URL"]["secretKeyRef"]
+        assert listen == {"name": "eventix-db", "key": "LISTEN_DATABASE_URL", "optional": True}
+        assert env["EVENTIX_DB_PREPARED_STATEMENTS"] == "auto"
+        assert "EVENTIX_DB_MAX_CONNECTIONS" not in env
+
+
 @pytest.mark.parametrize("name", list(VALUE_SETS))
 def test_every_pod_meets_the_restricted_pod_security_standard(tools: Tools, name: str) -> None:
     for where, spec in pod_specs(tools.template(VALUE_SETS[name])).items():
@@ -610,8 +646,21 @@ def test_only_prometheus_operators_scrapers_reach_the_metrics_by_default(tools: 
             merged(REQUIRED, {"database": {"existingSecret": "mine"}}),
             "either database.url (the chart makes a Secret) or database.existingSecret",
         ),
+        (
+            merged(
+                REQUIRED,
+                {
+                    "database": {
+                        "url": "",
+                        "existingSecret": "mine",
+                        "listenUrl": "postgresql://u@db-rw/e",
+                    }
+                },
+            ),
+            "put the listen and read URLs in that Secret",
+        ),
     ],
-    ids=["no-database", "no-task-modules", "url-and-existing-secret"],
+    ids=["no-database", "no-task-modules", "url-and-existing-secret", "listen-url-and-secret"],
 )
 def test_missing_required_values_are_named(
     tools: Tools, values: dict[str, Any], message: str

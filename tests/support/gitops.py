@@ -218,7 +218,7 @@ def _pool(ready: tuple[bool, str, str] | None) -> list[dict[str, Any]]:
     """A look of the scaler at the pool (None: a spec the operator cannot use)."""
     spec = SPECS["EventixWorkerPool"][0]
     if ready is None:  # what the handler reports (the CRD refuses most such specs already)
-        scaler = PoolScaler(cast(Engine, None), cast(Kube, None), database_url="")
+        scaler = PoolScaler(cast(Engine, None), cast(Kube, None))
         ref = ResourceRef("eventixworkerpools", "ns", "pool", "p1")
         configured = scaler.configure(
             ref, {**spec, "maxReplicas": -1}, generation=1, status=None, now=NOW

@@ -85,6 +85,25 @@ _CLOSING = re.compile(r"closing because: (?P<reason>.*?) \(age=")
 _POOLER_ERROR = re.compile(r"pooler error: (?P<reason>.*)$")
 
 
+#: What a pooler-related failure looks like in an eventix process's log: a prepared
+#: statement another client's transaction left behind (or took away), session state.
+POOLER_TROUBLE = re.compile(
+    r'prepared statement "?_pg3_|advisory lock|pooler error|server conn crashed|'
+    r"unsupported startup parameter",
+    re.IGNORECASE,
+)
+
+
+def pooler_trouble(*logs: Path) -> list[str]:
+    """The lines of the given process logs that tell of a pooler-related failure."""
+    found = []
+    for path in logs:
+        with contextlib.suppress(OSError):
+            found += [f"{path.name}: {line}" for line in path.read_text(errors="replace")
+                      .splitlines() if POOLER_TROUBLE.search(line)]  # fmt: skip
+    return found
+
+
 class PgBouncerError(RuntimeError):
     """PgBouncer could not be found, installed or started; the message says why."""
 

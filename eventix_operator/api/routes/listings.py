@@ -97,7 +97,7 @@ def router(ctx: ApiContext) -> APIRouter:
         skip: int,
         size: int,
     ) -> Response:
-        found = await ctx.run(
+        found = await ctx.read(
             admin.tasks_page, equals=equals, within=within, order=order, skip=skip, limit=size
         )
         return page_response(body, found, size)
@@ -135,7 +135,7 @@ def router(ctx: ApiContext) -> APIRouter:
     @routes.get("/namespaces", tags=["tasks"], response_model=NamespacesResponseModel)
     async def namespaces() -> NamespacesResponseModel:
         """Every namespace (queue) that has tasks."""
-        return NamespacesResponseModel(namespaces=await ctx.run(admin.namespaces))
+        return NamespacesResponseModel(namespaces=await ctx.read(admin.namespaces))
 
     @routes.get(
         "/namespace/{namespace}/task_types",
@@ -145,7 +145,7 @@ def router(ctx: ApiContext) -> APIRouter:
     async def task_types(namespace: str) -> NamespaceTaskTypesResponseModel:
         """Task names that have tasks in the namespace."""
         return NamespaceTaskTypesResponseModel(
-            task_types=await ctx.run(admin.task_types, namespace)
+            task_types=await ctx.read(admin.task_types, namespace)
         )
 
     return routes

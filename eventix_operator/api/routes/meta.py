@@ -52,7 +52,7 @@ def router(ctx: ApiContext) -> APIRouter:
         def read(conn: Connection) -> tuple[dict[str, int], int]:
             return admin.status_counts(conn), admin.active_workers(conn)
 
-        counts, workers = await ctx.run(read)
+        counts, workers = await ctx.read(read)
         tasks = {s: 0 for s in (*EVENTIX_STATUSES, "cancelled")} | counts
         return Metrics(
             memory=memory_info(),

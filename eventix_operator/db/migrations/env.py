@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import Connection, create_engine
+from sqlalchemy import Connection
 
 from eventix_operator.db import trigger_schema  # noqa: F401  (adds the trigger table to metadata)
+from eventix_operator.db.engine import make_engine
 from eventix_operator.db.schema import metadata
 from eventix_operator.settings import get_settings
 
@@ -26,7 +27,7 @@ connection = config.attributes.get("connection")
 if connection is not None:
     _run(connection)
 else:
-    engine = create_engine(get_settings().require_database_url())
+    engine = make_engine(get_settings())
     with engine.connect() as conn:
         _run(conn)
     engine.dispose()

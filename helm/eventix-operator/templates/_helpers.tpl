@@ -163,6 +163,9 @@ imagePullSecrets:
 {{- if not (or .Values.database.url .Values.database.existingSecret) }}
 {{- fail "database: set database.url (postgresql://user:password@host:5432/db) or database.existingSecret (a Secret with the URL under database.secretKey)" }}
 {{- end }}
+{{- if and .Values.database.existingSecret (or .Values.database.listenUrl .Values.database.readUrl) }}
+{{- fail "database: with database.existingSecret, put the listen and read URLs in that Secret (under database.listenSecretKey and database.readSecretKey), not in database.listenUrl or database.readUrl" }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -191,6 +194,19 @@ token would change at every render.)
     secretKeyRef:
       name: {{ index . 1 }}
       key: {{ $root.Values.database.secretKey }}
+{{- /* Optional keys: a Secret without them leaves the variables unset. */}}
+- name: EVENTIX_LISTEN_DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ index . 1 }}
+      key: {{ $root.Values.database.listenSecretKey }}
+      optional: true
+- name: EVENTIX_READ_DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ index . 1 }}
+      key: {{ $root.Values.database.readSecretKey }}
+      optional: true
 {{- end }}
 
 {{/* The settings every eventix process reads. */}}
@@ -205,6 +221,16 @@ token would change at every render.)
   value: {{ .Values.config.dbPoolSize | int64 | quote }}
 - name: EVENTIX_DB_MAX_OVERFLOW
   value: {{ .Values.config.dbMaxOverflow | int64 | quote }}
+{{- if .Values.config.dbMaxConnections }}
+- name: EVENTIX_DB_MAX_CONNECTIONS
+  value: {{ .Values.config.dbMaxConnections | int64 | quote }}
+{{- end }}
+- name: EVENTIX_DB_PREPARED_STATEMENTS
+  value: {{ .Values.config.dbPreparedStatements | toString | quote }}
+- name: EVENTIX_POLL_ONLY_INTERVAL
+  value: {{ include "eventix-operator.number" .Values.config.pollOnlyInterval | quote }}
+- name: EVENTIX_OPERATOR_LEASE_SECONDS
+  value: {{ include "eventix-operator.number" .Values.config.operatorLeaseSeconds | quote }}
 {{- end }}
 
 {{/* Environment of the long-running containers. */}}
