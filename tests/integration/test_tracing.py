@@ -145,7 +145,7 @@ async def _burst(database_url: str, registry: Registry | None) -> None:
     try:
         config = WorkerConfig(queues=("default", "q1"), burst=True, poll_interval=0.2)
         tasks = make_registry() if registry is None else registry
-        await Worker(engine, tasks, config, database_url=database_url).run()
+        await Worker(engine, tasks, config).run()
     finally:
         await engine.dispose()
 
