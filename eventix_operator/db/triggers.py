@@ -224,7 +224,8 @@ class TriggerOutcome:
 def trigger_task(trigger: TriggerRecord, event: EventContext) -> NewTask:
     """The task a trigger makes of an event. As Eventix does with a trigger's task,
     the event gives the priority and the operator, and the queue unless the
-    template names one other than ``default``."""
+    template names one other than ``default``; the task names the trigger's
+    resource (``k8s_namespace``/``k8s_name``) when it has one."""
     template = trigger.template
     validate_template(template)
     unique_key = render(template.get("unique_key"), event)
@@ -248,6 +249,10 @@ def trigger_task(trigger: TriggerRecord, event: EventContext) -> NewTask:
         error_expires=template.get("error_expires"),
         operator=event.operator,
         source="trigger",
+        # Which EventixTrigger made it, as a schedule's runs name their schedule: the
+        # dashboard links a task to its origin.
+        k8s_namespace=trigger.k8s_namespace,
+        k8s_name=trigger.k8s_name,
     )
 
 
