@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.support.gitops",
     "tests.support.pgbouncer",
     "tests.support.replication",
+    "tests.support.browser",
 ]
