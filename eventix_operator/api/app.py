@@ -38,7 +38,7 @@ from eventix_operator.api.hotpath import HotPaths, make_autocommit_engine
 from eventix_operator.api.routes import add_routes, meta
 from eventix_operator.api.triggers import load_code_triggers
 from eventix_operator.api.ui import add_ui
-from eventix_operator.api.ui.auth import SecurityHeaders
+from eventix_operator.api.ui.auth import PageHeaders
 from eventix_operator.db import dashboard, leases
 from eventix_operator.db.errors import log_failure
 from eventix_operator.db.triggers import record_trigger_outcomes
@@ -157,7 +157,7 @@ def create_app(settings: Settings | None = None, *, dashboard_only: bool = False
         return RedirectResponse("/ui/", status_code=307)
 
     app.add_middleware(Guard, token=token, max_body_bytes=ctx.max_body_bytes)
-    app.add_middleware(SecurityHeaders)
+    app.add_middleware(PageHeaders)
     app.openapi = _openapi(app, secured=token is not None)  # type: ignore[method-assign]
     app.state.ctx = ctx
     return app

@@ -123,6 +123,8 @@ def test_every_page_carries_the_security_headers(server: Server) -> None:
         assert headers["x-frame-options"] == "DENY"
         assert headers["x-content-type-options"] == "nosniff"
         assert headers["cache-control"] == "no-store"
+        if status == 200:
+            assert re.fullmatch(r"app;dur=\d+\.\d", headers["server-timing"])
     _, headers, _ = server.request("GET", "/ui/static/app.js")
     assert headers["x-frame-options"] == "DENY"
     assert "cache-control" not in headers

@@ -146,9 +146,11 @@ def same_origin(headers: dict[str, str]) -> bool:
     return origin.partition("://")[2].rstrip("/") == host
 
 
-class SecurityHeaders:
-    """Adds :data:`SECURITY_HEADERS` (and ``Cache-Control: no-store`` for pages) to
-    every response under ``/ui``; other paths pass untouched."""
+class PageHeaders:
+    """Adds :data:`SECURITY_HEADERS` to every response under ``/ui``, with
+    ``Cache-Control: no-store`` and a ``Server-Timing`` of the time the page took
+    (browsers' developer tools show it; ``bench/dashboard.py`` reads it) to pages;
+    other paths pass untouched."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -159,13 +161,16 @@ class SecurityHeaders:
             await self.app(scope, receive, send)
             return
         static = path.startswith(PREFIX + "/static/")
+        started = time.perf_counter()
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 headers.extend(SECURITY_HEADERS)
                 if not static:
+                    took = (time.perf_counter() - started) * 1000
                     headers.append((b"cache-control", b"no-store"))
+                    headers.append((b"server-timing", f"app;dur={took:.1f}".encode()))
                 message["headers"] = headers
             await send(message)
 
