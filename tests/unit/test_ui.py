@@ -180,7 +180,7 @@ def test_the_pool_chart_draws_replicas_as_steps_and_escapes_nothing_it_should_no
     svg = str(pool_chart(samples, minutes))
     assert svg.count("<polyline") == 2
     assert svg.count('class="bar-depth"') == 30
-    assert "queue depth up to 50" in svg
+    assert "queue depth: top of the scale is 50" in svg
 
 
 def test_the_rule_a_pool_is_shown_against() -> None:

@@ -83,7 +83,7 @@ def short(uid: str) -> str:
 
 # -- charts -------------------------------------------------------------------------------
 
-WIDTH, HEIGHT = 720, 160
+WIDTH, HEIGHT = 1100, 200
 LEFT, BOTTOM, TOP = 44, 20, 10
 
 
@@ -111,7 +111,9 @@ def _frame(title: str, ymax: int, first: datetime, last: datetime, unit: str) ->
         f'y2="{TOP + plot_h / 2:.1f}"/>',
         f'<text class="label" x="{LEFT - 4}" y="{TOP + 4}" text-anchor="end">{ymax:,}</text>',
         f'<text class="label" x="{LEFT - 4}" y="{TOP + plot_h / 2 + 4:.1f}" '
-        f'text-anchor="end">{ymax / 2:,.4g}</text>',
+        f'text-anchor="end">{ymax // 2:,}</text>'
+        if ymax % 2 == 0
+        else "",
         f'<text class="label" x="{LEFT - 4}" y="{TOP + plot_h + 4}" text-anchor="end">0</text>',
         f'<text class="label" x="{LEFT}" y="{HEIGHT - 4}">{first:%H:%M} UTC</text>',
         f'<text class="label" x="{WIDTH}" y="{HEIGHT - 4}" text-anchor="end">'
@@ -158,8 +160,8 @@ def throughput_chart(data: Throughput, queue: str = "") -> Markup:
 
 
 def pool_chart(samples: Sequence[PoolSample], minutes: Sequence[datetime]) -> Markup:
-    """A pool's last hour: queue depth as bars (its own scale, right), desired and
-    current replicas as step lines (left scale)."""
+    """A pool's last hour: queue depth as bars (its own scale, named under the plot),
+    desired and current replicas as step lines (left scale)."""
     if not minutes:
         return Markup("")
     by_minute = {s.minute.astimezone(UTC): s for s in samples}
@@ -178,8 +180,8 @@ def pool_chart(samples: Sequence[PoolSample], minutes: Sequence[datetime]) -> Ma
     plot_h = HEIGHT - BOTTOM - TOP
     slot = (WIDTH - LEFT) / len(minutes)
     parts.append(
-        f'<text class="label depth" x="{WIDTH - 2}" y="{TOP + 10}" text-anchor="end">'
-        f"queue depth up to {depth_max:,}</text>"
+        f'<text class="label depth" x="{(LEFT + WIDTH) / 2:.0f}" y="{HEIGHT - 4}" '
+        f'text-anchor="middle">queue depth: top of the scale is {depth_max:,}</text>'
     )
     for i, s in enumerate(rows):
         if s is None or not s.queue_depth:
