@@ -9,6 +9,7 @@ statements are in :mod:`.statements` (section "Dashboard").
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,8 +17,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection
+from sqlalchemy.exc import IntegrityError
 
 from eventix_operator.db import statements
+from eventix_operator.db.errors import sqlstate
 from eventix_operator.db.schedules import ScheduleRecord
 from eventix_operator.db.schema import TASK_SOURCES, TASK_STATUSES
 from eventix_operator.db.triggers import TriggerRecord
@@ -51,6 +54,8 @@ __all__ = [
     "throughput",
 ]
 
+#: SQLSTATE of a unique violation.
+UNIQUE_VIOLATION = "23505"
 #: Advisory lock key of the throughput roll-up ("evx" + 3): one process counts a minute.
 ROLL_UP_LOCK = 0x65767803
 #: Minutes of throughput kept (the chart shows the last hour).
@@ -240,7 +245,16 @@ def bulk_action(conn: Connection, action: str, uids: Sequence[str]) -> BulkOutco
         raise ValueError(f"unknown action {action!r}; one of {', '.join(BULK_ACTIONS)}")
     if not wanted:
         return BulkOutcome(0, len(uids))
-    changed = [str(r.uid) for r in conn.execute(statement, {"uids": wanted})]
+    for attempt in itertools.count(1):
+        try:
+            with conn.begin_nested():
+                changed = [str(r.uid) for r in conn.execute(statement, {"uids": wanted})]
+            break
+        except IntegrityError as exc:
+            # A retried task's unique key was taken by a task enqueued since the
+            # statement's snapshot: the next statement sees that task and leaves it.
+            if attempt == 3 or sqlstate(exc) != UNIQUE_VIOLATION:
+                raise
     return BulkOutcome(len(changed), len(uids) - len(changed), None, tuple(changed))
 
 

@@ -280,6 +280,31 @@ def test_bulk_actions_follow_the_single_task_rules_and_leave_owned_rows(
             dashboard.bulk_action(conn, "explode", everything)
 
 
+def test_bulk_retry_leaves_a_unique_key_to_one_pending_task(engine: Engine) -> None:
+    """Finished runs of one key pile up; retrying them all at once, or one whose key
+    a pending task holds, must not break the key's rule (nor fail the batch)."""
+    with engine.begin() as conn:
+        rows = conn.execute(
+            text(
+                "INSERT INTO eventix_task (task, namespace, status, unique_key, created_at)"
+                " VALUES ('old', 'q', 'error', 'k1', now() - interval '2 minutes'),"
+                " ('new', 'q', 'done', 'k1', now() - interval '1 minute'),"
+                " ('held', 'q', 'error', 'k2', now()), ('holder', 'q', 'scheduled', 'k2', now()),"
+                " ('other-queue', 'r', 'error', 'k2', now()), ('plain', 'q', 'error', NULL, now()),"
+                " ('waiting', 'q', 'retry', 'k3', now()), ('same-key', 'q', 'error', 'k3', now())"
+                " RETURNING task, uid::text"
+            )
+        )
+        uid = dict(rows.all())
+        retried = dashboard.bulk_action(conn, "retry", list(uid.values()))
+        assert sorted(retried.uids) == sorted(
+            uid[t] for t in ("new", "other-queue", "plain", "waiting")
+        )
+        assert retried.skipped == 4
+        # the others' keys are held now: nothing more to do, and still no violation
+        assert dashboard.bulk_action(conn, "retry", list(uid.values())).changed == 0
+
+
 def test_everything_a_filter_matches_comes_a_batch_at_a_time(engine: Engine) -> None:
     fill(engine, 300)
     where = TaskFilter(statuses=("error",))

@@ -145,6 +145,42 @@ def test_what_is_not_there_is_a_page_that_says_so(server: Server) -> None:
     assert "since is not a time" in body
 
 
+def test_a_retry_that_would_take_a_held_unique_key_says_who_holds_it(server: Server) -> None:
+    queue = f"keys-{uuid.uuid4().hex[:6]}"
+    with server.engine.begin() as conn:
+        rows = conn.execute(
+            text(
+                "INSERT INTO eventix_task (task, namespace, status, unique_key) VALUES"
+                " ('x', :q, 'error', 'k'), ('x', :q, 'scheduled', 'k'),"
+                " ('x', :q, 'done', 'free'), ('x', :q, 'error', 'free')"
+                " RETURNING status, uid::text"
+            ),
+            {"q": queue},
+        ).all()
+    (failed, holder, *_), finished = [u for _, u in rows], [u for _, u in rows[2:]]
+    cookie = server.sign_in()
+    csrf = csrf_of(server, cookie)
+    status, _, body = server.request(
+        "POST", f"/ui/tasks/{failed}/retry", body=f"csrf={csrf}", cookie=cookie
+    )
+    assert status == 409
+    assert f"Task {holder} of queue {queue} holds the unique key" in body
+    # in bulk: the held one is left, and of two runs of a free key the newest goes
+    form = "&".join([f"csrf={csrf}", "action=retry", "scope=selected"])
+    form += "".join(f"&uid={u}" for u in [failed, *finished])
+    status, headers, _ = server.request("POST", "/ui/tasks/bulk", body=form, cookie=cookie)
+    assert (status, headers["location"]) == (303, "/ui/tasks?note=retry%3A1%3A2")
+    with server.engine.connect() as conn:
+        pending = conn.execute(
+            text(
+                "SELECT unique_key, count(*) FROM eventix_task WHERE namespace = :q"
+                " AND status = 'scheduled' GROUP BY 1 ORDER BY 1"
+            ),
+            {"q": queue},
+        ).all()
+    assert [tuple(r) for r in pending] == [("free", 1), ("k", 1)]
+
+
 def test_without_a_token_anyone_looks_and_forms_still_need_their_csrf_token(
     server: Server, tmp_path: Path
 ) -> None:

@@ -106,6 +106,18 @@ def _owner(record: TaskRecord) -> str | None:
     return None
 
 
+def _key_holder(conn: Connection, record: TaskRecord) -> str | None:
+    """The uid of another pending task of ``record``'s queue holding its unique key
+    (so retrying it would break the key's rule), or None."""
+    pending = ("scheduled", "retry")  # what uq_eventix_task_pending_unique_key covers
+    if record.unique_key is None or record.status in pending:
+        return None
+    holders = admin.tasks_by_unique_key(
+        conn, record.unique_key, namespace=record.namespace, stati=pending, limit=1
+    )
+    return holders[0].uid if holders else None
+
+
 def _time_field(value: str | None) -> datetime | None:
     """A ``datetime-local`` field (or ISO 8601), naive read as UTC; ValueError if bad."""
     if not value:
@@ -565,28 +577,39 @@ def router(ui: Dashboard) -> APIRouter:
             return ui.refuse(request, session, 404, "No such action.")
 
         def act(conn: Connection) -> tuple[TaskRecord | None, bool, str | None]:
+            """The task, whether it changed, and why it may not (a refusal)."""
             record = admin.get_task(conn, uid)
             if record is None:
                 return None, False, None
             if action == "delete":
                 owner = _owner(record)
                 if owner is not None:
-                    return record, False, owner
+                    return (
+                        record,
+                        False,
+                        f"{owner} owns this task: delete or change the resource in Git (or "
+                        "with kubectl), and the operator removes the task.",
+                    )
                 return record, admin.delete_task(conn, uid), None
+            if action == "retry":
+                holder = _key_holder(conn, record)
+                if holder is not None:
+                    return (
+                        record,
+                        False,
+                        f"Task {holder} of queue {record.namespace} holds the unique key "
+                        f"{record.unique_key!r} while it is pending, and only one pending "
+                        "task may: retry this one once that one has run, or cancel that one "
+                        "first.",
+                    )
             change = admin.requeue_task if action == "retry" else admin.cancel_task
             return record, change(conn, uid) is not None, None
 
-        record, changed, owner = await ui.run(act)
+        record, changed, refusal = await ui.run(act)
         if record is None:
             return ui.render(request, session, "missing.html", status=404, what="task", name=uid)
-        if owner is not None:
-            return ui.refuse(
-                request,
-                session,
-                409,
-                f"{owner} owns this task: delete or change the resource in Git (or with "
-                "kubectl), and the operator removes the task.",
-            )
+        if refusal is not None:
+            return ui.refuse(request, session, 409, refusal)
         ui.audit(request, session, action, task=uid, name=record.task, changed=changed)
         note = f"{action}:{int(changed)}:{int(not changed)}"
         if action == "delete" and changed:
