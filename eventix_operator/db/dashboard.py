@@ -334,28 +334,37 @@ class RunningTask:
 
 @dataclass(frozen=True, slots=True)
 class LiveWorker:
-    """A worker that holds a live lease: its id and the tasks it runs."""
+    """A worker that holds a live lease: its id, how many tasks it runs, the first
+    of them (oldest first) and when its last lease runs out."""
 
     worker_id: str
     running: list[RunningTask]
-
-    @property
-    def lease_until(self) -> datetime:
-        return max(t.lease_until for t in self.running)
+    count: int
+    lease_until: datetime
 
 
-def live_workers(conn: Connection, *, limit: int = 1000) -> tuple[list[LiveWorker], bool]:
+#: Running tasks the overview reads at most to list live workers.
+LIVE_TASKS_READ = 10_000
+
+
+def live_workers(
+    conn: Connection, *, per_worker: int = 10, limit: int = LIVE_TASKS_READ
+) -> tuple[list[LiveWorker], bool]:
     """Workers with a live lease (the only trace a worker leaves in the database;
-    heartbeats renew it) and what each runs; True when the ``limit`` of running
-    tasks read was reached."""
-    rows = conn.execute(statements.LIVE_LEASES, {"limit": limit}).all()
-    workers: dict[str, list[RunningTask]] = {}
+    heartbeats renew it), each with its count of running tasks and the first
+    ``per_worker`` of them; True when the ``limit`` of running tasks read was
+    reached (the counts are then lower bounds)."""
+    rows = conn.execute(statements.LIVE_LEASES, {"limit": limit, "per_worker": per_worker}).all()
+    workers: dict[str, LiveWorker] = {}
     for r in rows:
-        workers.setdefault(r.worker_id, []).append(
+        worker = workers.get(r.worker_id)
+        if worker is None:
+            worker = LiveWorker(r.worker_id, [], r.tasks_running, r.lease_until)
+            workers[r.worker_id] = worker
+        worker.running.append(
             RunningTask(r.uid, r.task, r.namespace, r.attempts, r.started_at, r.worker_expires)
         )
-    found = [LiveWorker(w, tasks) for w, tasks in workers.items()]
-    return found, len(rows) >= limit
+    return list(workers.values()), bool(rows) and rows[0].tasks_read >= limit
 
 
 # -- throughput ----------------------------------------------------------------------------

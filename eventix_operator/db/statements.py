@@ -1057,13 +1057,27 @@ QUEUE_DUE: TextClause = text(
 
 # -- name: live_leases --
 # Running tasks whose lease is alive, by worker: who is working on what right now.
+# At most :limit running tasks are read (from the lease index); each worker comes
+# with its count of them, its latest lease, and its first :per_worker tasks only.
 LIVE_LEASES: TextClause = text(
     """
-    SELECT worker_id, uid::text AS uid, task, namespace, attempts, started_at, worker_expires
-    FROM eventix_task
-    WHERE status = 'processing' AND worker_expires > now() AND worker_id IS NOT NULL
-    ORDER BY worker_id, started_at, uid
-    LIMIT :limit
+    SELECT w.worker_id, w.uid::text AS uid, w.task, w.namespace, w.attempts, w.started_at,
+           w.worker_expires, w.tasks_running, w.lease_until, w.tasks_read
+    FROM (
+        SELECT r.*,
+               row_number() OVER (PARTITION BY r.worker_id ORDER BY r.started_at, r.uid) AS nth,
+               count(*) OVER (PARTITION BY r.worker_id) AS tasks_running,
+               max(r.worker_expires) OVER (PARTITION BY r.worker_id) AS lease_until,
+               count(*) OVER () AS tasks_read
+        FROM (
+            SELECT worker_id, uid, task, namespace, attempts, started_at, worker_expires
+            FROM eventix_task
+            WHERE status = 'processing' AND worker_expires > now() AND worker_id IS NOT NULL
+            LIMIT :limit
+        ) AS r
+    ) AS w
+    WHERE w.nth <= :per_worker
+    ORDER BY w.worker_id, w.nth
     """
 )
 

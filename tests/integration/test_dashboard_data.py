@@ -242,17 +242,30 @@ def test_live_workers_are_the_holders_of_live_leases(engine: Engine) -> None:
             text(
                 "INSERT INTO eventix_task (task, status, worker_id, worker_expires, started_at)"
                 " VALUES ('a', 'processing', 'w1', now() + interval '30 s', now()),"
-                " ('b', 'processing', 'w1', now() + interval '20 s', now()),"
+                " ('b', 'processing', 'w1', now() + interval '20 s', now() - interval '1 s'),"
                 " ('c', 'processing', 'w2', now() + interval '30 s', now()),"
                 " ('d', 'processing', 'dead', now() - interval '1 s', now())"
             )
         )
-        workers, capped = dashboard.live_workers(conn)
-    assert {w.worker_id: sorted(t.task for t in w.running) for w in workers} == {
-        "w1": ["a", "b"],
+        conn.execute(
+            text(
+                "INSERT INTO eventix_task (task, status, worker_id, worker_expires, started_at)"
+                " SELECT 'busy-' || i, 'processing', 'w3', now() + interval '40 s',"
+                " now() - make_interval(secs => 100 - i) FROM generate_series(1, 12) AS i"
+            )
+        )
+        workers, capped = dashboard.live_workers(conn, per_worker=3)
+        few, few_capped = dashboard.live_workers(conn, limit=4)
+    assert {w.worker_id: [t.task for t in w.running] for w in workers} == {
+        "w1": ["b", "a"],
         "w2": ["c"],
+        "w3": ["busy-1", "busy-2", "busy-3"],  # the oldest first
     }
+    assert [w.count for w in workers] == [2, 1, 12]
+    assert workers[0].lease_until == max(t.lease_until for t in workers[0].running)
     assert not capped
+    assert few_capped
+    assert sum(w.count for w in few) == 4
 
 
 def test_bulk_actions_follow_the_single_task_rules_and_leave_owned_rows(

@@ -427,6 +427,7 @@ def router(ui: Dashboard) -> APIRouter:
             chart=views.throughput_chart(flow),
             workers=workers,
             workers_capped=workers_capped,
+            workers_read=dashboard.LIVE_TASKS_READ,
             running=sum(q.running for q in queues),
         )
 
