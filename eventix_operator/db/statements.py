@@ -1036,10 +1036,14 @@ QUEUE_STATUS_ESTIMATES: TextClause = text(
 
 # -- name: queue_due --
 # Due tasks of each queue (counted up to :cap) and the age of the oldest, from the
-# partial ready index.
+# partial ready index (namespace, priority, eta). The oldest is the least of each
+# priority's first eta, found by a loose scan over the priorities (one probe per
+# priority in use), not by reading every due task.
 QUEUE_DUE: TextClause = text(
     f"""
-    SELECT q.name AS queue, d.due, extract(epoch FROM now() - o.oldest) AS oldest_due_seconds
+    SELECT q.name AS queue, d.due,
+           CASE WHEN o.oldest <= now() THEN extract(epoch FROM now() - o.oldest) END
+               AS oldest_due_seconds
     FROM unnest(CAST(:queues AS text[])) AS q(name)
     CROSS JOIN LATERAL (
         SELECT count(*) AS due FROM (
@@ -1049,8 +1053,22 @@ QUEUE_DUE: TextClause = text(
         ) AS capped
     ) AS d
     CROSS JOIN LATERAL (
-        SELECT min(t.eta) AS oldest FROM eventix_task AS t
-        WHERE t.namespace = q.name AND {PENDING_PREDICATE} AND t.eta <= now()
+        WITH RECURSIVE level(priority) AS (
+            (SELECT t.priority FROM eventix_task AS t
+             WHERE t.namespace = q.name AND {PENDING_PREDICATE}
+             ORDER BY t.priority LIMIT 1)
+            UNION ALL
+            SELECT (SELECT t.priority FROM eventix_task AS t
+                    WHERE t.namespace = q.name AND {PENDING_PREDICATE}
+                      AND t.priority > level.priority
+                    ORDER BY t.priority LIMIT 1)
+            FROM level WHERE level.priority IS NOT NULL
+        )
+        SELECT min((SELECT t.eta FROM eventix_task AS t
+                    WHERE t.namespace = q.name AND {PENDING_PREDICATE}
+                      AND t.priority = level.priority
+                    ORDER BY t.eta LIMIT 1)) AS oldest
+        FROM level WHERE level.priority IS NOT NULL
     ) AS o
     """
 )

@@ -193,6 +193,26 @@ def test_counts_stop_at_the_cap_and_the_planner_estimates_beyond(engine: Engine)
     assert 80 < small.oldest_due_seconds < 3600
 
 
+def test_the_oldest_due_task_is_found_across_priorities(engine: Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO eventix_task (task, namespace, status, priority, eta) VALUES"
+                " ('t', 'mixed', 'scheduled', 0, now() + interval '1 hour'),"
+                " ('t', 'mixed', 'retry', 5, now() - interval '120 seconds'),"
+                " ('t', 'mixed', 'scheduled', -1, now() - interval '30 seconds'),"
+                " ('t', 'mixed', 'done', 2, now() - interval '1 day'),"
+                " ('t', 'later', 'scheduled', 0, now() + interval '1 minute')"
+            )
+        )
+    with engine.connect() as conn:
+        found = {q.queue: q for q in dashboard.queue_overview(conn, cap=1000)}
+    assert found["mixed"].due == 2
+    assert found["mixed"].oldest_due_seconds is not None
+    assert 119 < found["mixed"].oldest_due_seconds < 600
+    assert (found["later"].due, found["later"].oldest_due_seconds) == (0, None)
+
+
 def finish(engine: Engine, queue: str, status: str, n: int, ago: timedelta) -> None:
     with engine.begin() as conn:
         conn.execute(
