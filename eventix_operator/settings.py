@@ -146,11 +146,12 @@ class Settings(BaseSettings):
         description="Seconds between live updates of an open dashboard page (polling); 0: off.",
     )
     ui_count_cap: int = Field(
-        default=10_000,
+        default=2_000,
         ge=100,
         description="Tasks counted per queue and state on the overview; beyond it the "
         "page shows the planner's estimate and says so (counting every row of a large "
-        "table on each page view would cost a scan of it).",
+        "table on each page view would cost a scan of it). The overview refreshes every "
+        "few seconds in each open tab, and its cost grows with queues times this cap.",
     )
     log_format: str = Field("console", description="`console` or `json`.")
     log_level: str = Field("INFO", description="Python logging level name.")

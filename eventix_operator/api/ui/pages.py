@@ -73,6 +73,8 @@ OWNED_SOURCES = frozenset({"k8s", "schedule"})
 #: States from which each action applies (the data layer's rules, for the buttons).
 RETRYABLE = frozenset({"done", "error", "cancelled", "retry"})
 CANCELLABLE = frozenset({"scheduled", "retry"})
+#: Running tasks the overview lists under each live worker (then "and N more").
+LIVE_TASKS_SHOWN = 5
 #: A bulk action on everything a filter matches goes a batch at a time, and one
 #: click stops after this many seconds or batches (a "continue" button resumes).
 BULK_BATCH = 500
@@ -414,7 +416,7 @@ def router(ui: Dashboard) -> APIRouter:
         def load(conn: Connection) -> Overview:
             queues = dashboard.queue_overview(conn, cap=cap)
             flow = dashboard.throughput(conn)
-            workers, capped = dashboard.live_workers(conn)
+            workers, capped = dashboard.live_workers(conn, per_worker=LIVE_TASKS_SHOWN)
             return queues, flow, workers, capped
 
         queues, flow, workers, workers_capped = await ui.run(load)
