@@ -372,6 +372,7 @@ def run(args: argparse.Namespace) -> None:
             EVENTIX_LOG_LEVEL="WARNING",
             EVENTIX_DB_POOL_SIZE=str(args.pool_size),
             EVENTIX_DB_POOL_PRE_PING="false",
+            EVENTIX_API_ALLOW_ANONYMOUS="true",  # loopback; what is measured is the API
         )
         server = subprocess.Popen(
             [sys.executable, "-m", "eventix_operator.api.serve", "--port", str(port),

@@ -10,10 +10,21 @@ from __future__ import annotations
 
 import functools
 import re
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from eventix_operator.masking import mask_url
+
+__all__ = ["Settings", "get_settings", "mask_url", "normalise_database_url"]
+
+#: A Kubernetes namespace name (a DNS label), or ``*`` for every namespace.
+_NAMESPACE_KEY = re.compile(r"^(\*|[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)$")
+#: A queue name as the CRDs take it, a prefix of one followed by ``*``, or ``*`` alone.
+_QUEUE_ENTRY = re.compile(
+    r"^(\*|[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?|[A-Za-z0-9][A-Za-z0-9._-]*\*)$"
+)
 
 
 def normalise_database_url(url: str) -> str:
@@ -76,6 +87,28 @@ class Settings(BaseSettings):
         description="Seconds a deleted resource waits for an unreachable database before "
         "the operator releases it anyway (with a Warning event).",
     )
+    operator_max_replicas: int = Field(
+        100,
+        ge=1,
+        le=10_000,
+        description="Most replicas any EventixWorkerPool may set, cluster-wide: a pool's "
+        "maxReplicas (and minReplicas) above it are lowered to it, with a Warning event "
+        "and a note in the pool's Ready condition.",
+    )
+    tenancy: Literal["namespaced", "shared"] = Field(
+        "namespaced",
+        description="Which queues the resources of a Kubernetes namespace may use "
+        "(docs/tenancy.md). `namespaced`: the queue named like the namespace, queues "
+        "starting with `<namespace>.`, and what EVENTIX_TENANCY_ALLOW grants; a resource "
+        "without a queue gets the namespace's. `shared`: every queue (one team per "
+        "cluster); a resource without a queue gets `default`.",
+    )
+    tenancy_allow: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="More queues per namespace in `namespaced` mode, as JSON: "
+        '`{"team-a": ["mail", "reports-*"], "*": ["shared"]}`. A queue ending in `*` is a '
+        "prefix, `*` alone every queue; the namespace `*` means every namespace.",
+    )
     metrics_port: int = Field(
         9090,
         ge=0,
@@ -86,8 +119,16 @@ class Settings(BaseSettings):
     # -- `eventix api`, the Eventix-compatible REST API --
     api_token: SecretStr | None = Field(
         default=None,
-        description="Bearer token every route but /healthz requires. Unset: no "
-        "authentication (keep the Service private then).",
+        description="Bearer token every route but /healthz requires: at least 16 "
+        "characters (surrounding whitespace, such as a Secret file's newline, is not "
+        "part of it). Unset: `eventix api` refuses to start unless "
+        "EVENTIX_API_ALLOW_ANONYMOUS is true.",
+    )
+    api_allow_anonymous: bool = Field(
+        default=False,
+        description="Serve the REST API without a token when EVENTIX_API_TOKEN is unset: "
+        "anyone who reaches it may read, rewrite or delete every task. For a machine of "
+        "your own or a Service no one else can reach.",
     )
     api_max_body_bytes: int | None = Field(
         default=None,
@@ -163,6 +204,22 @@ class Settings(BaseSettings):
             return normalise_database_url(value)
         return value
 
+    @field_validator("tenancy_allow")
+    @classmethod
+    def _tenancy_allow(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for namespace, queues in value.items():
+            if not _NAMESPACE_KEY.match(namespace):
+                raise ValueError(
+                    f"tenancy_allow: {namespace!r} is neither a namespace name nor '*'"
+                )
+            for queue in queues:
+                if len(queue) > 63 or not _QUEUE_ENTRY.match(queue):
+                    raise ValueError(
+                        f"tenancy_allow[{namespace!r}]: {queue!r} is neither a queue name, "
+                        "a prefix ending in '*', nor '*'"
+                    )
+        return value
+
     @field_validator("log_format")
     @classmethod
     def _log_format(cls, value: str) -> str:
@@ -184,28 +241,6 @@ class Settings(BaseSettings):
         if self.database_url is not None:
             data["database_url"] = mask_url(self.database_url.get_secret_value())
         return data
-
-
-#: Query parameters of a libpq URL that carry a secret.
-_SECRET_PARAMETERS = re.compile(r"(?i)([?&](?:password|sslpassword)=)[^&#]*")
-
-
-def mask_url(url: str) -> str:
-    """``url`` with its password, in the user part or in ``password=`` and
-    ``sslpassword=`` query parameters, replaced by ``***``.
-
-    Plain string work, not a URL parser: it must keep libpq's multi-host URLs
-    (``h1:5432,h2:5432``) as they are, and load nothing heavy for `eventix config`.
-    """
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return _SECRET_PARAMETERS.sub(r"\1***", url)
-    authority_end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
-    authority, tail = rest[:authority_end], rest[authority_end:]
-    userinfo, at, hosts = authority.rpartition("@")
-    if at and ":" in userinfo:
-        authority = f"{userinfo.split(':', 1)[0]}:***@{hosts}"
-    return f"{scheme}://{authority}" + _SECRET_PARAMETERS.sub(r"\1***", tail)
 
 
 @functools.cache

@@ -33,7 +33,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from eventix_operator.api.context import JSON, ApiContext, package_version
 from eventix_operator.api.errors import add_error_handlers
-from eventix_operator.api.guard import Guard
+from eventix_operator.api.guard import Guard, bearer_token
 from eventix_operator.api.hotpath import HotPaths, make_autocommit_engine
 from eventix_operator.api.routes import add_routes, meta
 from eventix_operator.api.triggers import load_code_triggers
@@ -100,8 +100,10 @@ async def _roll_up_loop(ctx: ApiContext) -> None:
 
 def create_app(settings: Settings | None = None, *, dashboard_only: bool = False) -> FastAPI:
     """The ASGI application; it connects to the database when it starts, not here.
-    ``dashboard_only``: the dashboard and ``/healthz``, without the REST routes."""
+    ``dashboard_only``: the dashboard and ``/healthz``, without the REST routes.
+    ``ValueError`` when the token settings forbid serving (see :func:`bearer_token`)."""
     settings = settings or get_settings()
+    token = bearer_token(settings)
     ctx = ApiContext(settings=settings)
     api = settings
     if api.trigger_config_directory:
@@ -124,10 +126,15 @@ def create_app(settings: Settings | None = None, *, dashboard_only: bool = False
         log.info(
             "dashboard started" if dashboard_only else "api started",
             version=package_version(),
-            auth=api.api_token is not None,
+            auth=token is not None,
             ui_read_only=api.ui_read_only,
             code_triggers=sum(len(t) for t in ctx.code_triggers.values()),
         )
+        if token is None:
+            log.warning(
+                "serving without authentication (EVENTIX_API_ALLOW_ANONYMOUS): anyone who "
+                "reaches the API may read, rewrite and delete every task"
+            )
         try:
             yield
         finally:
@@ -145,7 +152,6 @@ def create_app(settings: Settings | None = None, *, dashboard_only: bool = False
         lifespan=lifespan,
     )
     add_error_handlers(app)
-    token = api.api_token.get_secret_value() if api.api_token is not None else None
     if dashboard_only:
         app.include_router(meta.router(ctx))
     else:

@@ -1,7 +1,9 @@
 """``POST /event``: every trigger of the event's name makes its task.
 
 Code triggers have already run (in a thread) when this starts; here the
-table's triggers are read, their templates rendered, and every task enqueued
+table's triggers are read (those that may see the event's queue: an
+``EventixTrigger`` sees the queues its namespace may use, docs/tenancy.md),
+their templates rendered, and every task enqueued
 through the same coalesced insert as ``POST /task`` (with its unique-key
 merge). Each task is its own statement's row, so a trigger whose task cannot be
 made or stored counts as failed and is logged, and the others' tasks are still
@@ -58,7 +60,7 @@ async def fire_event(
         else:
             made.append(_Made(result.trigger, result.task, None))
 
-    for match in await store.triggers_for_event(event.name, event.payload):
+    for match in await store.triggers_for_event(event.name, event.payload, event.namespace):
         trigger = match.trigger
         if not match.matches:
             stats.count(trigger.name, "ignored")

@@ -13,6 +13,8 @@ import json
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from eventix_operator.settings import Settings
+
 #: Routes that answer without a token: liveness probes carry none, and ``/``
 #: only redirects to the dashboard.
 OPEN_PATHS = frozenset({"/healthz", "/"})
@@ -20,6 +22,40 @@ OPEN_PATHS = frozenset({"/healthz", "/"})
 #: actions check their session cookie themselves (:mod:`eventix_operator.api.ui.auth`),
 #: signed in with this same token.
 UI_PREFIX = "/ui"
+#: Fewest characters of a bearer token (`openssl rand -hex 32` gives 64).
+MIN_TOKEN_LENGTH = 16
+
+
+def bearer_token(settings: Settings) -> str | None:
+    """The token requests must carry, or None for an API that explicitly allows
+    anonymous access; ``ValueError`` (one line) for a start that must not happen.
+
+    Never open by accident: an unset token needs ``EVENTIX_API_ALLOW_ANONYMOUS``,
+    and an empty or short one is refused whatever that says (an empty token is a
+    Secret key left blank, not a wish for no authentication). Surrounding whitespace
+    is dropped: no client can send it in a header, and a Secret made from a file
+    often ends with a newline.
+    """
+    if settings.api_token is None:
+        if settings.api_allow_anonymous:
+            return None
+        raise ValueError(
+            "EVENTIX_API_TOKEN is not set: set a bearer token of at least "
+            f"{MIN_TOKEN_LENGTH} characters (e.g. `openssl rand -hex 32`), or "
+            "EVENTIX_API_ALLOW_ANONYMOUS=true to serve the API without authentication"
+        )
+    token = settings.api_token.get_secret_value().strip()
+    if not token:
+        raise ValueError(
+            "EVENTIX_API_TOKEN is empty: it would let every request in; set a bearer token "
+            f"of at least {MIN_TOKEN_LENGTH} characters (e.g. `openssl rand -hex 32`)"
+        )
+    if len(token) < MIN_TOKEN_LENGTH:
+        raise ValueError(
+            f"EVENTIX_API_TOKEN has {len(token)} characters, fewer than {MIN_TOKEN_LENGTH}: "
+            "use a longer one (e.g. `openssl rand -hex 32`)"
+        )
+    return token
 
 
 def open_path(path: str) -> bool:

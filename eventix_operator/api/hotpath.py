@@ -131,7 +131,7 @@ class HotPaths:
         self._replaces: Batcher[tuple[PreparedWrite, int], TaskRecord | None] = Batcher(
             self._replace_batch
         )
-        self._triggers: Batcher[tuple[str, Mapping[str, Any]], list[TriggerMatch]] = Batcher(
+        self._triggers: Batcher[triggers.EventKey, list[TriggerMatch]] = Batcher(
             functools.partial(triggers.list_triggers_for_events, self.fetch)
         )
 
@@ -224,7 +224,8 @@ class HotPaths:
     # -- events ---------------------------------------------------------------------
 
     async def triggers_for_event(
-        self, event_name: str, payload: Mapping[str, Any]
+        self, event_name: str, payload: Mapping[str, Any], queue: str
     ) -> list[TriggerMatch]:
-        """The table's triggers of an event, with concurrent events sharing a statement."""
-        return await self._triggers.submit((event_name, payload))
+        """The table's triggers of an event that may see its queue (Eventix's
+        namespace), with concurrent events sharing a statement."""
+        return await self._triggers.submit((event_name, payload, queue))

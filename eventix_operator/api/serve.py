@@ -9,10 +9,12 @@ environment, since a settings object does not cross a process boundary.
 from __future__ import annotations
 
 import argparse
+import sys
 
 import uvicorn
 
 from eventix_operator.api.app import create_app
+from eventix_operator.api.guard import bearer_token
 from eventix_operator.logs import configure_logging, get_logger
 from eventix_operator.settings import Settings, get_settings
 
@@ -39,6 +41,7 @@ def serve(
     """
     configure_logging(settings.log_level, settings.log_format)
     settings.require_database_url()
+    bearer_token(settings)  # here too: several workers build their apps in their own processes
     options: dict[str, object] = {
         "host": host,
         "port": port,
@@ -68,7 +71,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args(argv)
-    serve(get_settings(), args.host, args.port, args.workers)
+    settings = get_settings()
+    try:  # settings that forbid the start: one line and status 2, as `eventix api` says it
+        settings.require_database_url()
+        bearer_token(settings)
+    except (ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    serve(settings, args.host, args.port, args.workers)
 
 
 if __name__ == "__main__":

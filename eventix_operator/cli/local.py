@@ -32,7 +32,11 @@ class Manifests:
 
 def load_manifests(directory: Path, now: datetime) -> Manifests:
     """EventixTask and EventixSchedule documents from the YAML files of ``directory``,
-    keyed as ``local:<namespace>/<name>`` so that running `local` again finds them."""
+    keyed as ``local:<namespace>/<name>`` so that running `local` again finds them.
+
+    Tenancy is ``shared`` here (docs/tenancy.md): one person's files on one machine,
+    no cluster whose namespaces would separate teams; a resource without a queue gets
+    ``default``, whatever its namespace."""
     found = Manifests()
     files = sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")])
     if not files:

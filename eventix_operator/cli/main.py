@@ -79,7 +79,15 @@ def user_errors(func: Callable[P, R]) -> Callable[P, R]:
 
 
 def user_error(exc: BaseException) -> str | None:
-    """The line to show for an error the user can fix, or None for a bug."""
+    """The line to show for an error the user can fix (passwords masked: libpq quotes
+    a URL it cannot parse whole), or None for a bug."""
+    from eventix_operator.masking import mask_secrets
+
+    line = _user_error(exc)
+    return None if line is None else mask_secrets(line)
+
+
+def _user_error(exc: BaseException) -> str | None:
     if "sqlalchemy" in sys.modules or "psycopg" in sys.modules:  # loaded if it could have raised
         import psycopg
         from sqlalchemy.exc import SQLAlchemyError

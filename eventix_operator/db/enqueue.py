@@ -97,8 +97,14 @@ def _due(task: NewTask, now: datetime) -> datetime:
     return task.eta if task.eta is not None else now + timedelta(seconds=task.delay or 0)
 
 
+def _merge_key(task: NewTask) -> tuple[str, str | None, str]:
+    """What a task merges by: (queue, unique key, Kubernetes namespace or ""), the
+    columns of the pending unique-key index: a merge never crosses namespaces."""
+    return (task.queue, task.unique_key, task.k8s_namespace or "")
+
+
 def merge_duplicates(tasks: Sequence[NewTask]) -> tuple[list[NewTask], dict[int, int]]:
-    """Fold tasks sharing (queue, unique key) within one batch, Eventix-style.
+    """Fold tasks sharing (queue, unique key, namespace) within one batch, Eventix-style.
 
     PostgreSQL refuses to let one INSERT ... ON CONFLICT touch a row twice, so
     duplicates inside a batch are merged here exactly as the statement would
@@ -107,14 +113,14 @@ def merge_duplicates(tasks: Sequence[NewTask]) -> tuple[list[NewTask], dict[int,
     """
     now = datetime.now(UTC)
     merged: list[NewTask] = []
-    position: dict[tuple[str, str], int] = {}
+    position: dict[tuple[str, str | None, str], int] = {}
     mapping: dict[int, int] = {}
     for i, t in enumerate(tasks):
         if t.unique_key is None:
             mapping[i] = len(merged)
             merged.append(t)
             continue
-        key = (t.queue, t.unique_key)
+        key = _merge_key(t)
         j = position.get(key)
         if j is None:
             position[key] = mapping[i] = len(merged)
@@ -151,13 +157,14 @@ def insert_params(tasks: Sequence[NewTask], *, payload_limit: int) -> dict[str, 
 def resolve(merged: Sequence[NewTask], rows: Sequence[Any]) -> list[Any]:
     """For each merged task, the returned row that holds it: a task with a unique
     key may have merged into a pending row of another uid; find it by its key.
-    Rows need ``uid``, ``namespace`` and ``unique_key`` attributes."""
-    by_key = {(r.namespace, r.unique_key): r for r in rows if r.unique_key is not None}
+    Rows need ``uid``, ``namespace``, ``unique_key`` and ``k8s_namespace`` attributes."""
+    by_key = {
+        (r.namespace, r.unique_key, r.k8s_namespace or ""): r
+        for r in rows
+        if r.unique_key is not None
+    }
     by_uid = {str(r.uid): r for r in rows}
-    return [
-        by_key[(t.queue, t.unique_key)] if t.unique_key is not None else by_uid[t.uid]
-        for t in merged
-    ]
+    return [by_key[_merge_key(t)] if t.unique_key is not None else by_uid[t.uid] for t in merged]
 
 
 def _plain(task: NewTask) -> bool:

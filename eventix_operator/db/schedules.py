@@ -42,6 +42,8 @@ class ScheduleRecord(ScheduleDefinition):
     updated_at: datetime
     last_tick: datetime | None
     next_tick: datetime | None
+    #: The Ready reason of ``error`` (None: InvalidSchedule).
+    error_reason: str | None = None
 
     @classmethod
     def from_row(cls, row: RowMapping) -> ScheduleRecord:
@@ -54,11 +56,15 @@ def upsert_schedule(
     *,
     error: str | None,
     next_tick: datetime | None,
+    error_reason: str | None = None,
 ) -> ScheduleRecord:
+    """Store a schedule from its resource; ``error`` (with ``error_reason``, the Ready
+    reason when not InvalidSchedule) stops it firing until a spec without one."""
     params = {
         **{f.name: getattr(definition, f.name) for f in fields(ScheduleDefinition)},
         "template": json.dumps(definition.template),
         "error": error,
+        "error_reason": error_reason,
         "next_tick": next_tick,
     }
     row = conn.execute(statements.UPSERT_SCHEDULE, params).mappings().one()

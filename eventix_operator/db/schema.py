@@ -98,14 +98,6 @@ task_table = Table(
         "eta",
         postgresql_where=text(PENDING_PREDICATE),
     ),
-    # One pending task per (queue, unique key): the target of INSERT ... ON CONFLICT.
-    Index(
-        "uq_eventix_task_pending_unique_key",
-        "namespace",
-        "unique_key",
-        unique=True,
-        postgresql_where=text(f"unique_key IS NOT NULL AND {PENDING_PREDICATE}"),
-    ),
     Index(
         "ix_eventix_task_unique_key", "unique_key", postgresql_where=text("unique_key IS NOT NULL")
     ),
@@ -120,7 +112,7 @@ task_table = Table(
     # The dashboard's task list, newest first by keyset on (created_at, uid): one
     # backward range scan per (queue, status, source), which also counts a queue's
     # tasks of a state up to a cap. Its (namespace, status) prefix serves what the
-    # index it replaced (0004) served.
+    # index it replaced (ix_eventix_task_namespace_status, migration 0006) served.
     Index("ix_eventix_task_listing", "namespace", "status", "source", "created_at", "uid"),
     # The same list filtered by task name, one scan per (status, source).
     Index("ix_eventix_task_task_listing", "task", "status", "source", "created_at", "uid"),
@@ -159,6 +151,22 @@ task_table = Table(
     ),
 )
 
+#: Who may merge by unique key: tasks of the same Kubernetes namespace (its
+#: resources, schedule ticks and triggers), or of none (the REST API, the client and
+#: the CLI, which trust their caller). A tenancy boundary (docs/tenancy.md).
+UNIQUE_KEY_SCOPE = "COALESCE(k8s_namespace, '')"
+
+# One pending task per (queue, unique key, Kubernetes namespace): the target of
+# INSERT ... ON CONFLICT, so a merge never crosses from one namespace's tasks to another's.
+Index(
+    "uq_eventix_task_pending_unique_key",
+    task_table.c.namespace,
+    task_table.c.unique_key,
+    text(UNIQUE_KEY_SCOPE),
+    unique=True,
+    postgresql_where=text(f"unique_key IS NOT NULL AND {PENDING_PREDICATE}"),
+)
+
 SCHEDULE_POLICIES = ("Allow", "Forbid", "Replace")
 CATCH_UP_POLICIES = ("Skip", "Latest", "All")
 
@@ -186,6 +194,8 @@ schedule_table = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("last_tick", DateTime(timezone=True)),
     Column("next_tick", DateTime(timezone=True)),
+    # The Ready reason of ``error``: NULL is InvalidSchedule; QueueNotAllowed (tenancy).
+    Column("error_reason", Text),
     CheckConstraint(
         "concurrency_policy IN (" + ", ".join(f"'{p}'" for p in SCHEDULE_POLICIES) + ")",
         name="concurrency_policy",

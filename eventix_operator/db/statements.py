@@ -19,7 +19,12 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, TextClause, case, func, select, text
 from sqlalchemy.dialects import postgresql
 
-from eventix_operator.db.schema import PENDING_PREDICATE, schedule_table, task_table
+from eventix_operator.db.schema import (
+    PENDING_PREDICATE,
+    UNIQUE_KEY_SCOPE,
+    schedule_table,
+    task_table,
+)
 from eventix_operator.db.trigger_schema import trigger_table
 from eventix_operator.retry import failures_so_far_sql
 
@@ -98,9 +103,11 @@ _INSERT = f"""
     FROM {unnest(INSERT_COLUMNS, delay="float8")}
 """
 #: Eventix's unique-key merge: a pending task with the same (queue, unique key)
-#: takes the earliest eta, the lowest priority number and the newest args.
+#: takes the earliest eta, the lowest priority number and the newest args; only a
+#: task of the same Kubernetes namespace, or of none (:data:`.schema.UNIQUE_KEY_SCOPE`).
 _MERGE = f"""
-    ON CONFLICT (namespace, unique_key) WHERE unique_key IS NOT NULL AND {PENDING_PREDICATE}
+    ON CONFLICT (namespace, unique_key, ({UNIQUE_KEY_SCOPE}))
+        WHERE unique_key IS NOT NULL AND {PENDING_PREDICATE}
     DO UPDATE SET
         eta = LEAST(t.eta, EXCLUDED.eta),
         priority = LEAST(t.priority, EXCLUDED.priority),
@@ -114,7 +121,9 @@ _MERGE = f"""
 # -- name: insert_tasks --
 # Insert a batch, merging into pending tasks by unique key; returns what resolves
 # each input to its row (a merged task has the uid of the row it merged into).
-INSERT_TASKS: TextClause = text(_INSERT + _MERGE + "RETURNING t.uid, t.namespace, t.unique_key")
+INSERT_TASKS: TextClause = text(
+    _INSERT + _MERGE + "RETURNING t.uid, t.namespace, t.unique_key, t.k8s_namespace"
+)
 
 # -- name: insert_task_rows --
 # INSERT_TASKS returning whole rows: POST /task answers with the task in the same
@@ -652,7 +661,8 @@ ADVANCE_SCHEDULE: TextClause = text(
 # A schedule whose tick cannot be enqueued stops, with the reason; it is not due again.
 STOP_SCHEDULE: TextClause = text(
     """
-    UPDATE eventix_schedule SET error = :error, next_tick = NULL, updated_at = now()
+    UPDATE eventix_schedule
+    SET error = :error, error_reason = NULL, next_tick = NULL, updated_at = now()
     WHERE uid = :uid
     """
 )
@@ -751,10 +761,11 @@ CHANGED_SCHEDULES: TextClause = text(
 UPSERT_TRIGGER: TextClause = text(
     f"""
     INSERT INTO eventix_trigger AS tr (
-        uid, name, k8s_namespace, k8s_name, generation, event_name, filter, template
+        uid, name, k8s_namespace, k8s_name, generation, event_name, filter, template,
+        queue_scope
     ) VALUES (
         :uid, :name, :k8s_namespace, :k8s_name, :generation, :event_name,
-        CAST(:filter AS jsonb), CAST(:template AS jsonb)
+        CAST(:filter AS jsonb), CAST(:template AS jsonb), CAST(:queue_scope AS text[])
     )
     ON CONFLICT (uid) DO UPDATE SET
         name = EXCLUDED.name,
@@ -764,6 +775,7 @@ UPSERT_TRIGGER: TextClause = text(
         event_name = EXCLUDED.event_name,
         filter = EXCLUDED.filter,
         template = EXCLUDED.template,
+        queue_scope = EXCLUDED.queue_scope,
         last_error = CASE WHEN tr.generation = EXCLUDED.generation THEN tr.last_error END,
         last_error_at = CASE WHEN tr.generation = EXCLUDED.generation
                              THEN tr.last_error_at END,
@@ -781,16 +793,21 @@ GET_TRIGGER: TextClause = text(
 DELETE_TRIGGER: TextClause = text("DELETE FROM eventix_trigger WHERE uid = :uid RETURNING uid")
 
 # -- name: triggers_for_events --
-# Every trigger of each event's name (concurrent POST /event share the statement),
-# with the event's slot and whether its payload passes the trigger's filter
-# (JSONB containment: each key of the filter must hold the same value).
+# Every trigger of each event's name that may see the event's queue (Eventix's
+# namespace: its scope holds a LIKE pattern that matches it, or it has no scope;
+# concurrent POST /event share the statement), with the event's slot and whether its
+# payload passes the trigger's filter (JSONB containment: each key of the filter must
+# hold the same value). A trigger outside the scope is not asked, nor counted.
 TRIGGERS_FOR_EVENTS: TextClause = text(
     f"""
     SELECT e.slot AS event_slot, {columns(TRIGGER_COLUMNS, "tr.")},
            (tr.filter IS NULL OR e.payload @> tr.filter) AS matches
-    FROM unnest(CAST(:event_name AS text[]), CAST(:payload AS jsonb[]))
-        WITH ORDINALITY AS e(event_name, payload, slot)
-    JOIN eventix_trigger AS tr ON tr.event_name = e.event_name
+    FROM unnest(CAST(:event_name AS text[]), CAST(:payload AS jsonb[]),
+                CAST(:queue AS text[]))
+        WITH ORDINALITY AS e(event_name, payload, queue, slot)
+    JOIN eventix_trigger AS tr
+      ON tr.event_name = e.event_name
+     AND (tr.queue_scope IS NULL OR e.queue LIKE ANY (tr.queue_scope))
     ORDER BY e.slot, tr.name, tr.uid
     """
 )

@@ -25,7 +25,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 from eventix_operator.db.schema import metadata
 
@@ -51,6 +51,10 @@ trigger_table = Table(
     Column("last_error_at", DateTime(timezone=True)),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # The queues (Eventix namespaces) whose events the trigger sees, as SQL LIKE patterns:
+    # those its resource's Kubernetes namespace may use (eventix_operator.tenancy). NULL:
+    # every queue (tenancy `shared`, or a trigger of no namespace).
+    Column("queue_scope", ARRAY(Text)),
     CheckConstraint("filter IS NULL OR jsonb_typeof(filter) = 'object'", name="filter_is_object"),
     CheckConstraint("jsonb_typeof(template) = 'object'", name="template_is_object"),
     Index("ix_eventix_trigger_event_name", "event_name"),

@@ -28,6 +28,7 @@ from eventix_operator.db.rows import Fetch
 
 __all__ = [
     "EventContext",
+    "EventKey",
     "TemplateError",
     "TriggerMatch",
     "TriggerOutcome",
@@ -195,6 +196,8 @@ class TriggerRecord:
     last_error_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    #: LIKE patterns of the queues whose events it sees (None: every queue).
+    queue_scope: list[str] | None = None
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> TriggerRecord:
@@ -249,8 +252,10 @@ def trigger_task(trigger: TriggerRecord, event: EventContext) -> NewTask:
         error_expires=template.get("error_expires"),
         operator=event.operator,
         source="trigger",
-        # Which EventixTrigger made it, as a schedule's runs name their schedule: the
-        # dashboard links a task to its origin.
+        # Which EventixTrigger made it, as a schedule's runs name their schedule (the
+        # dashboard links a task to its origin); and a resource's trigger makes tasks
+        # of its namespace: their unique keys merge only with that namespace's tasks
+        # (docs/tenancy.md).
         k8s_namespace=trigger.k8s_namespace,
         k8s_name=trigger.k8s_name,
     )
@@ -267,10 +272,12 @@ def upsert_trigger(
     k8s_namespace: str | None = None,
     k8s_name: str | None = None,
     generation: int = 0,
+    queue_scope: Sequence[str] | None = None,
 ) -> TriggerRecord:
     """Create or update the trigger ``uid`` (idempotent: a replay changes nothing
-    but ``updated_at``). Raises :class:`TemplateError` for a template or filter
-    that cannot work, before anything is written."""
+    but ``updated_at``). ``queue_scope``: SQL LIKE patterns of the queues whose events
+    it sees (None: every queue). Raises :class:`TemplateError` for a template or
+    filter that cannot work, before anything is written."""
     if not uid or not name or not event_name:
         raise TemplateError("a trigger needs a uid, a name and an event name")
     validate_template(dict(template))
@@ -284,6 +291,7 @@ def upsert_trigger(
         "event_name": event_name,
         "filter": None if filter is None else json.dumps(dict(filter)),
         "template": json.dumps(dict(template)),
+        "queue_scope": None if queue_scope is None else list(queue_scope),
     }
     return TriggerRecord.from_row(conn.execute(statements.UPSERT_TRIGGER, params).one())
 
@@ -299,29 +307,38 @@ def delete_trigger(conn: Connection, uid: str) -> bool:
     return conn.execute(statements.DELETE_TRIGGER, {"uid": uid}).first() is not None
 
 
+#: An event as the trigger lookup reads it: (name, payload, queue, i.e. Eventix's namespace).
+EventKey = tuple[str, Mapping[str, Any], str]
+
+
 def list_triggers_for_event(
-    conn: Connection, event_name: str, payload: Mapping[str, Any] | None = None
+    conn: Connection,
+    event_name: str,
+    payload: Mapping[str, Any] | None = None,
+    queue: str = "default",
 ) -> list[TriggerMatch]:
-    """Every trigger of ``event_name`` (by name), each with whether ``payload``
-    passes its filter; the database decides containment, so the filter means
-    exactly what JSONB ``@>`` means."""
-    params = _events_params([(event_name, payload or {})])
+    """Every trigger of ``event_name`` (by name) that may see events of ``queue``
+    (the event's Eventix namespace; see ``queue_scope``), each with whether
+    ``payload`` passes its filter; the database decides containment, so the filter
+    means exactly what JSONB ``@>`` means."""
+    params = _events_params([(event_name, payload or {}, queue)])
     return _matches(conn.execute(statements.TRIGGERS_FOR_EVENTS, params).all(), 1)[0]
 
 
 async def list_triggers_for_events(
-    fetch: Fetch, events: Sequence[tuple[str, Mapping[str, Any]]]
+    fetch: Fetch, events: Sequence[EventKey]
 ) -> list[list[TriggerMatch]]:
-    """:func:`list_triggers_for_event` for a batch of (name, payload) events in
-    one statement, on a hot path's connection."""
+    """:func:`list_triggers_for_event` for a batch of (name, payload, queue) events
+    in one statement, on a hot path's connection."""
     rows = await fetch(statements.TRIGGERS_FOR_EVENTS, _events_params(events))
     return _matches(rows, len(events))
 
 
-def _events_params(events: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str, list[str]]:
+def _events_params(events: Sequence[EventKey]) -> dict[str, list[str]]:
     return {
-        "event_name": [name for name, _ in events],
-        "payload": [json.dumps(dict(payload)) for _, payload in events],
+        "event_name": [name for name, _, _ in events],
+        "payload": [json.dumps(dict(payload)) for _, payload, _ in events],
+        "queue": [queue for _, _, queue in events],
     }
 
 

@@ -114,6 +114,7 @@ def enqueue(
             previous=status,
             payload_limit=rt.settings.max_payload_bytes,
             now=now(),
+            tenancy=rt.tenancy,
         ),
     )
 
@@ -139,6 +140,9 @@ def update(
             spec,
             generation=int(meta.get("generation", 1)),
             previous=status,
+            payload_limit=rt.settings.max_payload_bytes,
+            now=now(),
+            tenancy=rt.tenancy,
         ),
     )
 
@@ -224,6 +228,7 @@ def apply(
             created_at=created,
             previous=status,
             now=now(),
+            tenancy=rt.tenancy,
         ),
     )
     if rt.loop is not None:
@@ -263,7 +268,11 @@ async def configure_pool(
     rt = runtime_of(memo)
     ref = _pool_ref(meta)
     result = rt.pools.configure(
-        ref, spec, generation=int(meta.get("generation", 1)), status=status, now=now()
+        ref,
+        reconcile.pool_spec(spec, ref.namespace, rt.tenancy),
+        generation=int(meta.get("generation", 1)),
+        status=status,
+        now=now(),
     )
     if result.status is not None:
         patch.status.update(result.status)
@@ -289,7 +298,8 @@ async def hold_pool(
     rt = runtime_of(memo)
     ref = _pool_ref(meta)
     generation = int(meta.get("generation", 1))
-    rt.pools.configure(ref, spec, generation=generation, status=status, now=now())
+    pool = reconcile.pool_spec(spec, ref.namespace, rt.tenancy)
+    rt.pools.configure(ref, pool, generation=generation, status=status, now=now())
     try:
         await stopped.wait()
     finally:
@@ -333,6 +343,7 @@ def register_trigger(
             generation=int(meta.get("generation", 1)),
             previous=status,
             now=now(),
+            tenancy=rt.tenancy,
         ),
     )
 

@@ -6,6 +6,7 @@ Calls are blocking (the official client); async callers run them in a thread.
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,6 +34,14 @@ class Scale:
 
     replicas: int  # spec.replicas
     current: int  # status.replicas: pods the controller counts now
+
+
+@dataclass(frozen=True)
+class Target:
+    """A workload a pool scales: its labels (may pools scale it?) and its scale."""
+
+    labels: dict[str, str]
+    scale: Scale
 
 
 @dataclass(frozen=True)
@@ -124,23 +133,32 @@ class Kube:
             raise
         return True
 
-    # -- scale subresources (worker pools) ----------------------------------------
+    # -- scale targets (worker pools) ----------------------------------------------
 
-    def get_scale(self, namespace: str, kind: str, name: str) -> Scale | None:
-        """The ``/scale`` of a Deployment or StatefulSet; None when there is none."""
+    def get_target(self, namespace: str, kind: str, name: str) -> Target | None:
+        """A Deployment's or StatefulSet's labels and replicas (what its ``/scale``
+        says: ``spec.replicas`` and ``status.replicas``), in one read; None when there
+        is none. Read as plain JSON: the typed model of a whole Deployment costs more
+        than the look it serves."""
         read = {
-            "Deployment": self.apps.read_namespaced_deployment_scale,
-            "StatefulSet": self.apps.read_namespaced_stateful_set_scale,
+            "Deployment": self.apps.read_namespaced_deployment,
+            "StatefulSet": self.apps.read_namespaced_stateful_set,
         }[kind]
         try:
-            scale = read(name, namespace)
+            response = read(name, namespace, _preload_content=False)
         except ApiException as exc:
             if exc.status == 404:
                 return None
             raise
-        return Scale(
-            replicas=int(scale.spec.replicas or 0) if scale.spec else 0,
-            current=int(scale.status.replicas or 0) if scale.status else 0,
+        obj = json.loads(response.data)  # type: ignore[attr-defined]  # a urllib3 response
+        spec, status = obj.get("spec") or {}, obj.get("status") or {}
+        return Target(
+            labels=dict((obj.get("metadata") or {}).get("labels") or {}),
+            scale=Scale(
+                # An absent spec.replicas means 1 to the controller (and to /scale).
+                replicas=int(spec.get("replicas", 1)),
+                current=int(status.get("replicas") or 0),
+            ),
         )
 
     def patch_scale(self, namespace: str, kind: str, name: str, replicas: int) -> bool:

@@ -13,13 +13,17 @@ a pool whose queues hold only future tasks is looked at when the first falls
 due. So a pool at zero gets its first worker within a second of its first task,
 where a polling autoscaler (KEDA: 30 s by default) takes up to its interval.
 
-**What.** One query for the load of every queue due for a look, each target's
-``/scale`` read and, when the decision (:mod:`eventix_operator.scaling`)
-differs, patched; status patched when it changed, its live counters at most
-every :data:`STATUS_REFRESH` seconds. What it saw and decided also goes to the
-``eventix_pool`` table (when the status changed, else at most every
+**What.** One query for the load of every queue due for a look, each target
+read (its labels and replicas) and, when the decision (:mod:`eventix_operator.scaling`)
+differs, its ``/scale`` patched; status patched when it changed, its live counters
+at most every :data:`STATUS_REFRESH` seconds. What it saw and decided also goes to
+the ``eventix_pool`` table (when the status changed, else at most every
 :data:`RECORD_REFRESH` seconds), with a sample per minute: the dashboard reads
 pools there, since the API process has no Kubernetes access.
+
+**Whom.** Only targets that opt in, never eventix's own workloads
+(:mod:`eventix_operator.scaling.targets`; refused: ``TargetNotScalable``), and never
+more replicas than the operator's ceiling (``EVENTIX_OPERATOR_MAX_REPLICAS``).
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ from eventix_operator.operator.status import (
     rfc3339,
 )
 from eventix_operator.scaling import Decision, Load, PoolConfig, ScalerState, decide, pool_config
+from eventix_operator.scaling.targets import check_target
 
 log = get_logger("eventix.pools")
 
@@ -124,8 +129,10 @@ class PoolScaler:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], datetime] = utcnow,
         lock_key: int = SCALER_LOCK,
+        max_replicas: int | None = None,
     ) -> None:
         self.engine = engine
+        self.max_replicas = max_replicas  # the cluster-wide ceiling of every pool
         self.kube = kube
         self.database_url = database_url
         self.clock = clock
@@ -150,7 +157,7 @@ class PoolScaler:
         """Add or update a pool and look at it now; an unusable spec is reported
         (the CRD rejects these already; see :mod:`eventix_operator.scaling.spec`)."""
         try:
-            config: PoolConfig | None = pool_config(spec)
+            config: PoolConfig | None = pool_config(spec, ceiling=self.max_replicas)
             error = None
         except ValueError as exc:
             config, error = None, str(exc)
@@ -163,7 +170,8 @@ class PoolScaler:
         entry.next_at = self.clock() if config is not None else math.inf
         self.wakeup.set()
         if error is None:
-            return Configured(None, [])
+            capped = config.capped if config is not None else None
+            return Configured(None, [("Warning", "ReplicasCapped", capped)] if capped else [])
         message = f"spec cannot be used: {error}"
         entry.status = invalid_pool_status(message, entry.status, generation=generation, now=now)
         return Configured(entry.status, [("Warning", "InvalidSpec", message)])
@@ -340,7 +348,9 @@ class PoolScaler:
         events: list[Event] = []
         metrics = operator_metrics()
         try:
-            scale = self.kube.get_scale(ref.namespace, kind, name)
+            target = self.kube.get_target(ref.namespace, kind, name)
+            refused = None if target is None else check_target(kind, name, target.labels)
+            scale = None if target is None or refused else target.scale
             if scale is not None:
                 decision, state = decide(config.scaling, load, scale.replicas, view.state, now)
                 if decision.replicas != scale.replicas:
@@ -356,7 +366,10 @@ class PoolScaler:
                 metrics.current_replicas.labels(ref.namespace, ref.name).set(scale.current)
             if decision is not None:
                 metrics.desired_replicas.labels(ref.namespace, ref.name).set(decision.replicas)
-                ready = (True, "Scaling", f"{kind} {name} is scaled on queue depth")
+                note = f"; {config.capped}" if config.capped else ""
+                ready = (True, "Scaling", f"{kind} {name} is scaled on queue depth{note}")
+            elif refused is not None:
+                ready = (False, "TargetNotScalable", refused)
             else:
                 message = f"{kind} {name} does not exist in namespace {ref.namespace}"
                 ready = (False, "TargetNotFound", message)

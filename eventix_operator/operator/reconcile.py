@@ -18,6 +18,7 @@ from eventix_operator.operator.kube import ResourceRef
 from eventix_operator.operator.status import PHASES, invalid_status
 from eventix_operator.resources import schedule_definition, task_from_spec
 from eventix_operator.schedules.scheduler import apply_schedule
+from eventix_operator.tenancy import QUEUE_NOT_ALLOWED, TenancyPolicy, default_queue, queue_refusal
 
 Event = tuple[str, str, str]  # (type, reason, message)
 
@@ -39,6 +40,29 @@ def handled(generation: int, **fields: Any) -> dict[str, Any]:
     return {"observedGeneration": generation, **fields}
 
 
+def refused(
+    message: str,
+    *,
+    previous: Mapping[str, Any] | None,
+    generation: int,
+    now: datetime,
+    reason: str = "InvalidSpec",
+) -> Reconciled:
+    """A resource the operator will not act on: Ready=False and Stalled with the reason,
+    and a Warning event saying it."""
+    status = invalid_status(
+        message, previous=previous, generation=generation, now=now, reason=reason
+    )
+    return Reconciled(status, [("Warning", reason, message)])
+
+
+def resolve_queue(namespace: str, queue: Any, tenancy: TenancyPolicy) -> tuple[str, str | None]:
+    """The queue a resource's task goes to (the one it names, or the namespace's
+    default) and why the namespace may not use it (None: it may)."""
+    chosen = queue if isinstance(queue, str) and queue else default_queue(namespace, tenancy)
+    return chosen, queue_refusal(namespace, chosen, tenancy)
+
+
 def enqueue_task(
     engine: Engine,
     ref: ResourceRef,
@@ -48,21 +72,29 @@ def enqueue_task(
     previous: Mapping[str, Any] | None,
     payload_limit: int,
     now: datetime,
+    tenancy: TenancyPolicy,
 ) -> Reconciled:
     """Make sure an EventixTask has its row, then report the row's state.
 
     The row is keyed by the resource uid, so replays find it. A task with a
-    ``uniqueKey`` may instead merge into a pending task of the same key (Eventix
-    semantics); the status then names that task.
+    ``uniqueKey`` may instead merge into a pending task of the same key and of the
+    same namespace (Eventix semantics, within a tenancy boundary); the status then
+    names that task. A queue the namespace may not use enqueues nothing: the
+    resource is refused with QueueNotAllowed. A row that exists already (enqueued
+    under an earlier policy) is left as it is.
     """
+    queue, refusal = resolve_queue(ref.namespace, spec.get("queue"), tenancy)
     try:
         new = task_from_spec(
-            spec, source="k8s", k8s_namespace=ref.namespace, k8s_name=ref.name, k8s_uid=ref.uid
+            {**spec, "queue": queue},
+            source="k8s",
+            k8s_namespace=ref.namespace,
+            k8s_name=ref.name,
+            k8s_uid=ref.uid,
         )
     except (KeyError, TypeError, ValueError) as exc:
         message = f"spec cannot be enqueued: {exc}"
-        status = invalid_status(message, previous=previous, generation=generation, now=now)
-        return Reconciled(status, [("Warning", "InvalidSpec", message)])
+        return refused(message, previous=previous, generation=generation, now=now)
     events: list[Event] = []
     with engine.begin() as conn:
         record = admin.get_resource_task(conn, ref.uid)
@@ -70,6 +102,14 @@ def enqueue_task(
         if record is None and merged_into:
             record = admin.get_task(conn, merged_into)  # merged earlier by unique key
         if record is None and not merged_into:
+            if refusal is not None:
+                return refused(
+                    refusal,
+                    previous=previous,
+                    generation=generation,
+                    now=now,
+                    reason=QUEUE_NOT_ALLOWED,
+                )
             if new.unique_key is None:
                 enqueue.insert_tasks_once(conn, [new], payload_limit=payload_limit)
                 uid = new.uid
@@ -106,9 +146,24 @@ def update_task(
     *,
     generation: int,
     previous: Mapping[str, Any] | None,
+    payload_limit: int,
+    now: datetime,
+    tenancy: TenancyPolicy,
 ) -> Reconciled:
     """Apply a new priority or eta while the task has not started (the CRD makes
-    the other fields immutable)."""
+    the other fields immutable). A task that was never enqueued (refused) is judged
+    afresh, as at its creation, so its status speaks of this generation."""
+    if not (previous or {}).get("taskUid"):
+        return enqueue_task(
+            engine,
+            ref,
+            spec,
+            generation=generation,
+            previous=previous,
+            payload_limit=payload_limit,
+            now=now,
+            tenancy=tenancy,
+        )
     eta = spec.get("eta")
     with engine.begin() as conn:
         record = admin.update_pending_resource_task(
@@ -150,10 +205,20 @@ def apply_schedule_resource(
     created_at: datetime,
     previous: Mapping[str, Any] | None,
     now: datetime,
+    tenancy: TenancyPolicy,
 ) -> Reconciled:
+    """Store the schedule; its template's queue is settled here, once (the namespace's
+    default when it names none), so every tick goes where the operator allowed. A queue
+    the namespace may not use stops the whole schedule with QueueNotAllowed."""
+    template = spec.get("template")
+    queue, refusal = resolve_queue(
+        ref.namespace, template.get("queue") if isinstance(template, Mapping) else None, tenancy
+    )
     try:
+        if not isinstance(template, Mapping):
+            raise ValueError("spec.template must be an object")
         definition = schedule_definition(
-            spec,
+            {**spec, "template": {**template, "queue": queue}},
             uid=ref.uid,
             namespace=ref.namespace,
             name=ref.name,
@@ -161,11 +226,17 @@ def apply_schedule_resource(
             created_at=created_at,
         )
     except (KeyError, TypeError, ValueError) as exc:
-        message = f"spec cannot be used: {exc}"
-        status = invalid_status(message, previous=previous, generation=generation, now=now)
-        return Reconciled(status, [("Warning", "InvalidSpec", message)])
+        return refused(
+            f"spec cannot be used: {exc}", previous=previous, generation=generation, now=now
+        )
     with engine.begin() as conn:
-        _, error = apply_schedule(conn, definition, now)
+        _, error = apply_schedule(
+            conn, definition, now, refusal=None if refusal is None else (QUEUE_NOT_ALLOWED, refusal)
+        )
+    if refusal is not None:
+        return refused(
+            refusal, previous=previous, generation=generation, now=now, reason=QUEUE_NOT_ALLOWED
+        )
     events: list[Event] = []
     if error:
         events.append(("Warning", "InvalidSchedule", error))
@@ -176,3 +247,14 @@ def delete_schedule_resource(engine: Engine, ref: ResourceRef) -> int:
     """Remove the schedule and every run it created; returns how many runs."""
     with engine.begin() as conn:
         return schedule_db.delete_schedule(conn, ref.uid)
+
+
+def pool_spec(spec: Mapping[str, Any], namespace: str, tenancy: TenancyPolicy) -> Mapping[str, Any]:
+    """A pool's spec with its queues defaulted to the queue its namespace's resources
+    get when they name none. A pool's queues are not held to the tenancy rule: a pool
+    enqueues and claims nothing, it reads the depth of the queues it names (which the
+    operator's /metrics shows anyway) and scales a workload of its own namespace that
+    opted in (docs/tenancy.md)."""
+    if spec.get("queues"):
+        return spec
+    return {**spec, "queues": [default_queue(namespace, tenancy)]}

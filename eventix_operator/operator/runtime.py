@@ -26,6 +26,7 @@ from eventix_operator.operator.sync import StatusSync
 from eventix_operator.schedules.loop import SchedulerLoop
 from eventix_operator.schedules.scheduler import ScheduleFiring
 from eventix_operator.settings import Settings
+from eventix_operator.tenancy import TenancyPolicy
 
 log = get_logger("eventix.operator")
 
@@ -42,12 +43,17 @@ class Runtime:
         self.settings = settings
         self.engine = engine
         self.kube = kube
+        # Which queues each namespace's resources may use (docs/tenancy.md).
+        self.tenancy = TenancyPolicy.from_settings(settings)
         self.scheduler = SchedulerLoop(
             engine, payload_limit=settings.max_payload_bytes, on_firing=self._on_firing
         )
         self.sync = StatusSync(engine, kube)
         self.pools = PoolScaler(
-            engine, kube, database_url=libpq_url(engine.url.render_as_string(hide_password=False))
+            engine,
+            kube,
+            database_url=libpq_url(engine.url.render_as_string(hide_password=False)),
+            max_replicas=settings.operator_max_replicas,
         )
         self.stopping = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
@@ -67,6 +73,7 @@ class Runtime:
         return cls(settings, engine, Kube())
 
     def launch(self) -> None:
+        log.info("tenancy", mode=self.tenancy.mode, allow=dict(self.tenancy.allow))
         self.loop = asyncio.get_running_loop()
         self._uncount_errors = operator_metrics().count_kopf_errors()
         self.metrics_server = serve(self.settings.metrics_port)

@@ -134,6 +134,7 @@ def task_status(
     status: dict[str, Any] = {
         "phase": phase,
         "taskUid": record.uid,
+        "queue": record.namespace,
         "attempts": record.attempts,
         "startedAt": rfc3339(record.started_at),
         "finishedAt": rfc3339(record.finished_at) if phase in FINISHED_PHASES else None,
@@ -187,16 +188,24 @@ def _error(error: Mapping[str, Any] | None) -> dict[str, str] | None:
 
 
 def invalid_status(
-    message: str, *, previous: Mapping[str, Any] | None, generation: int | None, now: datetime
+    message: str,
+    *,
+    previous: Mapping[str, Any] | None,
+    generation: int | None,
+    now: datetime,
+    reason: str = "InvalidSpec",
 ) -> dict[str, Any]:
-    """Status of a resource the operator cannot act on: Ready=False with the reason."""
+    """Status of a resource the operator cannot act on: Ready=False and Stalled with the
+    reason: InvalidSpec, or QueueNotAllowed for a queue its namespace may not use
+    (eventix_operator.tenancy). Either needs a person to change the spec (or the
+    operator's settings), so GitOps tools say it failed."""
     return {
         "observedGeneration": generation,
         "conditions": ready_conditions(
             (previous or {}).get("conditions"),
             ready=False,
             stalled=True,
-            reason="InvalidSpec",
+            reason=reason,
             message=message,
             generation=generation,
             now=now,
@@ -212,7 +221,7 @@ def schedule_status(
     now: datetime,
 ) -> dict[str, Any]:
     if record.error:
-        ready, reason, message = False, "InvalidSchedule", record.error
+        ready, reason, message = False, record.error_reason or "InvalidSchedule", record.error
     elif record.suspend:
         ready, reason, message = True, "Suspended", "suspended: no ticks fire"
     else:

@@ -20,8 +20,8 @@ from sqlalchemy import Engine
 
 from eventix_operator.db import triggers as trigger_db
 from eventix_operator.operator.kube import ResourceRef
-from eventix_operator.operator.reconcile import Event, Reconciled, handled
-from eventix_operator.operator.status import invalid_status
+from eventix_operator.operator.reconcile import Event, Reconciled, handled, refused
+from eventix_operator.tenancy import QUEUE_NOT_ALLOWED, TenancyPolicy, like_patterns, queue_refusal
 
 #: CRD template field -> eventix_trigger.template field (fields under retry below).
 _TEMPLATE_FIELDS = {
@@ -67,9 +67,16 @@ def apply_trigger(
     generation: int,
     previous: Mapping[str, Any] | None,
     now: datetime,
+    tenancy: TenancyPolicy,
 ) -> Reconciled:
     """Register (or update) the trigger of an EventixTrigger; an invalid spec removes
-    it and reports InvalidSpec."""
+    it and reports InvalidSpec.
+
+    Tenancy (docs/tenancy.md): the row keeps the queues its namespace may use, and the
+    REST API's lookup gives it only the events of those queues. Its tasks go to the
+    event's queue (``default``, as in Eventix) or to the one its template names, which
+    must be one the namespace may use: otherwise it is unregistered, QueueNotAllowed.
+    """
     try:
         event_name = spec.get("eventName")
         if not isinstance(event_name, str) or not event_name:
@@ -82,11 +89,19 @@ def apply_trigger(
         payload_filter = spec.get("filter")
         trigger_db.validate_filter(payload_filter)
     except trigger_db.TemplateError as exc:
-        message = f"spec cannot be used: {exc}"
         with engine.begin() as conn:
             trigger_db.delete_trigger(conn, ref.uid)
-        status = invalid_status(message, previous=previous, generation=generation, now=now)
-        return Reconciled(status, [("Warning", "InvalidSpec", message)])
+        return refused(
+            f"spec cannot be used: {exc}", previous=previous, generation=generation, now=now
+        )
+    queue = stored.get("namespace") or "default"
+    refusal = None if queue == "default" else queue_refusal(ref.namespace, queue, tenancy)
+    if refusal is not None:
+        with engine.begin() as conn:
+            trigger_db.delete_trigger(conn, ref.uid)
+        return refused(
+            refusal, previous=previous, generation=generation, now=now, reason=QUEUE_NOT_ALLOWED
+        )
     with engine.begin() as conn:
         existing = trigger_db.get_trigger(conn, ref.uid)
         record = trigger_db.upsert_trigger(
@@ -99,6 +114,7 @@ def apply_trigger(
             k8s_namespace=ref.namespace,
             k8s_name=ref.name,
             generation=generation,
+            queue_scope=like_patterns(ref.namespace, tenancy),
         )
     events: list[Event] = []
     what = f"task {record.template['task']} on event {record.event_name!r}"

@@ -27,10 +27,15 @@ class PoolConfig:
     target_name: str
     queues: tuple[str, ...]
     scaling: PoolSpec
+    capped: str | None = None  # why the bounds are lower than the spec's
 
 
-def pool_config(spec: Mapping[str, Any]) -> PoolConfig:
-    """Parse a pool's spec; ``ValueError`` names what is wrong."""
+def pool_config(spec: Mapping[str, Any], *, ceiling: int | None = None) -> PoolConfig:
+    """Parse a pool's spec; ``ValueError`` names what is wrong.
+
+    ``ceiling`` is the operator's cluster-wide most replicas of any pool
+    (``EVENTIX_OPERATOR_MAX_REPLICAS``): ``maxReplicas`` and ``minReplicas`` above it
+    are lowered to it, and ``capped`` says so."""
     target = spec.get("scaleTargetRef") or {}
     kind = str(target.get("kind", "Deployment"))
     name = str(target.get("name") or "")
@@ -43,9 +48,19 @@ def pool_config(spec: Mapping[str, Any]) -> PoolConfig:
     if bad:
         raise ValueError(f"invalid queue name(s): {', '.join(bad)}")
     up, down = spec.get("scaleUpStep"), spec.get("scaleDownStep")
+    low, high = _int(spec, "minReplicas", 0), _int(spec, "maxReplicas", 10)
+    capped = None
+    if ceiling is not None and max(low, high) > ceiling:
+        asked = " and ".join(
+            f"{field} {value}"
+            for field, value in (("minReplicas", low), ("maxReplicas", high))
+            if value > ceiling
+        )
+        capped = f"{asked} capped at {ceiling}, the operator's EVENTIX_OPERATOR_MAX_REPLICAS"
+        low, high = min(low, ceiling), min(high, ceiling)
     scaling = PoolSpec(
-        min_replicas=_int(spec, "minReplicas", 0),
-        max_replicas=_int(spec, "maxReplicas", 10),
+        min_replicas=low,
+        max_replicas=high,
         tasks_per_replica=_int(spec, "tasksPerReplica", 10),
         activation_tasks=_int(spec, "activationTasks", 1),
         polling_interval=float(spec.get("pollingIntervalSeconds", 30)),
@@ -53,7 +68,7 @@ def pool_config(spec: Mapping[str, Any]) -> PoolConfig:
         scale_up_step=None if up is None else int(up),
         scale_down_step=None if down is None else int(down),
     )
-    return PoolConfig(kind, name, tuple(dict.fromkeys(queues)), scaling)
+    return PoolConfig(kind, name, tuple(dict.fromkeys(queues)), scaling, capped)
 
 
 def _int(spec: Mapping[str, Any], name: str, default: int) -> int:

@@ -41,11 +41,27 @@ class ScheduleFiring:
 
 
 def apply_schedule(
-    conn: Connection, definition: ScheduleDefinition, now: datetime
+    conn: Connection,
+    definition: ScheduleDefinition,
+    now: datetime,
+    *,
+    refusal: tuple[str, str] | None = None,
 ) -> tuple[ScheduleRecord, str | None]:
     """Store a schedule from its resource; the second value is why it cannot fire
-    (an expression or time zone only the operator can judge), or None."""
+    (an expression or time zone only the operator can judge), or None.
+
+    ``refusal`` (reason, message): the operator refuses the schedule as a whole (a
+    queue its namespace may not use): it is stored stopped, with that reason in its
+    status, and fires nothing until a spec without one arrives; its history and
+    last tick stay, so catchUp then applies as after a suspension.
+    """
     existing = schedule_db.get_schedule(conn, definition.uid)
+    if refusal is not None:
+        reason, message = refusal
+        record = schedule_db.upsert_schedule(
+            conn, definition, error=message, error_reason=reason, next_tick=None
+        )
+        return record, message
     try:
         cron = parse_schedule(definition.expression, definition.time_zone)
     except ScheduleError as exc:
@@ -156,7 +172,10 @@ def backfill(
     limit: int = 10_000,
 ) -> tuple[list[datetime], list[datetime]]:
     """Create the runs of every tick in [start, end]; ticks that ran already are
-    left alone through the same unique key. Returns (created, existing)."""
+    left alone through the same unique key. Returns (created, existing). A schedule
+    that does not fire (its status says why) is refused: fix it first."""
+    if schedule.error:
+        raise ValueError(f"schedule {schedule.k8s_name} does not fire: {schedule.error}")
     cron = parse_schedule(schedule.expression, schedule.time_zone)
     created: list[datetime] = []
     existing: list[datetime] = []

@@ -79,6 +79,7 @@ class Worker:
         self.buffer: asyncio.Queue[ClaimedTask | None] = asyncio.Queue()
         self.running: dict[str, ClaimedTask] = {}
         self.outcomes: list[Outcome] = []
+        self.retries = 0  # failures to be retried, counted: a burst must not miss one
         self.outcomes_ready = asyncio.Event()
         self.record_lock = asyncio.Lock()
         self.claim_more = False
@@ -119,12 +120,14 @@ class Worker:
         try:
             while not self.stopping.is_set():
                 room = self._capacity() - self._held()
+                retries = self.retries
                 claimed = await self._claim(min(room, cfg.batch_size)) if room > 0 else 0
                 self.claim_more = bool(claimed) and claimed == min(room, cfg.batch_size)
                 # None: the database did not answer, which says nothing about the queue
                 if cfg.burst and claimed == 0 and self._held() == 0:
-                    if self.outcomes or self.record_lock.locked():
-                        # A failure being recorded may be due again at once: look after it.
+                    if self.outcomes or self.record_lock.locked() or self.retries != retries:
+                        # A failure recorded while we claimed (or still being recorded)
+                        # may be due again at once: look again once it is written.
                         await self._record_pending()
                         continue
                     log.info("queue empty, burst done", **self.stats)
@@ -224,6 +227,7 @@ class Worker:
                             error_type=o.error["type"], attempt=job.attempts,
                             retry_in=o.retry_in)  # fmt: skip
                 if o.retry_in is not None:
+                    self.retries += 1
                     # Our own retries are due at a known time: claim then, not at the next poll.
                     asyncio.get_running_loop().call_later(o.retry_in + 0.01, self.wakeup.set)
             elif self.log_successes:

@@ -111,6 +111,17 @@ def test_config_masks_the_password(processes: Processes) -> None:
     assert settings["db_pool_size"] == 10
 
 
+def test_config_masks_password_query_parameters(processes: Processes) -> None:
+    url = "postgresql://app@db:5432/eventix?sslmode=verify-full&password=s3cret&sslpassword=k3y"
+    result = processes.cli("config", DATABASE_URL=url)
+    assert result.returncode == 0, result.stderr
+    assert "s3cret" not in result.stdout
+    assert "k3y" not in result.stdout
+    assert json.loads(result.stdout)["database_url"] == (
+        "postgresql+psycopg://app@db:5432/eventix?sslmode=verify-full&password=***&sslpassword=***"
+    )
+
+
 def test_schedule_preview_shows_the_zone_and_utc(processes: Processes) -> None:
     result = processes.cli(
         "schedule", "preview", "30 2 * * *", "--tz", "Europe/Berlin",

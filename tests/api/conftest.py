@@ -34,7 +34,7 @@ from tests.support.processes import ROOT, free_port
 EVENTIX_VERSION = "3.5.7"
 #: Eventix's client imports these without declaring them.
 EVENTIX_EXTRAS = ("pydantic-settings", "pyyaml")
-TOKEN = "s3cret-token"
+TOKEN = "s3cret-token-of-the-api-tests"
 PROGRAMS = Path(__file__).with_name("eventix_programs")
 #: Small, so that the size tests send little.
 MAX_PAYLOAD_BYTES = 100_000

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from tests.api.conftest import MAX_PAYLOAD_BYTES, ApiServer
+from tests.api.conftest import MAX_PAYLOAD_BYTES, TOKEN, ApiServer
 
 
 def count(api: ApiServer, namespace: str) -> int:
@@ -89,7 +89,7 @@ def test_oversized_bodies_are_413(api: ApiServer, namespace: str) -> None:
         "POST",
         "/task",
         body=iter([chunk]),
-        headers={"Authorization": "Bearer s3cret-token", "Content-Type": "application/json"},
+        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
         encode_chunked=True,
     )
     assert conn.getresponse().status == 413

@@ -66,6 +66,49 @@ def test_list_triggers_for_event_applies_filters(engine: Engine) -> None:
         assert list_triggers_for_event(conn, "nothing", {}) == []
 
 
+def test_a_trigger_sees_only_the_events_of_its_queue_scope(engine: Engine) -> None:
+    """The lookup filters by the event's queue in SQL: a trigger outside its scope is not
+    returned at all, so it neither fires nor counts the event as ignored."""
+    with engine.begin() as conn:
+        upsert_trigger(conn, uid="any", name="any", event_name="order", template=TEMPLATE)
+        upsert_trigger(
+            conn, uid="a", name="team-a", event_name="order", template=TEMPLATE,
+            k8s_namespace="team-a", queue_scope=["team-a", "team-a.%", "shared\\_mail"],
+        )  # fmt: skip
+        upsert_trigger(
+            conn, uid="b", name="team-b", event_name="order", template=TEMPLATE,
+            k8s_namespace="team-b", queue_scope=["team-b", "team-b.%"],
+        )  # fmt: skip
+
+        def seen(queue: str) -> list[str]:
+            return [m.trigger.name for m in list_triggers_for_event(conn, "order", {}, queue)]
+
+        assert seen("team-a") == ["any", "team-a"]
+        assert seen("team-a.reports") == ["any", "team-a"]
+        assert seen("shared_mail") == ["any", "team-a"]
+        assert seen("sharedXmail") == ["any"]  # `_` is no wildcard
+        assert seen("team-b") == ["any", "team-b"]
+        assert seen("team-ab") == ["any"]
+        assert seen("default") == ["any"]
+        stored = get_trigger(conn, "a")
+        assert stored is not None
+        assert stored.queue_scope == ["team-a", "team-a.%", "shared\\_mail"]
+
+
+def test_a_resource_triggers_tasks_belong_to_its_namespace(engine: Engine) -> None:
+    """So their unique keys merge only with that namespace's tasks."""
+    with engine.begin() as conn:
+        trig = upsert_trigger(
+            conn, uid="t", name="shop/t", event_name="order", template=TEMPLATE,
+            k8s_namespace="shop", k8s_name="t",
+        )  # fmt: skip
+        code_like = upsert_trigger(conn, uid="c", name="c", event_name="order", template=TEMPLATE)
+    event = EventContext(name="order", namespace="shop", payload={"order": {"id": 1}})
+    task = trigger_task(trig, event)
+    assert (task.k8s_namespace, task.k8s_name, task.source) == ("shop", "t", "trigger")
+    assert trigger_task(code_like, event).k8s_namespace is None
+
+
 @pytest.mark.parametrize(
     ("template", "message"),
     [

@@ -122,13 +122,20 @@ def e2e_processes(
     procs.stop_all()
 
 
+#: The session operator's tenancy: a single-team install (docs/tenancy.md), so that every
+#: test namespace's resources may use the queue `default` that the session's worker serves.
+#: tests/e2e/test_tenancy.py swaps in an operator with the default rule, `namespaced`.
+SHARED = {"EVENTIX_TENANCY": "shared"}
+
+
 class Operators:
     """The session's operator (restartable) and worker processes."""
 
     def __init__(self, api: KubeAPI, procs: Processes) -> None:
         self.cluster = Cluster(api, "default", procs)
         self.procs = procs
-        self.main = self.cluster.operator()
+        self.env: dict[str, str] = dict(SHARED)
+        self.main = self.cluster.operator(**self.env)
         self.worker = procs.worker("--concurrency", "8")
 
     def restart(self, down_seconds: float, kill: bool = True) -> None:
@@ -138,10 +145,17 @@ class Operators:
         else:
             self.procs.stop(self.main)
         time.sleep(down_seconds)
-        self.main = self.cluster.operator()
+        self.main = self.cluster.operator(**self.env)
+
+    def reconfigure(self, env: dict[str, str]) -> None:
+        """Replace the operator with one of these settings (until the next call); return
+        once the new one serves. The old one stops cleanly first: one acts at a time."""
+        self.procs.stop(self.main)
+        self.env = dict(env)
+        self.main = self.cluster.operator(ready=True, **self.env)
 
     def another_replica(self, **env: str) -> Any:
-        return self.cluster.operator(ready=True, **env)
+        return self.cluster.operator(ready=True, **{**self.env, **env})
 
 
 @pytest.fixture(scope="session")

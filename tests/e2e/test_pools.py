@@ -1,8 +1,9 @@
 """EventixWorkerPool through a real API server and the session's operator: a pool at
 zero wakes on the enqueue notification, grows to the computed size within its max,
 scales down only after its cooldown and reaches zero; invalid pools are rejected; a
-missing target is a condition, not a crash. And the /metrics of an operator and a
-worker.
+missing target is a condition, not a crash; a target that does not opt in, or is
+eventix's own operator, is refused and keeps its replicas; the operator's ceiling caps
+every pool. And the /metrics of an operator and a worker.
 
 Tasks go to queues no worker serves, so the depth stays what the test made it. The
 test API server has no controllers: Deployments get no pods, but their /scale
@@ -49,29 +50,45 @@ def queue() -> str:
     return f"pool-{uuid.uuid4().hex[:8]}"
 
 
-def deployment(cluster: Cluster, name: str, replicas: int = 0) -> None:
-    labels = {"app": name}
+#: The label by which a workload lets pools scale it.
+SCALABLE = {"eventix.io/scalable": "true"}
+
+
+def pod_template(name: str) -> k8s.V1PodTemplateSpec:
+    return k8s.V1PodTemplateSpec(
+        metadata=k8s.V1ObjectMeta(labels={"app": name}),
+        spec=k8s.V1PodSpec(
+            termination_grace_period_seconds=40,
+            # On a cluster with controllers (EVENTIX_TEST_KUBECONFIG) the pods stay Pending:
+            # the tests look at replicas, and some ask for a hundred.
+            node_selector={"eventix.io/test": "no-such-node"},
+            containers=[k8s.V1Container(name="worker", image="eventix-worker:test")],
+        ),
+    )
+
+
+def deployment(
+    cluster: Cluster, name: str, replicas: int = 0, labels: dict[str, str] | None = None
+) -> None:
+    """A worker Deployment; it opts in to pools unless given ``labels`` of its own."""
     body = k8s.V1Deployment(
-        metadata=k8s.V1ObjectMeta(name=name),
+        metadata=k8s.V1ObjectMeta(name=name, labels=SCALABLE if labels is None else labels),
         spec=k8s.V1DeploymentSpec(
             replicas=replicas,
-            selector=k8s.V1LabelSelector(match_labels=labels),
-            template=k8s.V1PodTemplateSpec(
-                metadata=k8s.V1ObjectMeta(labels=labels),
-                spec=k8s.V1PodSpec(
-                    termination_grace_period_seconds=40,
-                    containers=[k8s.V1Container(name="worker", image="eventix-worker:test")],
-                ),
-            ),
+            selector=k8s.V1LabelSelector(match_labels={"app": name}),
+            template=pod_template(name),
         ),
     )
     k8s.AppsV1Api(cluster.api.api_client).create_namespaced_deployment(cluster.namespace, body)
 
 
-def replicas(cluster: Cluster, name: str) -> int:
-    scale = k8s.AppsV1Api(cluster.api.api_client).read_namespaced_deployment_scale(
-        name, cluster.namespace
-    )
+def replicas(cluster: Cluster, name: str, kind: str = "Deployment") -> int:
+    apps = k8s.AppsV1Api(cluster.api.api_client)
+    read = {
+        "Deployment": apps.read_namespaced_deployment_scale,
+        "StatefulSet": apps.read_namespaced_stateful_set_scale,
+    }[kind]
+    scale = read(name, cluster.namespace)
     assert scale.spec is not None
     return int(scale.spec.replicas or 0)
 
@@ -255,6 +272,106 @@ def test_a_missing_target_is_a_condition_until_it_appears(
     until("scaled once the target exists", lambda: replicas(cluster, "not-yet") == 1, 5, cluster)
     # the status is written after the scale patch: wait for it rather than race it
     cluster.wait("Ready", lambda: condition(cluster, "orphan", "Ready").get("status") == "True")
+
+
+def refused(cluster: Cluster, name: str) -> dict[str, Any]:
+    """The pool's Ready condition once it says TargetNotScalable, with its Warning event."""
+    ready = cluster.wait(
+        "TargetNotScalable",
+        lambda: (c := condition(cluster, name, "Ready")).get("reason") == "TargetNotScalable" and c,
+    )
+    assert ready["status"] == "False"
+    cluster.wait(
+        "a Warning event",
+        lambda: ("Warning", "TargetNotScalable") in {(t, r) for t, r, _ in cluster.events(name)},
+    )
+    return dict(ready)
+
+
+def test_a_deployment_that_does_not_opt_in_is_not_scaled(
+    cluster: Cluster, db: Engine, queue: str
+) -> None:
+    deployment(cluster, "someones-app", replicas=2, labels={"app": "someones-app"})
+    spec = {
+        "scaleTargetRef": {"name": "someones-app"},
+        "queues": [queue],
+        "minReplicas": 0,
+        "maxReplicas": 5,
+        "pollingIntervalSeconds": 1,
+        "cooldownSeconds": 0,
+    }
+    pool(cluster, "grabby", spec)
+    add_tasks(db, queue, 40)  # wants 4; and with nothing due it would go to 0
+    ready = refused(cluster, "grabby")
+    assert 'opts in with the label eventix.io/scalable="true"' in ready["message"]
+    time.sleep(2.0)  # two polling intervals: still nothing touched
+    assert replicas(cluster, "someones-app") == 2
+    assert cluster.status(POOLS, "grabby").get("desiredReplicas") is None
+    assert "Scaled" not in {r for _, r, _ in cluster.events("grabby")}
+    # Its owner opts in: from then on the pool scales it.
+    k8s.AppsV1Api(cluster.api.api_client).patch_namespaced_deployment(
+        "someones-app", cluster.namespace, {"metadata": {"labels": SCALABLE}}
+    )
+    until("scaled once labelled", lambda: replicas(cluster, "someones-app") == 4, 10, cluster)
+    cluster.wait("Ready", lambda: condition(cluster, "grabby", "Ready").get("status") == "True")
+
+
+def test_the_operators_own_statefulset_is_never_scaled(cluster: Cluster, queue: str) -> None:
+    """As the chart makes it (its labels), even with the opt-in label on top."""
+    name = "eventix-eventix-operator-operator"
+    labels = {
+        "app.kubernetes.io/name": "eventix-operator",
+        "app.kubernetes.io/instance": "eventix",
+        "app.kubernetes.io/part-of": "eventix",
+        "app.kubernetes.io/component": "operator",
+        **SCALABLE,
+    }
+    body = k8s.V1StatefulSet(
+        metadata=k8s.V1ObjectMeta(name=name, labels=labels),
+        spec=k8s.V1StatefulSetSpec(
+            replicas=2,
+            service_name=name,
+            selector=k8s.V1LabelSelector(match_labels={"app": name}),
+            template=pod_template(name),
+        ),
+    )
+    k8s.AppsV1Api(cluster.api.api_client).create_namespaced_stateful_set(cluster.namespace, body)
+    spec = {
+        "scaleTargetRef": {"kind": "StatefulSet", "name": name},
+        "queues": [queue],
+        "minReplicas": 0,  # an idle queue: it would scale the operator away
+        "maxReplicas": 3,
+        "pollingIntervalSeconds": 1,
+        "cooldownSeconds": 0,
+    }
+    pool(cluster, "hijack", spec)
+    ready = refused(cluster, "hijack")
+    assert "is eventix's own operator" in ready["message"]
+    time.sleep(2.0)
+    assert replicas(cluster, name, "StatefulSet") == 2
+
+
+def test_the_operators_ceiling_caps_every_pool(cluster: Cluster) -> None:
+    """The session's operator runs with the default EVENTIX_OPERATOR_MAX_REPLICAS, 100."""
+    deployment(cluster, "huge")
+    spec = {"scaleTargetRef": {"name": "huge"}, "minReplicas": 150, "maxReplicas": 10_000}
+    pool(cluster, "greedy", spec)
+    until("100 replicas", lambda: replicas(cluster, "huge") == 100, 10, cluster)
+    ready = cluster.wait(
+        "Ready", lambda: (c := condition(cluster, "greedy", "Ready")).get("status") == "True" and c
+    )
+    capped = "minReplicas 150 and maxReplicas 10000 capped at 100"
+    assert capped in ready["message"]
+    cluster.wait(
+        "a ReplicasCapped event",
+        lambda: any(r == "ReplicasCapped" and capped in m for _, r, m in cluster.events("greedy")),
+    )
+    time.sleep(1.0)
+    assert replicas(cluster, "huge") == 100
+    cluster.custom.delete_namespaced_custom_object(
+        GROUP, VERSION, cluster.namespace, POOLS, "greedy"
+    )
+    k8s.AppsV1Api(cluster.api.api_client).delete_namespaced_deployment("huge", cluster.namespace)
 
 
 @pytest.mark.parametrize(

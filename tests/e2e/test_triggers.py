@@ -14,7 +14,7 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 from sqlalchemy import Engine, create_engine, text
 
-from tests.api.conftest import ApiServer, launch
+from tests.api.conftest import TOKEN, ApiServer, launch
 from tests.e2e.conftest import GROUP, VERSION, Cluster
 
 pytestmark = pytest.mark.kube
@@ -23,8 +23,9 @@ TRIGGERS = "eventixtriggers"
 
 @pytest.fixture(scope="module")
 def api(e2e_database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
-    """``eventix api`` on the operator's database (no token, no code triggers)."""
-    with launch(e2e_database, Path(sys.executable), tmp_path_factory.mktemp("api")) as server:
+    """``eventix api`` on the operator's database (with a token, no code triggers)."""
+    base = tmp_path_factory.mktemp("api")
+    with launch(e2e_database, Path(sys.executable), base, EVENTIX_API_TOKEN=TOKEN) as server:
         yield server
 
 
@@ -51,7 +52,7 @@ def create_trigger(cluster: Cluster, name: str, spec: dict[str, Any]) -> dict[st
 def post_event(api: ApiServer, name: str, payload: dict[str, Any]) -> list[dict[str, Any]]:
     """POST /event as Eventix's client sends it; the tasks the triggers enqueued."""
     event = {"name": name, "namespace": "default", "priority": 0, "payload": payload}
-    status, answer = api.request("POST", "/event", event, token=None)
+    status, answer = api.request("POST", "/event", event)
     assert status == 200, (status, answer, api.log.read_text()[-3000:])
     tasks: list[dict[str, Any]] = answer
     return tasks

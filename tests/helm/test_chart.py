@@ -3,6 +3,8 @@ pod security, required and rejected values. No cluster needed (see test_kube.py 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import tomllib
 from typing import Any
@@ -90,7 +92,8 @@ def test_default_install_renders_exactly_these_objects(tools: Tools) -> None:
     )
     pool = one(objects, "EventixWorkerPool")["spec"]
     assert pool["scaleTargetRef"] == {"kind": "Deployment", "name": f"{NAME}-worker"}
-    assert (pool["queues"], pool["minReplicas"], pool["maxReplicas"]) == (["default"], 0, 10)
+    # The queue the release namespace's resources get (tenancy `namespaced`, docs/tenancy.md).
+    assert (pool["queues"], pool["minReplicas"], pool["maxReplicas"]) == ([NAMESPACE], 0, 10)
     hooks = {
         o["kind"]: o["metadata"]["annotations"]
         for o in objects
@@ -189,6 +192,13 @@ OPERATOR_RULES = {
     "eventix.io/eventixtasks:delete@*",
     "/events:create@*",
 }
+#: Worker pools: read the target (its opt-in label and replicas), set its replicas.
+SCALE_RULES = {
+    "apps/deployments:get@*",
+    "apps/statefulsets:get@*",
+    "apps/deployments/scale:patch@*",
+    "apps/statefulsets/scale:patch@*",
+}
 
 
 def test_cluster_wide_rbac_is_exactly_what_the_operator_calls(tools: Tools) -> None:
@@ -200,12 +210,7 @@ def test_cluster_wide_rbac_is_exactly_what_the_operator_calls(tools: Tools) -> N
         "apiextensions.k8s.io/customresourcedefinitions:list@*",
         "apiextensions.k8s.io/customresourcedefinitions:watch@*",
     }
-    assert _rules(objects, "Role") == {
-        "apps/deployments/scale:get@*",
-        "apps/deployments/scale:patch@*",
-        "apps/statefulsets/scale:get@*",
-        "apps/statefulsets/scale:patch@*",
-    }
+    assert _rules(objects, "Role") == SCALE_RULES
     assert one(objects, "Role")["metadata"]["namespace"] == NAMESPACE
 
 
@@ -232,10 +237,7 @@ def test_namespaced_mode_has_no_cluster_wide_access(tools: Tools) -> None:
             "kopf.dev/kopfpeerings:list@*",
             "kopf.dev/kopfpeerings:watch@*",
             f"kopf.dev/kopfpeerings:patch@{NAME}",
-            "apps/deployments/scale:get@*",
-            "apps/deployments/scale:patch@*",
-            "apps/statefulsets/scale:get@*",
-            "apps/statefulsets/scale:patch@*",
+            *SCALE_RULES,
         }
     args = one(objects, "StatefulSet")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert [a for a in args if a.startswith("--namespace=")] == [
@@ -305,6 +307,75 @@ def test_autoscaled_workers_leave_replicas_to_the_scaler(tools: Tools) -> None:
     assert by_kind(fixed, "EventixWorkerPool") == by_kind(fixed, "ScaledObject") == []
 
 
+def test_only_the_worker_deployment_lets_pools_scale_it(tools: Tools) -> None:
+    objects = tools.template(merged(EVERYTHING, {"api": {"enabled": True}}))
+    labels = {
+        f"{o['kind']}/{o['metadata']['name']}": o["metadata"]["labels"]
+        for o in objects
+        if o["kind"] in ("Deployment", "StatefulSet")
+    }
+    assert labels.pop(f"Deployment/{NAME}-worker")["eventix.io/scalable"] == "true"
+    # The operator and the API: no opt-in, and the labels by which the operator refuses them.
+    assert set(labels) == {f"StatefulSet/{NAME}-operator", f"Deployment/{NAME}-api"}
+    for where, found in labels.items():
+        assert "eventix.io/scalable" not in found, where
+        assert found["app.kubernetes.io/part-of"] == "eventix", where
+        assert found["app.kubernetes.io/component"] in ("operator", "api"), where
+    for mode in ("keda", "none"):  # no pool: nothing to opt in to
+        values = merged(REQUIRED, {"workers": {"autoscaling": {"mode": mode}}})
+        worker = one(tools.template(values), "Deployment")
+        assert "eventix.io/scalable" not in worker["metadata"]["labels"], mode
+
+
+def test_the_operator_caps_every_pool(tools: Tools) -> None:
+    sts = one(tools.template(REQUIRED), "StatefulSet")
+    assert (
+        env_of(sts["spec"]["template"]["spec"]["containers"][0])["EVENTIX_OPERATOR_MAX_REPLICAS"]
+        == "100"
+    )
+    values = merged(REQUIRED, {"workers": {"autoscaling": {"maxReplicas": 500}}})
+    with pytest.raises(RenderError, match=re.escape("maxReplicas (500) exceeds operator.maxRep")):
+        tools.template(values)
+    raised = merged(values, {"operator": {"maxReplicas": 500}})
+    assert one(tools.template(raised), "EventixWorkerPool")["spec"]["maxReplicas"] == 500
+
+
+def test_tenancy_reaches_the_operator_and_the_worker_queues_follow_it(tools: Tools) -> None:
+    """The default workers serve the queue that the release namespace's resources get when
+    they name none (docs/tenancy.md): its name when namespaced, `default` when shared."""
+
+    def rendered(values: dict[str, Any]) -> tuple[dict[str, str], str, list[str]]:
+        objects = tools.template(values)
+        sts = one(objects, "StatefulSet")
+        operator_env = env_of(sts["spec"]["template"]["spec"]["containers"][0])
+        worker = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+        [queues] = [a for a in worker["args"] if a.startswith("--queues=")]
+        return operator_env, queues, one(objects, "EventixWorkerPool")["spec"]["queues"]
+
+    env, queues, pool = rendered(REQUIRED)
+    assert (env["EVENTIX_TENANCY"], env["EVENTIX_TENANCY_ALLOW"]) == ("namespaced", "{}")
+    assert (queues, pool) == (f"--queues={NAMESPACE}", [NAMESPACE])
+
+    allow = {"*": ["mail"], "platform": ["*"], "team-a": ["reports-*"]}
+    env, queues, pool = rendered(merged(REQUIRED, {"tenancy": {"mode": "shared", "allow": allow}}))
+    assert env["EVENTIX_TENANCY"] == "shared"
+    assert json.loads(env["EVENTIX_TENANCY_ALLOW"]) == allow
+    assert (queues, pool) == ("--queues=default", ["default"])
+
+    chosen = merged(REQUIRED, {"workers": {"queues": [f"{NAMESPACE}.mail", "mail"]}})
+    _, queues, pool = rendered(chosen)
+    assert (queues, pool) == (f"--queues={NAMESPACE}.mail,mail", [f"{NAMESPACE}.mail", "mail"])
+
+    # No `tenancy` at all (an upgrade with --reuse-values renders with the old chart's defaults).
+    env, queues, pool = rendered(merged(REQUIRED, {"tenancy": None}))
+    assert (env["EVENTIX_TENANCY"], env["EVENTIX_TENANCY_ALLOW"]) == ("namespaced", "{}")
+    assert (queues, pool) == (f"--queues={NAMESPACE}", [NAMESPACE])
+
+    keda = merged(KEDA, {"workers": {"queues": []}})
+    [trigger] = one(tools.template(keda), "ScaledObject")["spec"]["triggers"]
+    assert f"namespace IN ('{NAMESPACE}')" in trigger["metadata"]["query"]
+
+
 def test_keda_mode_replaces_the_pool_with_a_postgresql_scaler(tools: Tools) -> None:
     objects = tools.template(KEDA)
     assert by_kind(objects, "EventixWorkerPool") == []
@@ -368,6 +439,39 @@ def test_optional_parts_render_when_enabled(tools: Tools) -> None:
     assert (pool["scaleUpStep"], pool["scaleDownStep"]) == (2, 1)
 
 
+#: The API switched on, nothing said about its authentication.
+API_WITHOUT_TOKEN = merged(REQUIRED, {"api": {"enabled": True}})
+NO_TOKEN = "api.auth: the REST API needs a bearer token: create a Secret with one"
+
+
+def test_the_api_is_never_served_without_a_token_by_accident(tools: Tools) -> None:
+    with pytest.raises(RenderError, match=re.escape(NO_TOKEN)) as refused:
+        tools.template(API_WITHOUT_TOKEN)
+    assert "or set api.auth.allowAnonymous=true" in str(refused.value)
+    # With a token: the token, and no anonymous switch, whatever the Service.
+    with_token = merged(
+        API_WITHOUT_TOKEN,
+        {"api": {"auth": {"existingSecret": "eventix-api"}, "service": {"type": "LoadBalancer"}}},
+    )
+    api = one(tools.template(with_token), "Deployment", f"{NAME}-api")
+    env = env_of(api["spec"]["template"]["spec"]["containers"][0])
+    assert env["EVENTIX_API_TOKEN"] == {"secretKeyRef": {"name": "eventix-api", "key": "token"}}
+    assert "EVENTIX_API_ALLOW_ANONYMOUS" not in env
+
+
+def test_an_anonymous_api_is_explicit_and_cluster_internal(tools: Tools) -> None:
+    anonymous = merged(API_WITHOUT_TOKEN, {"api": {"auth": {"allowAnonymous": True}}})
+    objects = tools.template(anonymous)
+    api = one(objects, "Deployment", f"{NAME}-api")
+    env = env_of(api["spec"]["template"]["spec"]["containers"][0])
+    assert env["EVENTIX_API_ALLOW_ANONYMOUS"] == "true"
+    assert "EVENTIX_API_TOKEN" not in env
+    assert one(objects, "Service", f"{NAME}-api")["spec"]["type"] == "ClusterIP"
+    for exposed in ("NodePort", "LoadBalancer"):
+        with pytest.raises(RenderError, match=f"ClusterIP Service only, not a {exposed} one"):
+            tools.template(merged(anonymous, {"api": {"service": {"type": exposed}}}))
+
+
 def test_extra_env_replaces_a_built_in_variable_in_place(tools: Tools) -> None:
     sts = one(tools.template(EVERYTHING), "StatefulSet")
     env = sts["spec"]["template"]["spec"]["containers"][0]["env"]
@@ -416,6 +520,61 @@ def test_a_changed_database_url_restarts_the_pods(tools: Tools) -> None:
     assert checksums(merged(REQUIRED, {"database": {"url": "postgresql://u:other@db/e"}})) != before
 
 
+def test_the_database_checksum_is_no_fast_hash_of_the_secret(tools: Tools) -> None:
+    """A pod reader must not test password guesses against it at sha256 speed: it is
+    scrypt, salted with the release, and the same at every render (helm template)."""
+    text = tools.template_text(REQUIRED)
+    objects = [o for o in yaml.safe_load_all(text) if o]
+    (checksum,) = {
+        o["spec"]["template"]["metadata"]["annotations"]["checksum/database"]
+        for o in objects
+        if o["kind"] in ("Deployment", "StatefulSet")
+    }
+    url = REQUIRED["database"]["url"]
+    rendered = tools.template_text(REQUIRED, extra=("--show-only", "templates/secret.yaml"))
+    body = rendered.split("\n", 2)[2]  # what the former checksum hashed: no ---, no # Source
+    fast = {hashlib.sha256(v.encode()).hexdigest() for v in (url, rendered, body, "s3cret")}
+    assert not any(f.startswith(checksum) for f in fast)
+    other_release = tools.template(REQUIRED, release="other")
+    assert {
+        o["spec"]["template"]["metadata"]["annotations"]["checksum/database"]
+        for o in other_release
+        if o["kind"] in ("Deployment", "StatefulSet")
+    } != {checksum}
+    # The chart never sees a URL it does not hold: no checksum, only the pods' own annotations.
+    values = merged(EVERYTHING, {"operator": {"podAnnotations": {"team": "a"}}})
+    for o in tools.template(values):
+        if o["kind"] in ("Deployment", "StatefulSet"):
+            found = o["spec"]["template"]["metadata"].get("annotations") or {}
+            assert "checksum/database" not in found
+            assert found == ({"team": "a"} if o["kind"] == "StatefulSet" else {})
+
+
+def test_only_prometheus_operators_scrapers_reach_the_metrics_by_default(tools: Tools) -> None:
+    values = merged(REQUIRED, {"networkPolicy": {"enabled": True}})
+    policies = {
+        p["metadata"]["name"]: p["spec"] for p in by_kind(tools.template(values), "NetworkPolicy")
+    }
+    scrapers = {
+        "namespaceSelector": {},
+        "podSelector": {
+            "matchLabels": {
+                "app.kubernetes.io/name": "prometheus",
+                "app.kubernetes.io/managed-by": "prometheus-operator",
+            }
+        },
+    }
+    for name in (f"{NAME}-operator", f"{NAME}-worker"):
+        (metrics,) = policies[name]["ingress"]
+        assert metrics["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+        assert metrics["from"] == [scrapers]
+    # `[]` says "anyone", explicitly.
+    anyone = merged(values, {"networkPolicy": {"metricsFrom": []}})
+    for policy in by_kind(tools.template(anyone), "NetworkPolicy"):
+        for rule in policy["spec"]["ingress"]:
+            assert "from" not in rule
+
+
 # -- values the chart refuses -------------------------------------------------------------
 
 
@@ -451,6 +610,10 @@ def test_missing_required_values_are_named(
             "value must be one of",
         ),
         ({"workers": {"queues": ["a,b"]}}, "at '/workers/queues/0'", "does not match pattern"),
+        ({"tenancy": {"mode": "teams"}}, "at '/tenancy/mode'", "value must be one of"),
+        ({"tenancy": {"allow": {"Team_A": ["x"]}}}, "at '/tenancy/allow'", "'Team_A' not allowed"),
+        ({"tenancy": {"allow": {"a": ["x y"]}}}, "at '/tenancy/allow/a/0'", "does not match"),
+        ({"tenancy": {"allow": {"a": "x"}}}, "at '/tenancy/allow/a'", "got string, want array"),
         ({"workers": {"tasks": ["my-app"]}}, "at '/workers/tasks/0'", "does not match pattern"),
         (
             {"operator": {"resources": {"requests": {"cpu": "lots"}}}},
@@ -462,7 +625,8 @@ def test_missing_required_values_are_named(
     ],
     ids=[
         "typo-top-level", "typo-nested", "wrong-type", "below-minimum", "bad-enum",
-        "queue-with-comma", "module-name", "bad-quantity", "not-postgresql", "env-without-name",
+        "queue-with-comma", "tenancy-mode", "tenancy-namespace", "tenancy-queue", "tenancy-list",
+        "module-name", "bad-quantity", "not-postgresql", "env-without-name",
     ],
 )  # fmt: skip
 def test_schema_rejects_bad_values_with_their_path(

@@ -176,6 +176,36 @@ def test_helm_installs_upgrades_and_uninstalls_keeping_the_crds(
     assert {"eventixtasks.eventix.io", "eventixschedules.eventix.io"} <= names  # kept
 
 
+def test_helm_install_refuses_an_api_without_a_token(
+    tools: Tools, cluster: KubeAPI, release: tuple[str, str]
+) -> None:
+    release_name, namespace = release
+    anonymous_on_a_load_balancer = {
+        "enabled": True,
+        "auth": {"allowAnonymous": True},
+        "service": {"type": "LoadBalancer"},
+    }
+    for api, message in [
+        ({"enabled": True}, "api.auth: the REST API needs a bearer token"),
+        (
+            anonymous_on_a_load_balancer,
+            "an API without authentication is served on a ClusterIP Service only",
+        ),
+    ]:
+        values = tools._values_file(merged(REQUIRED, {"api": api}))
+        done = tools.run_helm(
+            "install", release_name, str(CHART), "--namespace", namespace, "--values", values,
+            "--no-hooks", kubeconfig=cluster.kubeconfig,
+        )  # fmt: skip
+        assert done.returncode != 0
+        assert message in done.stderr, done.stderr
+    # Refused before anything was made.
+    listed = tools.run_helm("list", "--namespace", namespace, "-q", kubeconfig=cluster.kubeconfig)
+    assert listed.stdout.strip() == ""
+    apps = k8s.AppsV1Api(cluster.api_client)
+    assert apps.list_namespaced_stateful_set(namespace).items == []
+
+
 # -- RBAC ----------------------------------------------------------------------------------
 
 
@@ -233,7 +263,8 @@ def test_rbac_lets_the_operator_do_its_work_and_nothing_else(
         ("list", "clusterkopfpeerings", "kopf.dev", None, None, None),
         ("patch", "clusterkopfpeerings", "kopf.dev", None, f"{name}-eventix-operator", None),
         ("watch", "customresourcedefinitions", "apiextensions.k8s.io", None, None, None),
-        ("get", "deployments", "apps", "scale", f"{name}-eventix-operator-worker", ""),
+        ("get", "deployments", "apps", None, f"{name}-eventix-operator-worker", ""),
+        ("get", "statefulsets", "apps", None, "some-statefulset", ""),
         ("patch", "deployments", "apps", "scale", f"{name}-eventix-operator-worker", ""),
     ]  # fmt: skip
     denied = [
@@ -245,6 +276,8 @@ def test_rbac_lets_the_operator_do_its_work_and_nothing_else(
         ("get", "eventixtasks", GROUP, None, None, ""),
         ("patch", "clusterkopfpeerings", "kopf.dev", None, "another-operators-peering", None),
         ("patch", "deployments", "apps", None, f"{name}-eventix-operator-worker", ""),
+        ("list", "deployments", "apps", None, None, ""),
+        ("get", "deployments", "apps", None, "anything", elsewhere),
         ("patch", "deployments", "apps", "scale", "anything", elsewhere),  # scale: release ns only
         ("create", "clusterrolebindings", "rbac.authorization.k8s.io", None, None, None),
         ("patch", "customresourcedefinitions", "apiextensions.k8s.io", None, None, None),
@@ -507,6 +540,23 @@ def test_the_operator_works_with_only_the_charts_rbac(
             return "Succeeded" in {e.reason for e in events.items}
 
         wait_for("the Succeeded event", succeeded_event, 10, lambda: _logs(procs))
+
+        def pool_ready() -> bool:
+            """The chart's pool reads the chart's worker Deployment (its opt-in label)
+            and scales it: the `get` and `patch` of the scale rules."""
+            obj = as_dict(
+                custom.get_namespaced_custom_object(
+                    GROUP,
+                    VERSION,
+                    namespace,
+                    "eventixworkerpools",
+                    f"{name}-eventix-operator-worker",
+                )
+            )
+            conditions = (obj.get("status") or {}).get("conditions") or []
+            return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+        wait_for("the chart's worker pool Ready", pool_ready, 30, lambda: _logs(procs))
 
         # Peering: the higher ordinal acted, the lower one stood by.
         logs = [log.read_text() for _, log in procs]

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from eventix_operator import enqueue, enqueue_many
 from eventix_operator.db import admin
+from eventix_operator.db.enqueue import NewTask, insert_tasks
 from eventix_operator.db.leases import Failure, LeaseStore, Success
 from eventix_operator.db.rows import ClaimedTask, TaskRecord
 
@@ -183,6 +184,32 @@ def test_unique_key_merges_pending_task(engine: Engine) -> None:
     assert record.priority == 3
     assert abs((record.eta - (now + timedelta(minutes=5))).total_seconds()) < 1
     assert record.revision == 2
+
+
+def test_unique_key_merges_only_within_one_kubernetes_namespace(engine: Engine) -> None:
+    """A merge never crosses a tenancy boundary: the tasks of a namespace's resources
+    (EventixTask, schedule ticks, triggers) merge with that namespace's pending tasks
+    only, and tasks of no namespace (REST API, client, CLI) with one another."""
+
+    def new(arg: int, namespace: str | None, source: str = "k8s") -> NewTask:
+        return NewTask("t", [arg], queue="shared", unique_key="k", k8s_namespace=namespace,
+                       source=source, delay=3600)  # fmt: skip
+
+    with engine.begin() as conn:
+        a1, b1, none1 = insert_tasks(
+            conn, [new(1, "team-a"), new(2, "team-b"), new(3, None, "client")], payload_limit=10**6
+        )
+        # In one batch and in the next statement alike.
+        a2, b2, none2, a3 = insert_tasks(
+            conn,
+            [new(4, "team-a", "trigger"), new(5, "team-b"), new(6, None, "api"), new(7, "team-a")],
+            payload_limit=10**6,
+        )
+        via_client = enqueue("t", [8], queue="shared", unique_key="k", connection=conn)
+    assert len({a1, b1, none1}) == 3
+    assert (a2, a3, b2, none2, via_client) == (a1, a1, b1, none1, none1)
+    assert [status_of(engine, u).args for u in (a1, b1, none1)] == [[7], [5], [8]]
+    assert status_of(engine, a1).k8s_namespace == "team-a"
 
 
 def test_unique_key_of_a_finished_task_enqueues_anew(engine: Engine, aengine: AsyncEngine) -> None:

@@ -38,6 +38,7 @@ from eventix_operator.operator.status import (
 )
 from eventix_operator.scaling import Load, decide, pool_config
 from eventix_operator.scaling.scaler import ScalerState
+from eventix_operator.tenancy import QUEUE_NOT_ALLOWED
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO_ROOT / "tools" / "gitops" / "build.sh"
@@ -55,7 +56,8 @@ VERDICTS: dict[str, tuple[str, str]] = {
 #: finished one is current; a failed one failed; a cancelled one is current (done: nothing
 #: runs and nothing failed). A schedule, trigger or pool that works is current, suspended
 #: included; an invalid spec is failed; a pool whose target is missing or refuses to scale is
-#: failed until someone fixes it. Every kind is in progress before the operator has reported
+#: failed until someone fixes it; so is a resource whose queue its namespace may not use
+#: (QueueNotAllowed, docs/tenancy.md). Every kind is in progress before the operator has reported
 #: on its current generation, and terminating while it is deleted.
 RULE: dict[str, dict[str, str]] = {
     "EventixTask": {
@@ -68,6 +70,7 @@ RULE: dict[str, dict[str, str]] = {
         "Failed": "failed",
         "Cancelled": "current",
         "invalid spec": "failed",
+        "queue not allowed": "failed",
         "spec changed, not yet seen": "in progress",
         "deleting": "terminating",
     },
@@ -78,6 +81,7 @@ RULE: dict[str, dict[str, str]] = {
         "Suspended": "current",
         "invalid schedule": "failed",
         "invalid spec": "failed",
+        "queue not allowed": "failed",
         "spec changed, not yet seen": "in progress",
         "deleting": "terminating",
     },
@@ -85,6 +89,7 @@ RULE: dict[str, dict[str, str]] = {
         "not yet seen": "in progress",
         "Registered": "current",
         "invalid spec": "failed",
+        "queue not allowed": "failed",
         "spec changed, not yet seen": "in progress",
         "deleting": "terminating",
     },
@@ -184,12 +189,14 @@ def _task(status: str, **fields: Any) -> list[dict[str, Any]]:
     return [handled(1, taskUid=row.uid), task_status(row, previous=None, generation=None, now=NOW)]
 
 
-def _schedule(error: str | None = None, suspend: bool = False) -> list[dict[str, Any]]:
+def _schedule(
+    error: str | None = None, suspend: bool = False, reason: str | None = None
+) -> list[dict[str, Any]]:
     values: dict[str, Any] = {f.name: None for f in dataclasses.fields(ScheduleRecord)}
     values.update(
         uid="u1", k8s_namespace="ns", k8s_name="nightly", generation=1, expression="0 2 * * *",
         time_zone="Europe/Berlin", suspend=suspend, error=error, last_tick=NOW - timedelta(days=1),
-        next_tick=None if error or suspend else NOW + timedelta(hours=14),
+        next_tick=None if error or suspend else NOW + timedelta(hours=14), error_reason=reason,
     )  # fmt: skip
     run = Run("5b7c0f3e-8a61-4c1e-9d39-2f0f1c7e1a12", "done", 1, NOW - timedelta(days=1), NOW)
     history = ScheduleHistory([run], NOW, None)
@@ -227,8 +234,12 @@ def _pool(ready: tuple[bool, str, str] | None) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
-def _invalid(message: str) -> list[dict[str, Any]]:
-    return [invalid_status(message, previous=None, generation=1, now=NOW)]
+def _invalid(message: str, reason: str = "InvalidSpec") -> list[dict[str, Any]]:
+    return [invalid_status(message, previous=None, generation=1, now=NOW, reason=reason)]
+
+
+#: What a resource refused by the tenancy rule says (operator/reconcile.py's ``refused``).
+NOT_ALLOWED = "namespace 'ns' may not use queue 'team-b'; it may use ns, ns.*"
 
 
 def phases() -> list[Phase]:
@@ -258,6 +269,21 @@ def phases() -> list[Phase]:
         ),
         ("EventixTask", "invalid spec"): lambda: Phase(
             "EventixTask", "invalid spec", _invalid("spec cannot be enqueued: args: not a list")
+        ),
+        ("EventixTask", "queue not allowed"): lambda: Phase(
+            "EventixTask", "queue not allowed", _invalid(NOT_ALLOWED, QUEUE_NOT_ALLOWED)
+        ),
+        ("EventixSchedule", "queue not allowed"): lambda: Phase(
+            "EventixSchedule",
+            "queue not allowed",
+            # The handler's status, then status sync's from the stopped row.
+            [
+                *_invalid(NOT_ALLOWED, QUEUE_NOT_ALLOWED),
+                *_schedule(error=NOT_ALLOWED, reason=QUEUE_NOT_ALLOWED)[1:],
+            ],
+        ),
+        ("EventixTrigger", "queue not allowed"): lambda: Phase(
+            "EventixTrigger", "queue not allowed", _invalid(NOT_ALLOWED, QUEUE_NOT_ALLOWED)
         ),
         ("EventixSchedule", "accepted, not yet synced"): lambda: Phase(
             "EventixSchedule", "accepted, not yet synced", [handled(1)]

@@ -185,7 +185,6 @@ def test_defaults_satisfy_their_own_schema(crd: Node) -> None:
 
 def test_the_documented_defaults() -> None:
     expected_task = {
-        "spec.queue": "default",
         "spec.priority": 0,
         "spec.retry": {},
         "spec.retry.backoffSeconds": 15,
@@ -202,13 +201,11 @@ def test_the_documented_defaults() -> None:
         "spec.maxCatchUpRuns": 100,
         "spec.successfulRunsHistoryLimit": 3,
         "spec.failedRunsHistoryLimit": 1,
-        "spec.template.queue": "default",
     }
     for path, value in expected_schedule.items():
         assert at(SCHEDULE, path)["default"] == value, path
     expected_pool = {
         "spec.scaleTargetRef.kind": "Deployment",
-        "spec.queues": ["default"],
         "spec.minReplicas": 0,
         "spec.tasksPerReplica": 10,
         "spec.activationTasks": 1,
@@ -226,6 +223,11 @@ def test_the_documented_defaults() -> None:
     }
     for path, value in expected_trigger.items():
         assert at(TRIGGER, path)["default"] == value, path
+    # No queue by default: the operator chooses the namespace's (docs/tenancy.md). A trigger's
+    # "default" is Eventix's "the event's queue", which its namespace may always use.
+    assert "default" not in at(TASK, "spec.queue")
+    assert "default" not in at(SCHEDULE, "spec.template.queue")
+    assert "default" not in at(POOL, "spec.queues")
     # Retry forever unless told otherwise, as Eventix does: no default for maxRetries.
     assert "default" not in at(TASK, "spec.retry.maxRetries")
     assert "default" not in at(TRIGGER, "spec.template.retry.maxRetries")
@@ -517,6 +519,9 @@ def test_trigger_template_matches_the_task_spec() -> None:
     for name, node in template["properties"].items():
         if name == "uniqueKey":  # a placeholder rule instead of immutability
             continue
+        if name == "queue":  # "default" is Eventix's "the event's queue" (docs/tenancy.md)
+            assert node["default"] == "default"
+            node = {k: v for k, v in node.items() if k != "default"}
         assert _without_transition_rules(node) == _without_transition_rules(task_fields[name]), name
     unique_key = {
         k: v for k, v in template["properties"]["uniqueKey"].items() if k != "description"

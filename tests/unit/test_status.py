@@ -167,3 +167,21 @@ def test_trigger_status_recovers_from_an_invalid_spec_and_then_stays_put() -> No
     counted = trigger_status(trigger(fired_count=1), previous=fixed, now=later + timedelta(1))
     assert conditions(counted)["Ready"]["lastTransitionTime"] == "2026-01-01T00:05:00Z"
     assert trigger_status(trigger(fired_count=1), previous=counted, now=later) == counted
+
+
+def test_a_task_shows_the_queue_it_waits_in() -> None:
+    """The queue the operator chose when the spec names none (docs/tenancy.md)."""
+    status = task_status(record(namespace="team-a"), previous=None, generation=None, now=T0)
+    assert status["queue"] == "team-a"
+
+
+def test_a_refused_queue_is_not_ready_and_stalled_with_its_reason() -> None:
+    refused = invalid_status(
+        "namespace 'a' may not use queue 'b'", previous=None, generation=4, now=T0,
+        reason="QueueNotAllowed",
+    )  # fmt: skip
+    ready, stalled = conditions(refused)["Ready"], conditions(refused)["Stalled"]
+    assert (ready["status"], ready["reason"]) == ("False", "QueueNotAllowed")
+    assert (stalled["status"], stalled["reason"]) == ("True", "QueueNotAllowed")
+    assert ready["message"] == "namespace 'a' may not use queue 'b'"
+    assert refused["observedGeneration"] == 4

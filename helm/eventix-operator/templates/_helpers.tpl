@@ -165,6 +165,23 @@ imagePullSecrets:
 {{- end }}
 {{- end }}
 
+{{/*
+The REST API is never served without a token by accident: a token Secret, or an explicit
+allowAnonymous, and then only on a ClusterIP Service. (The chart does not make a token
+itself: under `helm template`, as Argo CD renders, `lookup` finds nothing, so a generated
+token would change at every render.)
+*/}}
+{{- define "eventix-operator.checkApiAuth" -}}
+{{- if not .Values.api.auth.existingSecret }}
+{{- if not .Values.api.auth.allowAnonymous }}
+{{- fail (printf "api.auth: the REST API needs a bearer token: create a Secret with one (kubectl -n %s create secret generic eventix-api-token --from-literal=token=$(openssl rand -hex 32)) and set api.auth.existingSecret=eventix-api-token, or set api.auth.allowAnonymous=true to serve it without authentication (ClusterIP only)" .Release.Namespace) }}
+{{- end }}
+{{- if ne .Values.api.service.type "ClusterIP" }}
+{{- fail (printf "api.auth.allowAnonymous: an API without authentication is served on a ClusterIP Service only, not a %s one: set api.auth.existingSecret, or api.service.type=ClusterIP" .Values.api.service.type) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
 {{/* DATABASE_URL from the chart's Secret or the user's: (list $ secretName). */}}
 {{- define "eventix-operator.databaseEnv" -}}
 {{- $root := index . 0 }}
@@ -231,10 +248,31 @@ place (the API server rejects duplicate names).
 {{- end }}
 
 {{/*
-Checksum of what the pods read from the chart's Secret, so that a changed URL restarts them.
+A pod template's annotations: (list $ componentPodAnnotations), the component's and, when the
+chart makes the database Secret, checksum/database, so that a changed URL restarts the pods.
+
+The checksum is not a hash of the Secret: anyone who may read pods would test password
+guesses against a sha256 at the speed of a GPU. It is scrypt (sprig's derivePassword: N=32768,
+r=8, p=2) of the URL, salted with the release's namespace and name: the same at every render
+(helm template and Argo CD included, unlike a random salt or a `lookup`), different for
+another URL or release, and a third of a second of CPU per guess. Computed once per render
+(kept on the root context). With database.existingSecret the chart never sees the URL: no
+checksum; restart the pods after changing that Secret.
 */}}
-{{- define "eventix-operator.configChecksum" -}}
-checksum/database: {{ include (print .Template.BasePath "/secret.yaml") . | sha256sum }}
+{{- define "eventix-operator.podAnnotations" -}}
+{{- $root := index . 0 }}
+{{- $annotations := dict }}
+{{- if and $root.Values.database.url (not $root.Values.database.existingSecret) }}
+{{- if not (hasKey $root "eventixDatabaseChecksum") }}
+{{- $salt := printf "%s/%s" $root.Release.Namespace $root.Release.Name }}
+{{- $derived := derivePassword 1 "maximum" $root.Values.database.url $salt "eventix-operator/database" }}
+{{- $_ := set $root "eventixDatabaseChecksum" ($derived | sha256sum | trunc 32) }}
+{{- end }}
+{{- $_ := set $annotations "checksum/database" (get $root "eventixDatabaseChecksum") }}
+{{- end }}
+{{- with merge $annotations (index . 1) }}
+{{- toYaml . }}
+{{- end }}
 {{- end }}
 
 {{/* Pod and container security: non-root, read-only, no privileges, RuntimeDefault seccomp. */}}
@@ -256,6 +294,33 @@ checksum/database: {{ include (print .Template.BasePath "/secret.yaml") . | sha2
 {{- define "eventix-operator.tmpMount" -}}
 - name: tmp
   mountPath: /tmp
+{{- end }}
+
+{{/*
+tenancy.mode and tenancy.allow, also for a release upgraded with --reuse-values from a chart
+that had no `tenancy` (Helm then renders with the old chart's defaults).
+*/}}
+{{- define "eventix-operator.tenancyMode" -}}
+{{- dig "mode" "namespaced" (.Values.tenancy | default dict) }}
+{{- end }}
+
+{{- define "eventix-operator.tenancyAllow" -}}
+{{- dig "allow" dict (.Values.tenancy | default dict) | toJson }}
+{{- end }}
+
+{{/*
+The worker pool's queues, as a JSON list: workers.queues, or, when empty, the queue that the
+release namespace's resources get when they name none (the operator's tenancy rule,
+eventix_operator/tenancy.py's default_queue): the namespace's name, or `default` when shared.
+*/}}
+{{- define "eventix-operator.workerQueues" -}}
+{{- if .Values.workers.queues }}
+{{- .Values.workers.queues | toJson }}
+{{- else if eq (include "eventix-operator.tenancyMode" .) "namespaced" }}
+{{- list .Release.Namespace | toJson }}
+{{- else }}
+{{- list "default" | toJson }}
+{{- end }}
 {{- end }}
 
 {{/* Quote a queue name for SQL (single quotes doubled). */}}
@@ -306,11 +371,17 @@ handlers and the status sync patch /status; expired EventixTasks are deleted
   verbs: ["patch"]
 {{- end }}
 
-{{/* EventixWorkerPools read and set the replicas of their Deployments (or StatefulSets). */}}
+{{/*
+EventixWorkerPools read their Deployments (or StatefulSets: labels and replicas, one read; a
+target must carry eventix.io/scalable=true) and set their replicas through /scale.
+*/}}
 {{- define "eventix-operator.scaleRules" -}}
 - apiGroups: ["apps"]
+  resources: ["deployments", "statefulsets"]
+  verbs: ["get"]
+- apiGroups: ["apps"]
   resources: ["deployments/scale", "statefulsets/scale"]
-  verbs: ["get", "patch"]
+  verbs: ["patch"]
 {{- end }}
 
 {{/* Egress rules every part needs: DNS and the database. */}}
@@ -337,7 +408,7 @@ handlers and the status sync patch /status; expired EventixTasks are deleted
 KEDA's query: due tasks (pending, eta passed) plus running ones in the pool's queues, one number.
 */}}
 {{- define "eventix-operator.kedaQuery" -}}
-SELECT count(*) FROM eventix_task WHERE namespace IN ({{ include "eventix-operator.sqlList" .Values.workers.queues }}) AND (status = 'processing' OR (status IN ('scheduled', 'retry') AND eta <= now()))
+SELECT count(*) FROM eventix_task WHERE namespace IN ({{ include "eventix-operator.sqlList" (include "eventix-operator.workerQueues" . | fromJsonArray) }}) AND (status = 'processing' OR (status IN ('scheduled', 'retry') AND eta <= now()))
 {{- end }}
 
 {{/* PromQL label selectors (inside {}) of the operator's and the workers' series: the job the

@@ -20,8 +20,8 @@ per million rows). On a large live table, build them beforehand with ``CREATE
 INDEX CONCURRENTLY`` under the same names; this migration then only drops the
 old index (``IF NOT EXISTS`` makes it skip the ones that exist).
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: 0006
+Revises: 0004 (0005 once #13's migration is in)
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004"
-down_revision = "0003"
+revision = "0006"
+down_revision = "0004"  # 0005 (#13) once it is in: the lead relinks it on merge
 branch_labels = None
 depends_on = None
 
