@@ -470,6 +470,8 @@ def test_an_anonymous_api_is_explicit_and_cluster_internal(tools: Tools) -> None
     for exposed in ("NodePort", "LoadBalancer"):
         with pytest.raises(RenderError, match=f"ClusterIP Service only, not a {exposed} one"):
             tools.template(merged(anonymous, {"api": {"service": {"type": exposed}}}))
+    with pytest.raises(RenderError, match="not exposed through an Ingress"):
+        tools.template(merged(anonymous, {"api": {"ingress": {"enabled": True}}}))
 
 
 def test_extra_env_replaces_a_built_in_variable_in_place(tools: Tools) -> None:
