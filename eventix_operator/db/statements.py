@@ -1208,11 +1208,12 @@ THROUGHPUT_AFTER: TextClause = text(
 # REQUEUE_TASK and CANCEL_TASK. Delete leaves rows that a resource owns (an
 # EventixTask's row, a schedule's run): Git would bring them back, or their
 # schedule's history would lose them behind the operator's back.
-# Retry leaves a task whose unique key another pending task of its queue holds (a
-# finished task's key is free, and old runs of one key pile up), and of several
-# chosen tasks sharing a free key retries the newest only: one violation of
-# uq_eventix_task_pending_unique_key would undo the whole batch. (A task enqueued
-# with the key meanwhile can still take it first: the caller retries the batch.)
+# Retry leaves a task whose unique key another pending task holds (same queue and
+# Kubernetes namespace, as uq_eventix_task_pending_unique_key has it: a finished
+# task's key is free, and old runs of one key pile up), and of several chosen tasks
+# sharing a free key retries the newest only: one violation of that index would undo
+# the whole batch. (A task enqueued with the key meanwhile can still take it first:
+# the caller retries the batch.)
 REQUEUE_TASKS: TextClause = waking(
     """
     UPDATE eventix_task
@@ -1220,16 +1221,18 @@ REQUEUE_TASKS: TextClause = waking(
         result = NULL, error = NULL, worker_id = NULL, worker_expires = NULL, expires = NULL,
         finished_at = NULL, updated_at = now(), revision = revision + 1
     WHERE uid IN (
-        SELECT DISTINCT ON (c.namespace, COALESCE(c.unique_key, c.uid::text)) c.uid
+        SELECT DISTINCT ON (c.namespace, COALESCE(c.unique_key, c.uid::text),
+                            COALESCE(c.k8s_namespace, '')) c.uid
         FROM eventix_task AS c
         WHERE c.uid = ANY(CAST(:uids AS uuid[]))
           AND c.status IN ('done', 'error', 'cancelled', 'retry')
           AND (c.unique_key IS NULL OR c.status = 'retry' OR NOT EXISTS (
               SELECT 1 FROM eventix_task AS p
               WHERE p.namespace = c.namespace AND p.unique_key = c.unique_key
+                AND COALESCE(p.k8s_namespace, '') = COALESCE(c.k8s_namespace, '')
                 AND p.status IN ('scheduled', 'retry')))
-        ORDER BY c.namespace, COALESCE(c.unique_key, c.uid::text), c.status = 'retry' DESC,
-                 c.created_at DESC
+        ORDER BY c.namespace, COALESCE(c.unique_key, c.uid::text),
+                 COALESCE(c.k8s_namespace, ''), c.status = 'retry' DESC, c.created_at DESC
     ) AND status IN ('done', 'error', 'cancelled', 'retry')
     RETURNING uid, namespace, status
     """

@@ -329,9 +329,17 @@ def test_bulk_retry_leaves_a_unique_key_to_one_pending_task(engine: Engine) -> N
             )
         )
         uid = dict(rows.all())
+        # a key is held per Kubernetes namespace too (tenancy): team-a's k2 is free
+        uid["team-a"] = conn.execute(
+            text(
+                "INSERT INTO eventix_task (task, namespace, status, unique_key, k8s_namespace,"
+                " source) VALUES ('team-a', 'q', 'error', 'k2', 'team-a', 'trigger')"
+                " RETURNING uid::text"
+            )
+        ).scalar_one()
         retried = dashboard.bulk_action(conn, "retry", list(uid.values()))
         assert sorted(retried.uids) == sorted(
-            uid[t] for t in ("new", "other-queue", "plain", "waiting")
+            uid[t] for t in ("new", "other-queue", "plain", "waiting", "team-a")
         )
         assert retried.skipped == 4
         # the others' keys are held now: nothing more to do, and still no violation

@@ -109,15 +109,16 @@ def _owner(record: TaskRecord) -> str | None:
 
 
 def _key_holder(conn: Connection, record: TaskRecord) -> str | None:
-    """The uid of another pending task of ``record``'s queue holding its unique key
-    (so retrying it would break the key's rule), or None."""
+    """The uid of another pending task holding ``record``'s unique key in its queue
+    and Kubernetes namespace (so retrying it would break the key's rule), or None."""
     pending = ("scheduled", "retry")  # what uq_eventix_task_pending_unique_key covers
     if record.unique_key is None or record.status in pending:
         return None
     holders = admin.tasks_by_unique_key(
-        conn, record.unique_key, namespace=record.namespace, stati=pending, limit=1
-    )
-    return holders[0].uid if holders else None
+        conn, record.unique_key, namespace=record.namespace, stati=pending, limit=100
+    )  # at most one per Kubernetes namespace
+    mine = record.k8s_namespace or ""
+    return next((h.uid for h in holders if (h.k8s_namespace or "") == mine), None)
 
 
 def _time_field(value: str | None) -> datetime | None:
