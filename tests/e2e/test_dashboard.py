@@ -46,14 +46,16 @@ def test_an_eventixtasks_task_names_its_owner_and_cannot_be_deleted_here(
     )
     cluster.wait("Failed", lambda: cluster.status("eventixtasks", name).get("phase") == "Failed")
     page.open("/ui/tasks?origin=k8s&task=tests.fail&status=error")
-    row = wait_until(
-        "the task in the list",
-        lambda: (
-            [r for r in page.all("#task-list tbody tr") if f"EventixTask {name}" in r.text]
-            or page.driver.refresh()
-        ),
-    )
-    row[0].find_element("css selector", "a").click()
+
+    def open_it() -> bool:
+        rows = [r for r in page.all("#task-list tbody tr") if f"EventixTask {name}" in r.text]
+        if not rows:
+            page.driver.refresh()
+            return False
+        rows[0].find_element("css selector", "a").click()  # stale after a refresh: again
+        return True
+
+    wait_until("the task in the list", open_it)
     assert page.text("#error-message") == "from git"
     assert f"Owned by EventixTask {cluster.namespace}/{name}" in page.text("#owner")
     assert page.has("#retry")

@@ -18,9 +18,11 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
+
+T = TypeVar("T")
 
 CHROMIUM = os.environ.get("EVENTIX_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("EVENTIX_TEST_CHROMEDRIVER", "/usr/bin/chromedriver")
@@ -97,11 +99,32 @@ def browser() -> Iterator[Any]:
         shutil.rmtree(user_data, ignore_errors=True)
 
 
+def settled(read: Callable[[], T], attempts: int = 20) -> T:
+    """``read()``, again if the live refresh replaced an element it was reading
+    (the dashboard swaps its live regions every second in the tests)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    for attempt in range(attempts):
+        try:
+            return read()
+        except StaleElementReferenceException:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.05)
+    raise AssertionError("unreachable")
+
+
 def wait_until(what: str, predicate: Callable[[], Any], timeout: float = 20) -> Any:
-    """Poll ``predicate`` until it returns something true; that value."""
+    """Poll ``predicate`` until it returns something true; that value. A read of
+    an element the live refresh replaced meanwhile counts as not yet."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
     deadline = time.monotonic() + timeout
     while True:
-        value = predicate()
+        try:
+            value = predicate()
+        except StaleElementReferenceException:
+            value = None
         if value:
             return value
         if time.monotonic() > deadline:

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, create_engine
 
-from tests.support.browser import wait_until
+from tests.support.browser import settled, wait_until
 from tests.support.postgres import TEMPLATE, PostgresServer
 from tests.support.processes import ROOT, Processes, free_port, make_processes
 
@@ -184,7 +184,11 @@ class Page:
         return list(self.driver.find_elements(By.CSS_SELECTOR, selector))
 
     def text(self, selector: str) -> str:
-        return str(self.css(selector).text)
+        return str(settled(lambda: self.css(selector).text))
+
+    def texts(self, selector: str) -> list[str]:
+        """The text of every element ``selector`` finds, all from one version of the page."""
+        return settled(lambda: [str(e.text) for e in self.all(selector)])
 
     def has(self, selector: str) -> bool:
         return bool(self.all(selector))
@@ -196,7 +200,7 @@ class Page:
         from selenium.webdriver.support.ui import WebDriverWait
 
         before = self.css("html")
-        self.css(selector).click()
+        settled(lambda: self.css(selector).click())
         if confirm:
             alert = wait_until("the confirmation", self._alert, 5)
             alert.accept()

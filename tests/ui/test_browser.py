@@ -17,7 +17,7 @@ from eventix_operator import enqueue_many
 from eventix_operator.db.enqueue import insert_tasks_once
 from eventix_operator.resources import schedule_definition, task_from_spec
 from eventix_operator.schedules.scheduler import apply_schedule
-from tests.support.browser import wait_until
+from tests.support.browser import settled, wait_until
 from tests.support.processes import ROOT, Processes
 from tests.ui.conftest import TOKEN, WORK_QUEUE, Page, Server, launch
 
@@ -61,7 +61,7 @@ def test_the_overview_shows_a_queues_counts_after_tasks_are_enqueued(
     row = f"#queues tr[data-queue='{queue}']"
     assert page.text(f"{row} td[data-status=scheduled]") == "4"
     assert page.text(f"{row} td[data-status=done]") == "0"
-    cells = [c.text for c in page.all(f"{row} td")]
+    cells = page.texts(f"{row} td")
     assert cells[0] == "3"  # due: the delayed one is not
     # the count links to the tasks it counts
     page.click(f"{row} td[data-status=scheduled] a")
@@ -136,14 +136,15 @@ def test_a_filter_narrows_the_list(page: Page, server: Server, queue: str) -> No
     assert len(page.all("#task-list tbody tr")) == 7
     page.css("#f-task").send_keys("mail.send")
     page.click("#apply-filter")
-    rows = page.all("#task-list tbody tr")
+    rows = page.texts("#task-list tbody tr")
     assert len(rows) == 4
-    assert all("mail.send" in r.text for r in rows)
+    assert all("mail.send" in r for r in rows)
     from selenium.webdriver.support.ui import Select
 
     Select(page.css("#f-status")).select_by_value("scheduled")
     page.click("#apply-filter")
-    assert {r.get_attribute("data-uid") for r in page.all("#task-list tbody tr")} == set(uids[4:])
+    shown = settled(lambda: {r.get_attribute("data-uid") for r in page.all("#task-list tbody tr")})
+    assert shown == set(uids[4:])
     assert "status=scheduled" in page.path
     assert "task=mail.send" in page.path  # a URL a person can share
     # the first digits of a uid find it
@@ -167,10 +168,12 @@ def test_the_schedule_page_shows_the_fire_times_of_eventix_schedule_preview(
     page.click(f"tr[data-schedule='team/{name}'] a")
     assert page.text("#zone") == "Europe/Berlin"
     start = page.text("#preview-from")
-    shown = [
-        [cell.text for cell in row.find_elements("css selector", "td")[:2]]
-        for row in page.all("#fire-times tbody tr")
-    ]
+    shown = settled(
+        lambda: [
+            [cell.text for cell in row.find_elements("css selector", "td")[:2]]
+            for row in page.all("#fire-times tbody tr")
+        ]
+    )
     assert len(shown) == 10
     cli = subprocess.run(
         [sys.executable, "-m", "eventix_operator", "schedule", "preview", "30 2 * * *",
