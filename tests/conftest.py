@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.support.pgbouncer",
     "tests.support.replication",
     "tests.support.browser",
+    "tests.support.otlp",
 ]

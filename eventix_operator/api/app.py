@@ -44,6 +44,7 @@ from eventix_operator.db.errors import log_failure
 from eventix_operator.db.triggers import record_trigger_outcomes
 from eventix_operator.logs import get_logger
 from eventix_operator.settings import Settings, get_settings
+from eventix_operator.tracing import enabled as tracing_enabled
 
 log = get_logger("eventix.api")
 
@@ -112,6 +113,7 @@ def create_app(settings: Settings | None = None, *, dashboard_only: bool = False
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ctx.store = HotPaths(make_autocommit_engine(settings), payload_limit=ctx.payload_limit)
+        ctx.tracing = tracing_enabled()  # here, in the serving process, after any fork
         if api.api_gc_tuning:
             # Everything loaded so far lives as long as the process: keep the cyclic
             # collector from walking it again and again, and let it run less often
@@ -128,6 +130,7 @@ def create_app(settings: Settings | None = None, *, dashboard_only: bool = False
             version=package_version(),
             auth=token is not None,
             ui_read_only=api.ui_read_only,
+            tracing=ctx.tracing,
             code_triggers=sum(len(t) for t in ctx.code_triggers.values()),
         )
         if token is None:

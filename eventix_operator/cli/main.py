@@ -211,7 +211,12 @@ def enqueue(
     unique_key: Annotated[str | None, typer.Option(help="Merge with a pending task.")] = None,
     max_retries: Annotated[int | None, typer.Option(min=0)] = None,
 ) -> None:
-    """Enqueue a task and print its uid."""
+    """Enqueue a task and print its uid.
+
+    With traces on (OTEL_* variables), the enqueue is a span, child of the
+    TRACEPARENT of the environment if there is one, and the task's attempts its children.
+    """
+    from eventix_operator import tracing
     from eventix_operator.client import new_task
     from eventix_operator.db.enqueue import insert_tasks
 
@@ -227,7 +232,15 @@ def enqueue(
         max_retries=max_retries,
         source="cli",
     )
-    with engine().begin() as conn:
+    with (
+        tracing.enqueuing(
+            task,
+            parent=tracing.from_environment(),
+            attributes={"messaging.destination.name": queue},
+        ) as context,
+        engine().begin() as conn,
+    ):
+        item.trace_context = context
         typer.echo(insert_tasks(conn, [item], payload_limit=settings().max_payload_bytes)[0])
 
 

@@ -83,6 +83,9 @@ task_table = Table(
     Column("k8s_uid", Text),
     Column("schedule_uid", Text),
     Column("schedule_time", DateTime(timezone=True)),
+    # The enqueuer's OpenTelemetry context: propagation headers as a JSON object
+    # (eventix_operator.tracing); NULL when it was not traced.
+    Column("trace_context", JSONB),
     CheckConstraint(
         "status IN (" + ", ".join(f"'{s}'" for s in TASK_STATUSES) + ")", name="status"
     ),

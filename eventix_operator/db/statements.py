@@ -41,6 +41,7 @@ TASK_COLUMNS: tuple[str, ...] = tuple(c.name for c in task_table.c)
 CLAIMED_COLUMNS = (
     "uid", "task", "namespace", "status", "args", "kwargs", "attempts", "retry",
     "max_retries", "error_eta_inc", "error_eta_max", "timeout_seconds", "store_result",
+    "trace_context",
 )  # fmt: skip
 SCHEDULE_COLUMNS: tuple[str, ...] = tuple(c.name for c in schedule_table.c)
 TRIGGER_COLUMNS: tuple[str, ...] = tuple(c.name for c in trigger_table.c)
@@ -88,7 +89,7 @@ INSERT_COLUMNS = (
     "uid", "task", "namespace", "priority", "eta", "delay", "args", "kwargs", "unique_key",
     "retry", "max_retries", "error_eta_inc", "error_eta_max", "timeout_seconds",
     "store_result", "result_expires", "error_expires", "operator", "source",
-    "k8s_namespace", "k8s_name", "k8s_uid", "schedule_uid", "schedule_time",
+    "k8s_namespace", "k8s_name", "k8s_uid", "schedule_uid", "schedule_time", "trace_context",
 )  # fmt: skip
 _STORED = [c for c in INSERT_COLUMNS if c != "delay"]
 _VALUES = [
@@ -105,6 +106,7 @@ _INSERT = f"""
 #: Eventix's unique-key merge: a pending task with the same (queue, unique key)
 #: takes the earliest eta, the lowest priority number and the newest args; only a
 #: task of the same Kubernetes namespace, or of none (:data:`.schema.UNIQUE_KEY_SCOPE`).
+#: Its trace context stays the first enqueuer's: one run cannot continue two traces.
 _MERGE = f"""
     ON CONFLICT (namespace, unique_key, ({UNIQUE_KEY_SCOPE}))
         WHERE unique_key IS NOT NULL AND {PENDING_PREDICATE}
@@ -113,6 +115,7 @@ _MERGE = f"""
         priority = LEAST(t.priority, EXCLUDED.priority),
         args = EXCLUDED.args,
         kwargs = EXCLUDED.kwargs,
+        trace_context = COALESCE(t.trace_context, EXCLUDED.trace_context),
         status = 'scheduled',
         updated_at = now(),
         revision = t.revision + 1
@@ -144,7 +147,7 @@ INSERT_TASKS_ONCE: TextClause = text(_INSERT + "ON CONFLICT DO NOTHING RETURNING
 COPY_COLUMNS = (
     "uid", "task", "namespace", "priority", "args", "kwargs", "retry", "max_retries",
     "error_eta_inc", "error_eta_max", "timeout_seconds", "store_result", "result_expires",
-    "error_expires", "operator", "source",
+    "error_expires", "operator", "source", "trace_context",
 )  # fmt: skip
 COPY_TASKS = f"COPY eventix_task ({columns(COPY_COLUMNS)}) FROM STDIN"
 COPY_TASKS_WITH_ETA = f"COPY eventix_task ({columns(COPY_COLUMNS)}, eta) FROM STDIN"

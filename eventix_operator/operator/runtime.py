@@ -27,6 +27,7 @@ from eventix_operator.schedules.loop import SchedulerLoop
 from eventix_operator.schedules.scheduler import ScheduleFiring
 from eventix_operator.settings import Settings
 from eventix_operator.tenancy import TenancyPolicy
+from eventix_operator.tracing import enabled as tracing_enabled
 
 log = get_logger("eventix.operator")
 
@@ -70,6 +71,7 @@ class Runtime:
         if before != after:
             log.info("schema upgraded", before=before, after=after)
         load_config()
+        tracing_enabled()  # OpenTelemetry set up (or not) now, before any handler enqueues
         return cls(settings, engine, Kube())
 
     def launch(self) -> None:

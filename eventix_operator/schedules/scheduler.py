@@ -21,6 +21,7 @@ from eventix_operator.db.schedules import ScheduleDefinition, ScheduleRecord
 from eventix_operator.resources import task_from_spec
 from eventix_operator.schedules.catchup import plan_catch_up
 from eventix_operator.schedules.ticks import CronSchedule, ScheduleError, parse_schedule
+from eventix_operator.tracing import enqueuing
 
 #: The ``operator`` of a manual run, so that a person reading the row sees where it
 #: came from (its key, off the whole second, is what tells the code).
@@ -148,6 +149,9 @@ def _insert_tick(
     *,
     operator: str | None = None,
 ) -> str | None:
+    """Insert the run of one tick. With traces on, the enqueue is a span of its own
+    and the run's attempts start traces of their own linked to it: a tick belongs
+    to no caller's trace, and a schedule's runs are not one long trace."""
     task = task_from_spec(
         schedule.template,
         source="schedule",
@@ -158,7 +162,15 @@ def _insert_tick(
     )
     if operator is not None:
         task = replace(task, operator=operator)
-    inserted = insert_tasks_once(conn, [task], payload_limit=payload_limit)
+    tick_attributes = {
+        "k8s.namespace.name": schedule.k8s_namespace,
+        "eventix.resource": f"EventixSchedule/{schedule.k8s_name}",
+        "eventix.schedule.tick": tick.isoformat(),
+        "messaging.destination.name": task.queue,
+    }
+    with enqueuing(task.task, link=True, attributes=tick_attributes) as context:
+        task.trace_context = context
+        inserted = insert_tasks_once(conn, [task], payload_limit=payload_limit)
     return task.uid if inserted else None
 
 

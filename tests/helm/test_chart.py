@@ -376,6 +376,30 @@ def test_tenancy_reaches_the_operator_and_the_worker_queues_follow_it(tools: Too
     assert f"namespace IN ('{NAMESPACE}')" in trigger["metadata"]["query"]
 
 
+def test_tracing_sends_each_component_s_traces_under_its_own_name(tools: Tools) -> None:
+    def otel_env(values: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        pods = pod_specs(tools.template(values))
+        return {
+            kind_name.split("/")[1]: {
+                k: v for k, v in env_of(pod["containers"][0]).items() if k.startswith("OTEL_")
+            }
+            for kind_name, pod in pods.items()
+        }
+
+    assert all(env == {} for env in otel_env(EVERYTHING).values())  # off by default
+    endpoint = "http://otel-collector.monitoring:4318"
+    traced = otel_env(merged(EVERYTHING, {"tracing": {"enabled": True, "endpoint": endpoint}}))
+    assert traced == {
+        name: {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_SERVICE_NAME": name}
+        if not name.endswith("-migrate")
+        else {}  # a Job of a few seconds: nothing to trace
+        for name in traced
+    }
+    assert len(traced) == 4, sorted(traced)
+    with pytest.raises(RenderError, match=re.escape("tracing.endpoint: name the OTLP/HTTP")):
+        tools.template(merged(REQUIRED, {"tracing": {"enabled": True}}))
+
+
 def test_keda_mode_replaces_the_pool_with_a_postgresql_scaler(tools: Tools) -> None:
     objects = tools.template(KEDA)
     assert by_kind(objects, "EventixWorkerPool") == []

@@ -244,6 +244,23 @@ place (the API server rejects duplicate names).
 {{- toYaml $out }}
 {{- end }}
 
+{{/*
+OpenTelemetry's variables of a long-running container: (list $ serviceName). Nothing unless
+tracing.enabled; the SDK reads them (eventix_operator/tracing.py).
+*/}}
+{{- define "eventix-operator.tracingEnv" -}}
+{{- $root := index . 0 }}
+{{- if $root.Values.tracing.enabled }}
+{{- if not $root.Values.tracing.endpoint }}
+{{- fail "tracing.endpoint: name the OTLP/HTTP collector the traces go to (e.g. http://otel-collector.monitoring:4318)" }}
+{{- end }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ $root.Values.tracing.endpoint | quote }}
+- name: OTEL_SERVICE_NAME
+  value: {{ index . 1 | quote }}
+{{- end }}
+{{- end }}
+
 {{/* The Prometheus endpoint of operator and workers; port 0 turns it off. */}}
 {{- define "eventix-operator.metricsEnv" -}}
 - name: EVENTIX_METRICS_PORT
