@@ -493,13 +493,30 @@ def api(
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes.")] = 1,
 ) -> None:
-    """Serve the Eventix-compatible REST API on the same tables.
+    """Serve the Eventix-compatible REST API on the same tables, and the web
+    dashboard under /ui.
 
     Existing Eventix clients and workers run against it unchanged.
     """
     from eventix_operator.api.serve import serve
 
     serve(settings(logs=True), host=host, port=port, workers=workers)
+
+
+@app.command()
+@user_errors
+def dashboard(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes.")] = 1,
+) -> None:
+    """Serve the web dashboard alone (the /ui of `eventix api`, without the REST routes).
+
+    Sign in with EVENTIX_API_TOKEN; EVENTIX_UI_READ_ONLY=true hides and refuses actions.
+    """
+    from eventix_operator.api.serve import serve
+
+    serve(settings(logs=True), host=host, port=port, workers=workers, dashboard_only=True)
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ import yaml
 
 from tests.helm.conftest import (
     CHART,
+    DASHBOARD,
     EVERYTHING,
     KEDA,
     NAMESPACE,
@@ -529,6 +530,8 @@ def test_an_anonymous_api_is_explicit_and_cluster_internal(tools: Tools) -> None
     for exposed in ("NodePort", "LoadBalancer"):
         with pytest.raises(RenderError, match=f"ClusterIP Service only, not a {exposed} one"):
             tools.template(merged(anonymous, {"api": {"service": {"type": exposed}}}))
+    with pytest.raises(RenderError, match="not exposed through an Ingress"):
+        tools.template(merged(anonymous, {"api": {"ingress": {"enabled": True}}}))
 
 
 def test_extra_env_replaces_a_built_in_variable_in_place(tools: Tools) -> None:
@@ -710,3 +713,33 @@ def test_schema_rejects_bad_values_with_their_path(
     assert "values don't meet the specifications of the schema" in message
     assert where in message, message
     assert complaint in message, message
+
+
+def test_the_dashboard_can_be_exposed_through_an_ingress_and_made_read_only(
+    tools: Tools,
+) -> None:
+    values = DASHBOARD
+    objects = tools.template(values)
+    ingress = one(objects, "Ingress", f"{NAME}-api")
+    assert ingress["metadata"]["annotations"] == {"cert-manager.io/cluster-issuer": "letsencrypt"}
+    spec = ingress["spec"]
+    assert spec["ingressClassName"] == "nginx"
+    assert spec["tls"] == [{"hosts": ["eventix.example.com"], "secretName": "eventix-tls"}]
+    (rule,) = spec["rules"]
+    assert rule["host"] == "eventix.example.com"
+    assert rule["http"]["paths"] == [
+        {
+            "path": "/ui",
+            "pathType": "Prefix",
+            "backend": {"service": {"name": f"{NAME}-api", "port": {"name": "http"}}},
+        }
+    ]
+    api = one(objects, "Deployment", f"{NAME}-api")["spec"]["template"]["spec"]["containers"][0]
+    assert env_of(api)["EVENTIX_UI_READ_ONLY"] == "true"
+    # off by default: no Ingress, and the dashboard may act
+    plain = tools.template(EVERYTHING)
+    assert by_kind(plain, "Ingress") == []
+    api = one(plain, "Deployment", f"{NAME}-api")["spec"]["template"]["spec"]["containers"][0]
+    assert "EVENTIX_UI_READ_ONLY" not in env_of(api)
+    with pytest.raises(RenderError, match="paths"):
+        tools.template(merged(values, {"api": {"ingress": {"paths": ["ui"]}}}))

@@ -170,7 +170,7 @@ imagePullSecrets:
 
 {{/*
 The REST API is never served without a token by accident: a token Secret, or an explicit
-allowAnonymous, and then only on a ClusterIP Service. (The chart does not make a token
+allowAnonymous, and then only on a ClusterIP Service and without an Ingress. (The chart does not make a token
 itself: under `helm template`, as Argo CD renders, `lookup` finds nothing, so a generated
 token would change at every render.)
 */}}
@@ -181,6 +181,9 @@ token would change at every render.)
 {{- end }}
 {{- if ne .Values.api.service.type "ClusterIP" }}
 {{- fail (printf "api.auth.allowAnonymous: an API without authentication is served on a ClusterIP Service only, not a %s one: set api.auth.existingSecret, or api.service.type=ClusterIP" .Values.api.service.type) }}
+{{- end }}
+{{- if .Values.api.ingress.enabled }}
+{{- fail "api.auth.allowAnonymous: an API without authentication is not exposed through an Ingress, not even its dashboard (anyone reaching it could act): set api.auth.existingSecret, or api.ingress.enabled=false" }}
 {{- end }}
 {{- end }}
 {{- end }}
