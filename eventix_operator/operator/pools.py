@@ -370,7 +370,7 @@ class PoolScaler:
         records = [r.record for r in looked if r.record is not None]
         if records:
             try:
-                with conn.begin():
+                with self.engine.begin() as conn:  # its own: the look's has ended
                     pool_db.record_pools(conn, records)
             except Exception as exc:  # the dashboard's view lags; scaling goes on
                 log_failure(log, "pool state not recorded", exc)

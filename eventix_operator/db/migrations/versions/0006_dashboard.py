@@ -21,7 +21,7 @@ INDEX CONCURRENTLY`` under the same names; this migration then only drops the
 old index (``IF NOT EXISTS`` makes it skip the ones that exist).
 
 Revision ID: 0006
-Revises: 0008 for now, the last one on main (0005 once #13's migration is in)
+Revises: 0005
 """
 
 from __future__ import annotations
@@ -30,8 +30,6 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0006"
-# After main's 0008 (trace context) for now, so that there is one head; 0005 (#13)
-# once it is in: the lead relinks the chain on merge.
 down_revision = "0005"
 branch_labels = None
 depends_on = None
