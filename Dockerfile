@@ -10,6 +10,9 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 # --- build: a wheel of this package, installed with its dependencies into /opt/venv ----------
 FROM ${PYTHON_IMAGE} AS build
+# The package's extras in the image: `otel` (OpenTelemetry traces, off unless OTEL_* variables
+# turn them on; docs/observability.md). `--build-arg EXTRAS=` leaves them out.
+ARG EXTRAS=otel
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 WORKDIR /src
@@ -19,7 +22,7 @@ RUN python -m venv /opt/venv
 COPY pyproject.toml README.md ./
 COPY eventix_operator ./eventix_operator
 RUN python -m pip wheel --no-deps --wheel-dir /wheels . \
- && /opt/venv/bin/pip install /wheels/*.whl \
+ && /opt/venv/bin/pip install "$(echo /wheels/*.whl)${EXTRAS:+[$EXTRAS]}" \
  && /opt/venv/bin/pip uninstall --yes setuptools wheel
 
 # --- runtime: the base image, the virtual environment, a numeric non-root user ---------------

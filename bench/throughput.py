@@ -24,6 +24,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -239,12 +240,70 @@ def eventix_client(url: str) -> Iterator[None]:
             os.environ["DATABASE_URL"] = previous
 
 
-def fill_eventix(server: Server, database: str, count: int, task: str) -> None:
-    """Enqueue ``count`` tasks through the client's bulk path (not timed)."""
+def fill_eventix(
+    server: Server, database: str, count: int, task: str, *, traced: bool = False
+) -> None:
+    """Enqueue ``count`` tasks through the client's bulk path (not timed); ``traced``:
+    inside a span, so that every task carries a trace context (a link) to continue."""
     chunk = 50_000
-    with eventix_client(server.sqlalchemy_url(database)):
+    with eventix_client(server.sqlalchemy_url(database)), enqueuer_span(traced):
         for start in range(0, count, chunk):
             client.enqueue_many([{"task": task}] * min(chunk, count - start))
+
+
+@contextlib.contextmanager
+def enqueuer_span(traced: bool) -> Iterator[None]:
+    if not traced:
+        yield
+        return
+    from opentelemetry.sdk.trace import TracerProvider
+
+    with TracerProvider().get_tracer("bench").start_as_current_span("bench enqueue"):
+        yield
+
+
+class SpanSink:
+    """Where a traced worker's OTLP/HTTP exporter sends its spans: a collector's answer
+    to each request, and a count of the spans in them (decoded with opentelemetry-proto)."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceRequest,
+        )
+
+        sink = self
+        self.spans = 0
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                request = ExportTraceServiceRequest()
+                request.ParseFromString(self.rfile.read(int(self.headers["Content-Length"])))
+                sink.spans += sum(
+                    len(scope.spans) for rs in request.resource_spans for scope in rs.scope_spans
+                )
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def env(self) -> dict[str, str]:
+        """The worker's OTEL_* variables: OpenTelemetry's defaults but the endpoint."""
+        return {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{self.server.server_address[1]}",
+            "OTEL_SERVICE_NAME": "eventix-bench-worker",
+        }
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 # -- worker processes ------------------------------------------------------------
@@ -441,6 +500,7 @@ class Bench:
         self.report = Report()
         self.bin_dir = Path(sys.executable).parent
         self.river_binary: Path | None = None
+        self.untraced: dict[tuple[int, str], Figure] = {}  # drains, for traced ones to compare
 
     def phase(self, title: str) -> None:
         self.report.loads.append(os.getloadavg()[0])
@@ -504,16 +564,24 @@ class Bench:
 
     # 2. drain ------------------------------------------------------------------
 
-    def eventix_drain(self, workers: int, task: str, label: str) -> None:
+    def eventix_drain(self, workers: int, task: str, label: str, *, traced: bool = False) -> None:
+        """``traced``: every task carries a trace context (a link to the enqueuer's
+        span), and the workers export a span per attempt over OTLP/HTTP to a sink here."""
         n = self.options.tasks
-        self.phase(f"eventix drain: {n:,} {label} tasks, {workers} worker process(es)")
+        self.phase(
+            f"eventix drain: {n:,} {label} tasks, {workers} worker process(es)"
+            + (", traced" if traced else "")
+        )
         database = self.server.fresh_database(f"drain{workers}")
-        fill_eventix(self.server, database, n, task)
+        fill_eventix(self.server, database, n, task, traced=traced)
         self.server.analyze(database)
         say(f"    {n:,} tasks enqueued; starting {workers} `eventix worker --burst`")
+        sink = SpanSink() if traced else None
+        env = self.eventix_env(database)
+        env.update(sink.env() if sink is not None else {})
         spawned, wall, exits = run_drain(
             [self.eventix_worker(burst=True)] * workers,
-            self.eventix_env(database),
+            env,
             self.workdir / f"eventix-drain-{workers}-{label}.log",
             n,
             lambda: self.server.query(
@@ -531,7 +599,19 @@ class Bench:
         verified = "all done" if counts == {"done": n} else f"NOT ALL DONE: {counts}"
         drain = Drain(n, spawned, wall, epoch(first), epoch(last), exits)
         name = f"eventix drain, {workers} worker{'s' if workers > 1 else ''} ({label})"
-        self.report.add(drain.figure("drain (no-op tasks)", name, verified))
+        key = (workers, label)
+        if sink is not None:
+            sink.close()
+            name = name[:-1] + ", traced)"
+            verified += f"; {sink.spans:,} spans exported"
+        figure = drain.figure("drain (no-op tasks)", name, verified)
+        if sink is None:
+            self.untraced[key] = figure
+        elif key in self.untraced:
+            base = self.untraced[key]
+            if figure.per_second and base.per_second:
+                figure.note += f"; traced/untraced {figure.per_second / base.per_second:.2f}"
+        self.report.add(figure)
         self.server.drop_database(database)
 
     # 3. latency -----------------------------------------------------------------
@@ -871,9 +951,14 @@ class Bench:
             self.build_river()
         self.bulk_enqueue()
         self.single_enqueue()
-        for workers in (1, 2):
-            self.eventix_drain(workers, noop_tasks.NOOP, "sync def")
-        self.eventix_drain(1, noop_tasks.NOOP_ASYNC, "async def")
+        for workers, task, label in (
+            (1, noop_tasks.NOOP, "sync def"),
+            (2, noop_tasks.NOOP, "sync def"),
+            (1, noop_tasks.NOOP_ASYNC, "async def"),
+        ):
+            self.eventix_drain(workers, task, label)
+            if options.tracing:  # each traced drain right after its untraced twin
+                self.eventix_drain(workers, task, label, traced=True)
         self.latency()
         for one_transaction in (False, True):
             for clients in (1, 2):
@@ -930,6 +1015,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "run in that order; river builds bench/river with Go first, once per machine)",
     )
     parser.add_argument("--no-peers", action="store_true", help="run no peer (--peers '')")
+    parser.add_argument(
+        "--tracing",
+        action="store_true",
+        help="after each eventix drain, the same with OpenTelemetry traces on: tasks "
+        "enqueued inside a span, workers exporting a span per attempt over OTLP/HTTP to a "
+        "sink in this process (needs the otel extra)",
+    )
     parser.add_argument(
         "--timeout", type=float, default=900, help="seconds a drain may take before it is killed"
     )

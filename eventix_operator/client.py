@@ -3,6 +3,12 @@
 Pass ``connection=`` (a SQLAlchemy ``Connection`` or ``Session``) to make the
 enqueue part of your own transaction: the task exists exactly when your data
 does. Without it the client opens its own engine from ``DATABASE_URL`` once.
+
+An application that traces with OpenTelemetry has its current span's context
+stored with each task, and the task's attempts continue that trace
+(:mod:`eventix_operator.tracing`): ``enqueue`` as children of the span,
+``enqueue_many`` as traces of their own linked to it (thousands of children would
+bury the caller's trace).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from sqlalchemy import Connection, Engine
 from eventix_operator.db.engine import make_engine
 from eventix_operator.db.enqueue import NewTask, insert_tasks
 from eventix_operator.settings import get_settings
+from eventix_operator.tracing import current
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -122,6 +129,7 @@ def enqueue(
         max_retries=max_retries,
         **options,
     )
+    item.trace_context = current()
     return _insert([item], connection)[0]
 
 
@@ -131,16 +139,19 @@ def enqueue_many(
     """Enqueue many tasks in a few statements; each item takes ``enqueue``'s
     arguments as keys (``task`` required). Returns uids in input order."""
     items = []
+    context = current(link=True)
     for i, spec in enumerate(tasks):
         spec = dict(spec)
         if "connection" in spec:
             raise ValueError(f"task #{i}: pass connection to enqueue_many, not per task")
         try:
-            items.append(new_task(**spec))
+            item = new_task(**spec)
         except TypeError as exc:
             raise TypeError(f"task #{i}: {exc}") from exc
         except ValueError as exc:
             raise ValueError(f"task #{i}: {exc}") from exc
+        item.trace_context = context
+        items.append(item)
     return _insert(items, connection)
 
 

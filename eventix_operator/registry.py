@@ -85,7 +85,7 @@ def task(
 
     def register(f: Callable[..., Any]) -> TaskFunction:
         wrapped = TaskFunction(name or f"{f.__module__}.{f.__qualname__}", f, dict(options))
-        (registry or default_registry).add(wrapped)
+        (default_registry if registry is None else registry).add(wrapped)
         return wrapped
 
     return register(func) if func is not None else register
@@ -98,4 +98,4 @@ def load_task_modules(modules: Iterable[str], registry: Registry | None = None) 
             importlib.import_module(module)
         except ModuleNotFoundError as exc:
             raise ModuleNotFoundError(f"cannot import task module {module!r}: {exc}") from exc
-    return registry or default_registry
+    return default_registry if registry is None else registry

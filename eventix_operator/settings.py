@@ -248,6 +248,34 @@ class Settings(BaseSettings):
         "`code`), loaded at start. The code runs in the API process: only trusted "
         "configuration belongs there.",
     )
+    # -- the web dashboard under /ui (`eventix api`, `eventix dashboard`) --
+    ui_read_only: bool = Field(
+        default=False,
+        description="Dashboard without actions: no retry, cancel, delete or run-now "
+        "buttons, and the server refuses those requests (403).",
+    )
+    ui_session_hours: float = Field(
+        default=12.0,
+        gt=0,
+        description="Hours a dashboard sign-in lasts (the cookie's lifetime); changing "
+        "EVENTIX_API_TOKEN ends every session at once.",
+    )
+    ui_page_size: int = Field(
+        default=50, ge=10, le=500, description="Tasks per page of the dashboard's task list."
+    )
+    ui_refresh_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="Seconds between live updates of an open dashboard page (polling); 0: off.",
+    )
+    ui_count_cap: int = Field(
+        default=2_000,
+        ge=100,
+        description="Tasks counted per queue and state on the overview; beyond it the "
+        "page shows the planner's estimate and says so (counting every row of a large "
+        "table on each page view would cost a scan of it). The overview refreshes every "
+        "few seconds in each open tab, and its cost grows with queues times this cap.",
+    )
     log_format: str = Field("console", description="`console` or `json`.")
     log_level: str = Field("INFO", description="Python logging level name.")
 

@@ -4,4 +4,6 @@ pytest_plugins = [
     "tests.support.gitops",
     "tests.support.pgbouncer",
     "tests.support.replication",
+    "tests.support.browser",
+    "tests.support.otlp",
 ]

@@ -13,7 +13,10 @@ connection, and concurrent requests share statements (see
 :mod:`~eventix_operator.api.hotpath`); the rest run as one transaction each.
 Answers are serialised once, straight from the row. The routes are in
 :mod:`~eventix_operator.api.routes`, one router per resource; here is the
-application and what runs beside the requests (lease recovery, trigger counters).
+application and what runs beside the requests (lease recovery, trigger counters,
+the dashboard's throughput roll-up). The web dashboard (:mod:`~eventix_operator.api.ui`)
+is served under ``/ui`` by the same app; ``dashboard_only`` serves it without the
+REST routes (``eventix dashboard``).
 """
 
 from __future__ import annotations
@@ -26,23 +29,30 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi.responses import RedirectResponse, Response
 
 from eventix_operator.api.context import JSON, ApiContext, package_version
 from eventix_operator.api.errors import add_error_handlers
 from eventix_operator.api.guard import Guard, bearer_token
 from eventix_operator.api.hotpath import HotPaths, make_autocommit_engine
-from eventix_operator.api.routes import add_routes
+from eventix_operator.api.routes import add_routes, meta
 from eventix_operator.api.triggers import load_code_triggers
-from eventix_operator.db import leases
+from eventix_operator.api.ui import add_ui
+from eventix_operator.api.ui.auth import PageHeaders
+from eventix_operator.db import dashboard, leases
 from eventix_operator.db.errors import log_failure
 from eventix_operator.db.triggers import record_trigger_outcomes
 from eventix_operator.logs import get_logger
 from eventix_operator.settings import Settings, get_settings
+from eventix_operator.tracing import enabled as tracing_enabled
 
 log = get_logger("eventix.api")
 
 #: Seconds between writes of table triggers' counters.
 TRIGGER_STATS_INTERVAL = 1.0
+#: Seconds between roll-ups of the dashboard's throughput (a minute's count is
+#: written once the minute has closed; with several API processes one does it).
+ROLL_UP_INTERVAL = 20.0
 
 
 async def _maintenance(ctx: ApiContext) -> None:
@@ -77,8 +87,21 @@ async def _trigger_stats_loop(ctx: ApiContext) -> None:
         await _flush_trigger_stats(ctx)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+async def _roll_up_loop(ctx: ApiContext) -> None:
+    """Count the tasks finished in each closed minute for the dashboard's throughput
+    chart: a statement per ten minutes until caught up, then one every interval."""
+    while True:
+        try:
+            while await ctx.run(dashboard.roll_up_throughput):
+                pass
+        except Exception as exc:
+            log_failure(log, "throughput roll-up skipped", exc)
+        await asyncio.sleep(ROLL_UP_INTERVAL)
+
+
+def create_app(settings: Settings | None = None, *, dashboard_only: bool = False) -> FastAPI:
     """The ASGI application; it connects to the database when it starts, not here.
+    ``dashboard_only``: the dashboard and ``/healthz``, without the REST routes.
     ``ValueError`` when the token settings forbid serving (see :func:`bearer_token`)."""
     settings = settings or get_settings()
     token = bearer_token(settings)
@@ -95,19 +118,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             payload_limit=ctx.payload_limit,
             read_engine=make_autocommit_engine(settings, read_url) if read_url else None,
         )
+        ctx.tracing = tracing_enabled()  # here, in the serving process, after any fork
         if api.api_gc_tuning:
             # Everything loaded so far lives as long as the process: keep the cyclic
             # collector from walking it again and again, and let it run less often
             # (a request allocates many short-lived objects, few of them cyclic).
             gc.freeze()
             gc.set_threshold(20_000, 20, 20)
-        side = [asyncio.create_task(_trigger_stats_loop(ctx), name="eventix-trigger-stats")]
-        if api.api_maintenance_interval > 0:
+        side = [asyncio.create_task(_roll_up_loop(ctx), name="eventix-throughput-roll-up")]
+        if not dashboard_only:
+            side.append(asyncio.create_task(_trigger_stats_loop(ctx), name="eventix-trigger-stats"))
+        if api.api_maintenance_interval > 0 and not dashboard_only:
             side.append(asyncio.create_task(_maintenance(ctx), name="eventix-api-maintenance"))
         log.info(
-            "api started",
+            "dashboard started" if dashboard_only else "api started",
             version=package_version(),
             auth=token is not None,
+            ui_read_only=api.ui_read_only,
+            tracing=ctx.tracing,
             code_triggers=sum(len(t) for t in ctx.code_triggers.values()),
         )
         if token is None:
@@ -134,8 +162,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     add_error_handlers(app)
-    add_routes(app, ctx)
+    if dashboard_only:
+        app.include_router(meta.router(ctx))
+    else:
+        add_routes(app, ctx)
+    add_ui(app, ctx, token=token)
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> Response:
+        return RedirectResponse("/ui/", status_code=307)
+
     app.add_middleware(Guard, token=token, max_body_bytes=ctx.max_body_bytes)
+    app.add_middleware(PageHeaders)
     app.openapi = _openapi(app, secured=token is not None)  # type: ignore[method-assign]
     app.state.ctx = ctx
     return app
@@ -177,3 +215,12 @@ def app_from_environment() -> FastAPI:
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
     return create_app(settings)
+
+
+def dashboard_from_environment() -> FastAPI:
+    """:func:`app_from_environment` for ``eventix dashboard --workers N``."""
+    from eventix_operator.logs import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    return create_app(settings, dashboard_only=True)

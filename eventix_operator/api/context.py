@@ -45,6 +45,9 @@ class ApiContext:
     code_triggers: dict[str, dict[str, CodeTrigger]] = field(default_factory=dict)
     stats: TriggerStats = field(default_factory=TriggerStats)
     store: HotPaths | None = None
+    #: Whether this process traces (decided at start-up): requests then store the
+    #: trace context they carry (``traceparent``) with the tasks they make.
+    tracing: bool = False
 
     @property
     def payload_limit(self) -> int:

@@ -13,7 +13,7 @@ enqueued.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from eventix_operator.api.hotpath import HotPaths
@@ -48,9 +48,11 @@ async def fire_event(
     code_results: Sequence[CodeResult],
     *,
     stats: TriggerStats,
+    trace_context: Mapping[str, str] | None = None,
 ) -> list[TaskRecord]:
     """Enqueue the tasks of code triggers and of the table's triggers for ``event``;
-    returns them (a task merged into a pending one by unique key is that one)."""
+    returns them (a task merged into a pending one by unique key is that one).
+    ``trace_context``: the event's poster's, stored with every task it fires."""
     made: list[_Made] = []
     for result in code_results:
         if result.error is not None:
@@ -73,6 +75,8 @@ async def fire_event(
 
     storable: list[_Made] = []
     for item in made:
+        if trace_context is not None:
+            item.task.trace_context = trace_context
         try:
             validate(item.task, store.payload_limit)
         except (NotStorable, PayloadTooLarge, ValueError) as exc:

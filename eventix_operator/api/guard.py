@@ -15,8 +15,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from eventix_operator.settings import Settings
 
-#: Routes that answer without a token: liveness probes carry none.
-OPEN_PATHS = frozenset({"/healthz"})
+#: Routes that answer without a token: liveness probes carry none, and ``/``
+#: only redirects to the dashboard.
+OPEN_PATHS = frozenset({"/healthz", "/"})
+#: The dashboard's own prefix: browsers carry no bearer header; its pages and
+#: actions check their session cookie themselves (:mod:`eventix_operator.api.ui.auth`),
+#: signed in with this same token.
+UI_PREFIX = "/ui"
 #: Fewest characters of a bearer token (`openssl rand -hex 32` gives 64).
 MIN_TOKEN_LENGTH = 16
 
@@ -51,6 +56,10 @@ def bearer_token(settings: Settings) -> str | None:
             "use a longer one (e.g. `openssl rand -hex 32`)"
         )
     return token
+
+
+def open_path(path: str) -> bool:
+    return path in OPEN_PATHS or path == UI_PREFIX or path.startswith(UI_PREFIX + "/")
 
 
 class BodyTooLarge(HTTPException):
@@ -95,7 +104,7 @@ class Guard:
                 authorization = value
             elif name == b"content-length":
                 length = value
-        if self.expected is not None and scope["path"] not in OPEN_PATHS:
+        if self.expected is not None and not open_path(scope["path"]):
             if authorization is None:
                 await _send_json(
                     send, 401, {"detail": "Not authenticated"}, [(b"www-authenticate", b"Bearer")]

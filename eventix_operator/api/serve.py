@@ -24,11 +24,20 @@ log = get_logger("eventix.api")
 GRACEFUL_SHUTDOWN = 20
 
 
-def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
+def serve(
+    settings: Settings,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: int = 1,
+    *,
+    dashboard_only: bool = False,
+) -> None:
     """Serve until SIGTERM/SIGINT, then finish requests in flight and stop.
 
     No access log (a line per request costs more than many requests); errors and
-    slow paths are logged by the app itself.
+    slow paths are logged by the app itself, and the dashboard logs its actions.
+    ``dashboard_only``: the web dashboard without the REST routes (``eventix
+    dashboard``).
     """
     configure_logging(settings.log_level, settings.log_format)
     settings.require_database_url()
@@ -45,10 +54,11 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, workers
         "backlog": 2048,
     }
     if workers <= 1:
-        uvicorn.run(create_app(settings), **options)  # type: ignore[arg-type]
+        uvicorn.run(create_app(settings, dashboard_only=dashboard_only), **options)  # type: ignore[arg-type]
     else:
+        factory = "dashboard_from_environment" if dashboard_only else "app_from_environment"
         uvicorn.run(
-            "eventix_operator.api.app:app_from_environment",
+            f"eventix_operator.api.app:{factory}",
             factory=True,
             workers=workers,
             **options,  # type: ignore[arg-type]

@@ -220,7 +220,12 @@ def enqueue(
     unique_key: Annotated[str | None, typer.Option(help="Merge with a pending task.")] = None,
     max_retries: Annotated[int | None, typer.Option(min=0)] = None,
 ) -> None:
-    """Enqueue a task and print its uid."""
+    """Enqueue a task and print its uid.
+
+    With traces on (OTEL_* variables), the enqueue is a span, child of the
+    TRACEPARENT of the environment if there is one, and the task's attempts its children.
+    """
+    from eventix_operator import tracing
     from eventix_operator.client import new_task
     from eventix_operator.db.enqueue import insert_tasks
 
@@ -236,7 +241,15 @@ def enqueue(
         max_retries=max_retries,
         source="cli",
     )
-    with engine().begin() as conn:
+    with (
+        tracing.enqueuing(
+            task,
+            parent=tracing.from_environment(),
+            attributes={"messaging.destination.name": queue},
+        ) as context,
+        engine().begin() as conn,
+    ):
+        item.trace_context = context
         typer.echo(insert_tasks(conn, [item], payload_limit=settings().max_payload_bytes)[0])
 
 
@@ -480,13 +493,30 @@ def api(
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes.")] = 1,
 ) -> None:
-    """Serve the Eventix-compatible REST API on the same tables.
+    """Serve the Eventix-compatible REST API on the same tables, and the web
+    dashboard under /ui.
 
     Existing Eventix clients and workers run against it unchanged.
     """
     from eventix_operator.api.serve import serve
 
     serve(settings(logs=True), host=host, port=port, workers=workers)
+
+
+@app.command()
+@user_errors
+def dashboard(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes.")] = 1,
+) -> None:
+    """Serve the web dashboard alone (the /ui of `eventix api`, without the REST routes).
+
+    Sign in with EVENTIX_API_TOKEN; EVENTIX_UI_READ_ONLY=true hides and refuses actions.
+    """
+    from eventix_operator.api.serve import serve
+
+    serve(settings(logs=True), host=host, port=port, workers=workers, dashboard_only=True)
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ keyed on a resource or a tick), and the REST API's ``POST /task`` and
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -60,6 +61,8 @@ class NewTask:
     k8s_uid: str | None = None
     schedule_uid: str | None = None
     schedule_time: datetime | None = None
+    #: The enqueuer's trace context (:mod:`eventix_operator.tracing`), or None.
+    trace_context: Mapping[str, str] | None = None
     uid: str = field(default_factory=lambda: str(uuid.uuid4()))
     payload: tuple[str, str] | None = field(default=None, repr=False, compare=False)
 
@@ -146,12 +149,16 @@ def insert_params(tasks: Sequence[NewTask], *, payload_limit: int) -> dict[str, 
                 t.retry, t.max_retries, t.backoff_seconds, t.max_backoff_seconds,
                 t.timeout_seconds, t.store_result, t.result_expires, t.error_expires,
                 t.operator, t.source, t.k8s_namespace, t.k8s_name, t.k8s_uid, t.schedule_uid,
-                t.schedule_time,
+                t.schedule_time, _trace_json(t),
             )
         )  # fmt: skip
     names = statements.INSERT_COLUMNS
     columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
     return {name: list(values) for name, values in zip(names, columns, strict=True)}
+
+
+def _trace_json(task: NewTask) -> str | None:
+    return None if task.trace_context is None else json.dumps(dict(task.trace_context))
 
 
 def resolve(merged: Sequence[NewTask], rows: Sequence[Any]) -> list[Any]:
@@ -211,7 +218,7 @@ def _copy_tasks(conn: Connection, tasks: Sequence[NewTask], payload_limit: int) 
         row = (
             t.uid, t.task, t.queue, t.priority, args, kwargs, t.retry, t.max_retries,
             t.backoff_seconds, t.max_backoff_seconds, t.timeout_seconds, t.store_result,
-            t.result_expires, t.error_expires, t.operator, t.source,
+            t.result_expires, t.error_expires, t.operator, t.source, _trace_json(t),
         )  # fmt: skip
         if t.eta is None:
             without_eta.append(row)

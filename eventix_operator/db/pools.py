@@ -1,9 +1,11 @@
-"""Queue load for worker pools and /metrics: run the statements, map rows to values."""
+"""Queue load for worker pools and /metrics, and what the scaler saw of each pool
+for the dashboard: run the statements, map rows to values."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import Connection
 
@@ -104,3 +106,53 @@ def queue_metrics(conn: Connection, *, finished: bool) -> list[QueueMetrics]:
         )
         for q in queues
     ]
+
+
+# -- what the scaler saw and decided, for the dashboard ---------------------------------
+
+#: Minutes of per-minute samples kept for each pool.
+SAMPLE_KEEP_MINUTES = 24 * 60
+
+
+@dataclass(frozen=True, slots=True)
+class PoolState:
+    """One pool as the scaler last looked at it (a row of ``eventix_pool``)."""
+
+    uid: str
+    k8s_namespace: str
+    k8s_name: str
+    target_kind: str
+    target_name: str
+    queues: tuple[str, ...]
+    min_replicas: int
+    max_replicas: int
+    tasks_per_replica: int
+    activation_tasks: int
+    cooldown_seconds: float
+    desired_replicas: int | None
+    current_replicas: int | None
+    queue_depth: int
+    running: int
+    busy_workers: int
+    ready: bool
+    reason: str
+    message: str
+    last_scale_time: datetime | None
+
+
+def record_pools(conn: Connection, states: Sequence[PoolState]) -> None:
+    """Store what the scaler saw of each pool and add it to the minute's sample, in
+    one statement (the API process, which has no Kubernetes access, reads these)."""
+    if not states:
+        return
+    params: dict[str, object] = {
+        name: [getattr(s, name) for s in states] for name in statements.POOL_COLUMNS
+    }
+    params["queues"] = [",".join(s.queues) for s in states]
+    params["keep_minutes"] = SAMPLE_KEEP_MINUTES
+    conn.execute(statements.RECORD_POOLS, params)
+
+
+def delete_pool(conn: Connection, uid: str) -> bool:
+    """Forget a deleted pool's state and samples; False when there were none."""
+    return conn.execute(statements.DELETE_POOL, {"uid": uid}).first() is not None

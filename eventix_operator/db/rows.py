@@ -72,6 +72,7 @@ class TaskRecord:
     k8s_uid: str | None
     schedule_uid: str | None
     schedule_time: datetime | None
+    trace_context: dict[str, str] | None
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> TaskRecord:
@@ -120,6 +121,7 @@ class ClaimedTask:
     error_eta_max: int
     timeout_seconds: float | None
     store_result: bool
+    trace_context: Any  # a carrier (dict) or None, for eventix_operator.tracing
 
     @property
     def policy(self) -> RetryPolicy:

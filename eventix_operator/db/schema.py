@@ -22,7 +22,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 metadata = MetaData(
     naming_convention={
@@ -83,6 +83,9 @@ task_table = Table(
     Column("k8s_uid", Text),
     Column("schedule_uid", Text),
     Column("schedule_time", DateTime(timezone=True)),
+    # The enqueuer's OpenTelemetry context: propagation headers as a JSON object
+    # (eventix_operator.tracing); NULL when it was not traced.
+    Column("trace_context", JSONB),
     CheckConstraint(
         "status IN (" + ", ".join(f"'{s}'" for s in TASK_STATUSES) + ")", name="status"
     ),
@@ -109,7 +112,19 @@ task_table = Table(
     ),
     Index("ix_eventix_task_worker_id", "worker_id", postgresql_where=text("status = 'processing'")),
     Index("ix_eventix_task_expires", "expires", postgresql_where=text("expires IS NOT NULL")),
-    Index("ix_eventix_task_namespace_status", "namespace", "status"),
+    # The dashboard's task list, newest first by keyset on (created_at, uid): one
+    # backward range scan per (queue, status, source), which also counts a queue's
+    # tasks of a state up to a cap. Its (namespace, status) prefix serves what the
+    # index it replaced (ix_eventix_task_namespace_status, migration 0006) served.
+    Index("ix_eventix_task_listing", "namespace", "status", "source", "created_at", "uid"),
+    # The same list filtered by task name, one scan per (status, source).
+    Index("ix_eventix_task_task_listing", "task", "status", "source", "created_at", "uid"),
+    # Finished rows by time: what the dashboard's per-minute throughput is counted from.
+    Index(
+        "ix_eventix_task_finished",
+        "finished_at",
+        postgresql_where=text("finished_at IS NOT NULL"),
+    ),
     # A schedule fires a tick at most once, whatever replicas or restarts do.
     Index(
         "uq_eventix_task_schedule_tick",
@@ -211,4 +226,59 @@ lease_table = Table(
     Column("expires_at", DateTime(timezone=True), nullable=False),
     Column("acquired_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("renewed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+#: Finished tasks per minute and queue, counted once a minute has closed (by the
+#: dashboard's process, see :func:`eventix_operator.db.dashboard.roll_up_throughput`):
+#: a chart of the last hour reads 60 rows instead of counting every task finished in
+#: it. The row with ``namespace = ''`` is every queue's total, written for each rolled
+#: minute even when nothing finished: the newest one says how far counting has come.
+throughput_table = Table(
+    "eventix_throughput",
+    metadata,
+    Column("minute", DateTime(timezone=True), primary_key=True),
+    Column("namespace", Text, primary_key=True),
+    Column("done", Integer, nullable=False, server_default="0"),
+    Column("failed", Integer, nullable=False, server_default="0"),
+)
+
+#: What the operator's scaler last saw and decided for each EventixWorkerPool: the
+#: dashboard's view of pools (the API process has no Kubernetes access).
+pool_table = Table(
+    "eventix_pool",
+    metadata,
+    Column("uid", Text, primary_key=True),  # the resource's metadata.uid
+    Column("k8s_namespace", Text, nullable=False),
+    Column("k8s_name", Text, nullable=False),
+    Column("target_kind", Text, nullable=False),
+    Column("target_name", Text, nullable=False),
+    Column("queues", ARRAY(Text), nullable=False),
+    Column("min_replicas", Integer, nullable=False),
+    Column("max_replicas", Integer, nullable=False),
+    Column("tasks_per_replica", Integer, nullable=False),
+    Column("activation_tasks", Integer, nullable=False),
+    Column("cooldown_seconds", Float, nullable=False),
+    Column("desired_replicas", Integer),
+    Column("current_replicas", Integer),
+    Column("queue_depth", Integer, nullable=False),
+    Column("running", Integer, nullable=False),
+    Column("busy_workers", Integer, nullable=False),
+    Column("ready", Boolean, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("message", Text, nullable=False),
+    Column("last_scale_time", DateTime(timezone=True)),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+#: A pool's recent history, one row per minute: the replicas at the minute's last
+#: look, and the deepest queue seen in it. Kept for a day.
+pool_sample_table = Table(
+    "eventix_pool_sample",
+    metadata,
+    Column("pool_uid", Text, primary_key=True),
+    Column("minute", DateTime(timezone=True), primary_key=True),
+    Column("desired_replicas", Integer),
+    Column("current_replicas", Integer),
+    Column("queue_depth", Integer, nullable=False),
+    Column("running", Integer, nullable=False),
 )

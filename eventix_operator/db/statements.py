@@ -41,6 +41,7 @@ TASK_COLUMNS: tuple[str, ...] = tuple(c.name for c in task_table.c)
 CLAIMED_COLUMNS = (
     "uid", "task", "namespace", "status", "args", "kwargs", "attempts", "retry",
     "max_retries", "error_eta_inc", "error_eta_max", "timeout_seconds", "store_result",
+    "trace_context",
 )  # fmt: skip
 SCHEDULE_COLUMNS: tuple[str, ...] = tuple(c.name for c in schedule_table.c)
 TRIGGER_COLUMNS: tuple[str, ...] = tuple(c.name for c in trigger_table.c)
@@ -88,7 +89,7 @@ INSERT_COLUMNS = (
     "uid", "task", "namespace", "priority", "eta", "delay", "args", "kwargs", "unique_key",
     "retry", "max_retries", "error_eta_inc", "error_eta_max", "timeout_seconds",
     "store_result", "result_expires", "error_expires", "operator", "source",
-    "k8s_namespace", "k8s_name", "k8s_uid", "schedule_uid", "schedule_time",
+    "k8s_namespace", "k8s_name", "k8s_uid", "schedule_uid", "schedule_time", "trace_context",
 )  # fmt: skip
 _STORED = [c for c in INSERT_COLUMNS if c != "delay"]
 _VALUES = [
@@ -105,6 +106,7 @@ _INSERT = f"""
 #: Eventix's unique-key merge: a pending task with the same (queue, unique key)
 #: takes the earliest eta, the lowest priority number and the newest args; only a
 #: task of the same Kubernetes namespace, or of none (:data:`.schema.UNIQUE_KEY_SCOPE`).
+#: Its trace context stays the first enqueuer's: one run cannot continue two traces.
 _MERGE = f"""
     ON CONFLICT (namespace, unique_key, ({UNIQUE_KEY_SCOPE}))
         WHERE unique_key IS NOT NULL AND {PENDING_PREDICATE}
@@ -113,6 +115,7 @@ _MERGE = f"""
         priority = LEAST(t.priority, EXCLUDED.priority),
         args = EXCLUDED.args,
         kwargs = EXCLUDED.kwargs,
+        trace_context = COALESCE(t.trace_context, EXCLUDED.trace_context),
         status = 'scheduled',
         updated_at = now(),
         revision = t.revision + 1
@@ -144,7 +147,7 @@ INSERT_TASKS_ONCE: TextClause = text(_INSERT + "ON CONFLICT DO NOTHING RETURNING
 COPY_COLUMNS = (
     "uid", "task", "namespace", "priority", "args", "kwargs", "retry", "max_retries",
     "error_eta_inc", "error_eta_max", "timeout_seconds", "store_result", "result_expires",
-    "error_expires", "operator", "source",
+    "error_expires", "operator", "source", "trace_context",
 )  # fmt: skip
 COPY_TASKS = f"COPY eventix_task ({columns(COPY_COLUMNS)}) FROM STDIN"
 COPY_TASKS_WITH_ETA = f"COPY eventix_task ({columns(COPY_COLUMNS)}, eta) FROM STDIN"
@@ -923,6 +926,468 @@ FINISHED_COUNTS: TextClause = text(
     GROUP BY namespace, status
     """
 )
+
+# -- Dashboard ---------------------------------------------------------------------------
+# What the web dashboard reads and does. Every read is bounded by an index range,
+# a cap or a small table: no statement here counts or sorts the whole task table.
+
+#: A task as the dashboard's list shows it: no payloads, results or tracebacks
+#: (a page of fifty must not read fifty megabytes of results), in
+#: :class:`~eventix_operator.db.dashboard.TaskSummary` order.
+SUMMARY_COLUMNS = (
+    "uid", "task", "namespace", "status", "priority", "eta", "created_at", "updated_at",
+    "attempts", "max_retries", "source", "unique_key", "worker_id", "worker_expires",
+    "started_at", "finished_at", "k8s_namespace", "k8s_name", "schedule_uid",
+)  # fmt: skip
+_SUMMARY = (
+    columns(SUMMARY_COLUMNS, "t.").replace("t.uid", "t.uid::text", 1)
+    + ", t.error->>'type' AS error_type, left(t.error->>'message', 300) AS error_message"
+)
+
+
+def task_listing(
+    *,
+    by_task: bool,
+    by_queue: bool,
+    by_unique_key: bool,
+    since: bool,
+    until: bool,
+    after: bool,
+    keys_only: bool = False,
+) -> TextClause:
+    """Newest tasks first (keyset on created_at, uid) matching the filters that are
+    set, the others left out of the statement; values are always parameters:
+    ``:statuses`` and ``:sources`` (arrays, every value when not filtered),
+    ``:queues`` (array) or ``:queue``, ``:task``, ``:unique_key``, ``:since`` /
+    ``:until`` (created_at range), ``:after_created`` / ``:after_uid`` (the last
+    row of the page before), ``:limit``.
+
+    One backward range scan of ``ix_eventix_task_listing`` per (queue, status,
+    source), or of ``ix_eventix_task_task_listing`` per (status, source) for a
+    task name, each stopping after ``:limit`` rows; the newest of those make the
+    page. So a page costs the same whether a filter matches ten rows or a
+    million, and rare combinations (the failures of one task) are found without
+    reading the common ones. A unique key has its own index and few rows.
+    """
+    where = []
+    if by_queue and (by_task or by_unique_key):
+        where.append("t.namespace = :queue")
+    if by_task and by_unique_key:
+        where.append("t.task = :task")
+    if since:
+        where.append("t.created_at >= :since")
+    if until:
+        where.append("t.created_at < :until")
+    if after:
+        where.append("(t.created_at, t.uid) < (:after_created, CAST(:after_uid AS uuid))")
+    extra = "".join(f" AND {w}" for w in where)
+    picked = "t.uid::text, t.created_at" if keys_only else _SUMMARY
+    if by_unique_key:
+        return text(
+            f"""
+            SELECT {picked} FROM eventix_task AS t
+            WHERE t.unique_key = :unique_key AND t.status = ANY(CAST(:statuses AS text[]))
+              AND t.source = ANY(CAST(:sources AS text[])){extra}
+            ORDER BY t.created_at DESC, t.uid DESC
+            LIMIT :limit
+            """
+        )
+    if by_task:
+        prefix = "t.task = :task"
+        ranges = ""
+    else:
+        prefix = "t.namespace = q.name"
+        ranges = "unnest(CAST(:queues AS text[])) AS q(name) CROSS JOIN "
+    return text(
+        f"""
+        WITH page AS (
+            SELECT k.created_at, k.uid
+            FROM {ranges}unnest(CAST(:statuses AS text[])) AS s(status)
+            CROSS JOIN unnest(CAST(:sources AS text[])) AS o(source)
+            CROSS JOIN LATERAL (
+                SELECT t.created_at, t.uid FROM eventix_task AS t
+                WHERE {prefix} AND t.status = s.status AND t.source = o.source{extra}
+                ORDER BY t.created_at DESC, t.uid DESC
+                LIMIT :limit
+            ) AS k
+            ORDER BY k.created_at DESC, k.uid DESC
+            LIMIT :limit
+        )
+        SELECT {picked} FROM page JOIN eventix_task AS t ON t.uid = page.uid
+        ORDER BY t.created_at DESC, t.uid DESC
+        """
+    )
+
+
+# -- name: tasks_by_uid_range --
+# Tasks whose uid lies in [:low, :high): what a uid prefix (the short uid the list
+# shows) names, by the primary key.
+TASKS_BY_UID_RANGE: TextClause = text(
+    f"""
+    SELECT {_SUMMARY} FROM eventix_task AS t
+    WHERE t.uid >= CAST(:low AS uuid) AND t.uid < CAST(:high AS uuid)
+    ORDER BY t.uid
+    LIMIT :limit
+    """
+)
+
+
+# -- name: queue_counts --
+# Tasks of each queue in each state, each counted up to :cap rows of the listing
+# index (an index-only range when the table is vacuumed): a million done tasks
+# cost no more than :cap of them.
+QUEUE_COUNTS: TextClause = text(
+    """
+    SELECT q.name AS queue, s.status, c.n
+    FROM unnest(CAST(:queues AS text[])) AS q(name)
+    CROSS JOIN unnest(CAST(:statuses AS text[])) AS s(status)
+    CROSS JOIN LATERAL (
+        SELECT count(*) AS n FROM (
+            SELECT 1 FROM eventix_task AS t
+            WHERE t.namespace = q.name AND t.status = s.status
+            LIMIT :cap
+        ) AS capped
+    ) AS c
+    """
+)
+
+# -- name: queue_status_estimates --
+# The planner's idea of how many rows each (queue, status) has: the most common
+# pairs of the extended statistics eventix_task_queue_status times the table's
+# row estimate, as of the last ANALYZE. What the overview shows past its cap.
+# (pg_stats_ext, not the catalog: it needs only the right to read the table.)
+QUEUE_STATUS_ESTIMATES: TextClause = text(
+    """
+    SELECT e.most_common_vals[i][1] AS queue, e.most_common_vals[i][2] AS status,
+           round(e.most_common_freqs[i] * greatest(c.reltuples, 0))::bigint AS estimate
+    FROM pg_stats_ext AS e
+    JOIN pg_namespace AS n ON n.nspname = e.schemaname
+    JOIN pg_class AS c ON c.relnamespace = n.oid AND c.relname = e.tablename
+    CROSS JOIN LATERAL generate_subscripts(e.most_common_vals, 1) AS i
+    WHERE e.statistics_name = 'eventix_task_queue_status'
+      AND e.schemaname = current_schema()
+    """
+)
+
+# -- name: queue_due --
+# Due tasks of each queue (counted up to :cap) and the age of the oldest, from the
+# partial ready index (namespace, priority, eta). The oldest is the least of each
+# priority's first eta, found by a loose scan over the priorities (one probe per
+# priority in use), not by reading every due task.
+QUEUE_DUE: TextClause = text(
+    f"""
+    SELECT q.name AS queue, d.due,
+           CASE WHEN o.oldest <= now() THEN extract(epoch FROM now() - o.oldest) END
+               AS oldest_due_seconds
+    FROM unnest(CAST(:queues AS text[])) AS q(name)
+    CROSS JOIN LATERAL (
+        SELECT count(*) AS due FROM (
+            SELECT 1 FROM eventix_task AS t
+            WHERE t.namespace = q.name AND {PENDING_PREDICATE} AND t.eta <= now()
+            LIMIT :cap
+        ) AS capped
+    ) AS d
+    CROSS JOIN LATERAL (
+        WITH RECURSIVE level(priority) AS (
+            (SELECT t.priority FROM eventix_task AS t
+             WHERE t.namespace = q.name AND {PENDING_PREDICATE}
+             ORDER BY t.priority LIMIT 1)
+            UNION ALL
+            SELECT (SELECT t.priority FROM eventix_task AS t
+                    WHERE t.namespace = q.name AND {PENDING_PREDICATE}
+                      AND t.priority > level.priority
+                    ORDER BY t.priority LIMIT 1)
+            FROM level WHERE level.priority IS NOT NULL
+        )
+        SELECT min((SELECT t.eta FROM eventix_task AS t
+                    WHERE t.namespace = q.name AND {PENDING_PREDICATE}
+                      AND t.priority = level.priority
+                    ORDER BY t.eta LIMIT 1)) AS oldest
+        FROM level WHERE level.priority IS NOT NULL
+    ) AS o
+    """
+)
+
+# -- name: live_leases --
+# Running tasks whose lease is alive, by worker: who is working on what right now.
+# At most :limit running tasks are read (from the lease index); each worker comes
+# with its count of them, its latest lease, and its first :per_worker tasks only.
+LIVE_LEASES: TextClause = text(
+    """
+    SELECT w.worker_id, w.uid::text AS uid, w.task, w.namespace, w.attempts, w.started_at,
+           w.worker_expires, w.tasks_running, w.lease_until, w.tasks_read
+    FROM (
+        SELECT r.*,
+               row_number() OVER (PARTITION BY r.worker_id ORDER BY r.started_at, r.uid) AS nth,
+               count(*) OVER (PARTITION BY r.worker_id) AS tasks_running,
+               max(r.worker_expires) OVER (PARTITION BY r.worker_id) AS lease_until,
+               count(*) OVER () AS tasks_read
+        FROM (
+            SELECT worker_id, uid, task, namespace, attempts, started_at, worker_expires
+            FROM eventix_task
+            WHERE status = 'processing' AND worker_expires > now() AND worker_id IS NOT NULL
+            LIMIT :limit
+        ) AS r
+    ) AS w
+    WHERE w.nth <= :per_worker
+    ORDER BY w.worker_id, w.nth
+    """
+)
+
+# -- name: roll_up_throughput --
+# Count the tasks finished (done, or failed for good) in each closed minute after
+# the last one rolled up (at most :span minutes, none older than :back), per queue
+# and in total. One process does it at a time (a transaction-level advisory lock,
+# so it holds through a pooler); a minute counts as closed :settle seconds after
+# its end, once transactions that finished in it have committed. Returns the
+# minutes it rolled up.
+ROLL_UP_THROUGHPUT: TextClause = text(
+    """
+    WITH lock AS (SELECT pg_try_advisory_xact_lock(:lock_key) AS held),
+    bounds AS (
+        SELECT lo, LEAST(hi, lo + make_interval(mins => :span)) AS hi
+        FROM (
+            SELECT GREATEST(
+                       (SELECT max(minute) + interval '1 minute' FROM eventix_throughput
+                        WHERE namespace = ''),
+                       date_trunc('minute', now()) - make_interval(mins => :back)
+                   ) AS lo,
+                   date_trunc('minute', now() - make_interval(secs => :settle)) AS hi
+        ) AS b
+        WHERE (SELECT held FROM lock)
+    ),
+    counted AS (
+        SELECT date_trunc('minute', t.finished_at) AS minute, t.namespace,
+               count(*) FILTER (WHERE t.status = 'done') AS done,
+               count(*) FILTER (WHERE t.status = 'error') AS failed
+        FROM eventix_task AS t, bounds
+        WHERE t.finished_at >= bounds.lo AND t.finished_at < bounds.hi
+          AND t.status IN ('done', 'error')
+        GROUP BY 1, 2
+    ),
+    minutes AS (
+        SELECT generate_series(lo, hi - interval '1 minute', interval '1 minute') AS minute
+        FROM bounds WHERE hi > lo
+    ),
+    rows AS (
+        SELECT minute, namespace, done, failed FROM counted
+        UNION ALL
+        SELECT m.minute, '', COALESCE(sum(c.done), 0), COALESCE(sum(c.failed), 0)
+        FROM minutes AS m LEFT JOIN counted AS c ON c.minute = m.minute
+        GROUP BY m.minute
+    )
+    INSERT INTO eventix_throughput (minute, namespace, done, failed)
+    SELECT minute, namespace, done, failed FROM rows
+    ON CONFLICT DO NOTHING
+    RETURNING minute
+    """
+)
+
+# -- name: purge_throughput --
+PURGE_THROUGHPUT: TextClause = text(
+    "DELETE FROM eventix_throughput WHERE minute < now() - make_interval(mins => :keep)"
+)
+
+# -- name: throughput --
+# The rolled-up minutes since :since, per queue ('' is the total).
+THROUGHPUT: TextClause = text(
+    """
+    SELECT minute, namespace, done, failed FROM eventix_throughput
+    WHERE minute >= :since
+    ORDER BY minute, namespace
+    """
+)
+
+# -- name: throughput_after --
+# Tasks finished after the last rolled-up minute, counted live (up to :cap rows,
+# oldest first: past the cap the newest minutes are incomplete).
+THROUGHPUT_AFTER: TextClause = text(
+    """
+    SELECT date_trunc('minute', f.finished_at) AS minute, f.namespace,
+           count(*) FILTER (WHERE f.status = 'done') AS done,
+           count(*) FILTER (WHERE f.status = 'error') AS failed,
+           (SELECT count(*) FROM (
+                SELECT 1 FROM eventix_task AS t
+                WHERE t.finished_at >= :since AND t.finished_at IS NOT NULL
+                LIMIT :cap) AS c) >= :cap AS capped
+    FROM (
+        SELECT t.finished_at, t.namespace, t.status FROM eventix_task AS t
+        WHERE t.finished_at >= :since AND t.finished_at IS NOT NULL
+        ORDER BY t.finished_at
+        LIMIT :cap
+    ) AS f
+    WHERE f.status IN ('done', 'error')
+    GROUP BY 1, 2
+    """
+)
+
+# -- name: requeue_tasks / cancel_tasks / delete_tasks --
+# The dashboard's bulk actions on a batch of uids, with the single-task rules of
+# REQUEUE_TASK and CANCEL_TASK. Delete leaves rows that a resource owns (an
+# EventixTask's row, a schedule's run): Git would bring them back, or their
+# schedule's history would lose them behind the operator's back.
+# Retry leaves a task whose unique key another pending task holds (same queue and
+# Kubernetes namespace, as uq_eventix_task_pending_unique_key has it: a finished
+# task's key is free, and old runs of one key pile up), and of several chosen tasks
+# sharing a free key retries the newest only: one violation of that index would undo
+# the whole batch. (A task enqueued with the key meanwhile can still take it first:
+# the caller retries the batch.)
+REQUEUE_TASKS: TextClause = waking(
+    """
+    UPDATE eventix_task
+    SET status = 'scheduled', eta = now(), attempts = 0,
+        result = NULL, error = NULL, worker_id = NULL, worker_expires = NULL, expires = NULL,
+        finished_at = NULL, updated_at = now(), revision = revision + 1
+    WHERE uid IN (
+        SELECT DISTINCT ON (c.namespace, COALESCE(c.unique_key, c.uid::text),
+                            COALESCE(c.k8s_namespace, '')) c.uid
+        FROM eventix_task AS c
+        WHERE c.uid = ANY(CAST(:uids AS uuid[]))
+          AND c.status IN ('done', 'error', 'cancelled', 'retry')
+          AND (c.unique_key IS NULL OR c.status = 'retry' OR NOT EXISTS (
+              SELECT 1 FROM eventix_task AS p
+              WHERE p.namespace = c.namespace AND p.unique_key = c.unique_key
+                AND COALESCE(p.k8s_namespace, '') = COALESCE(c.k8s_namespace, '')
+                AND p.status IN ('scheduled', 'retry')))
+        ORDER BY c.namespace, COALESCE(c.unique_key, c.uid::text),
+                 COALESCE(c.k8s_namespace, ''), c.status = 'retry' DESC, c.created_at DESC
+    ) AND status IN ('done', 'error', 'cancelled', 'retry')
+    RETURNING uid, namespace, status
+    """
+)
+CANCEL_TASKS: TextClause = text(
+    f"""
+    UPDATE eventix_task
+    SET status = 'cancelled', finished_at = now(), updated_at = now(),
+        expires = now() + make_interval(secs => error_expires),
+        revision = revision + 1
+    WHERE uid = ANY(CAST(:uids AS uuid[])) AND {PENDING_PREDICATE}
+    RETURNING uid
+    """
+)
+DELETE_TASKS: TextClause = text(
+    """
+    DELETE FROM eventix_task
+    WHERE uid = ANY(CAST(:uids AS uuid[])) AND source NOT IN ('k8s', 'schedule')
+    RETURNING uid
+    """
+)
+
+# -- name: list_schedules --
+LIST_SCHEDULES: TextClause = text(
+    f"""
+    SELECT {columns(SCHEDULE_COLUMNS)} FROM eventix_schedule
+    ORDER BY k8s_namespace, k8s_name
+    LIMIT :limit
+    """
+)
+
+# -- name: recent_schedule_runs --
+# The newest :limit runs of each schedule, from the tick index (newest tick first),
+# with what the dashboard shows of each: outcome, lateness, manual or not.
+RECENT_SCHEDULE_RUNS: TextClause = text(
+    """
+    SELECT s.uid AS schedule_uid, r.*
+    FROM unnest(CAST(:uids AS text[])) AS s(uid)
+    CROSS JOIN LATERAL (
+        SELECT t.uid::text AS uid, t.status, t.attempts, t.schedule_time, t.started_at,
+               t.finished_at, t.operator, t.error->>'message' AS error_message
+        FROM eventix_task AS t
+        WHERE t.schedule_uid = s.uid
+        ORDER BY t.schedule_time DESC
+        LIMIT :limit
+    ) AS r
+    ORDER BY s.uid, r.schedule_time DESC
+    """
+)
+
+# -- name: list_triggers --
+LIST_TRIGGERS: TextClause = text(
+    f"""
+    SELECT {columns(TRIGGER_COLUMNS)} FROM eventix_trigger
+    ORDER BY k8s_namespace NULLS FIRST, name
+    LIMIT :limit
+    """
+)
+
+# -- name: record_pools --
+# What the scaler saw and decided for a batch of pools, and the minute's sample
+# of each (replicas as last seen, the deepest queue of the minute); samples older
+# than :keep_minutes go.
+POOL_COLUMNS = (
+    "uid", "k8s_namespace", "k8s_name", "target_kind", "target_name", "queues",
+    "min_replicas", "max_replicas", "tasks_per_replica", "activation_tasks",
+    "cooldown_seconds", "desired_replicas", "current_replicas", "queue_depth", "running",
+    "busy_workers", "ready", "reason", "message", "last_scale_time",
+)  # fmt: skip
+_POOL_TYPES = {
+    "uid": "text", "k8s_namespace": "text", "k8s_name": "text", "target_kind": "text",
+    "target_name": "text", "queues": "text", "min_replicas": "integer",
+    "max_replicas": "integer", "tasks_per_replica": "integer",
+    "activation_tasks": "integer", "cooldown_seconds": "float8",
+    "desired_replicas": "integer", "current_replicas": "integer", "queue_depth": "integer",
+    "running": "integer", "busy_workers": "integer", "ready": "boolean", "reason": "text",
+    "message": "text", "last_scale_time": "timestamptz",
+}  # fmt: skip
+_POOL_ARRAYS = ", ".join(f"CAST(:{c} AS {_POOL_TYPES[c]}[])" for c in POOL_COLUMNS)
+RECORD_POOLS: TextClause = text(
+    f"""
+    WITH v AS (
+        SELECT {columns([c for c in POOL_COLUMNS if c != "queues"])},
+               string_to_array(queues, ',') AS queues
+        FROM unnest({_POOL_ARRAYS}) AS v({columns(POOL_COLUMNS)})
+    ), pools AS (
+        INSERT INTO eventix_pool AS p ({columns(POOL_COLUMNS)}, updated_at)
+        SELECT {columns(POOL_COLUMNS)}, now() FROM v
+        ON CONFLICT (uid) DO UPDATE SET
+            {", ".join(f"{c} = EXCLUDED.{c}" for c in POOL_COLUMNS if c != "uid")},
+            updated_at = now()
+    ), samples AS (
+        INSERT INTO eventix_pool_sample AS s (
+            pool_uid, minute, desired_replicas, current_replicas, queue_depth, running
+        )
+        SELECT uid, date_trunc('minute', now()), desired_replicas, current_replicas,
+               queue_depth, running
+        FROM v
+        ON CONFLICT (pool_uid, minute) DO UPDATE SET
+            desired_replicas = EXCLUDED.desired_replicas,
+            current_replicas = EXCLUDED.current_replicas,
+            queue_depth = GREATEST(s.queue_depth, EXCLUDED.queue_depth),
+            running = GREATEST(s.running, EXCLUDED.running)
+    )
+    DELETE FROM eventix_pool_sample
+    WHERE pool_uid IN (SELECT uid FROM v)
+      AND minute < now() - make_interval(mins => :keep_minutes)
+    """
+)
+
+# -- name: delete_pool --
+DELETE_POOL: TextClause = text(
+    """
+    WITH gone AS (DELETE FROM eventix_pool_sample WHERE pool_uid = :uid)
+    DELETE FROM eventix_pool WHERE uid = :uid RETURNING uid
+    """
+)
+
+# -- name: list_pools --
+LIST_POOLS: TextClause = text(
+    f"""
+    SELECT {columns((*POOL_COLUMNS, "updated_at"))} FROM eventix_pool
+    ORDER BY k8s_namespace, k8s_name
+    LIMIT :limit
+    """
+)
+
+# -- name: pool_samples --
+POOL_SAMPLES: TextClause = text(
+    """
+    SELECT pool_uid, minute, desired_replicas, current_replicas, queue_depth, running
+    FROM eventix_pool_sample
+    WHERE pool_uid = ANY(CAST(:uids AS text[])) AND minute >= :since
+    ORDER BY pool_uid, minute
+    """
+)
+
 
 # -- Leadership ---------------------------------------------------------------------------
 

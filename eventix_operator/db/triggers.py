@@ -227,7 +227,8 @@ class TriggerOutcome:
 def trigger_task(trigger: TriggerRecord, event: EventContext) -> NewTask:
     """The task a trigger makes of an event. As Eventix does with a trigger's task,
     the event gives the priority and the operator, and the queue unless the
-    template names one other than ``default``."""
+    template names one other than ``default``; the task names the trigger's
+    resource (``k8s_namespace``/``k8s_name``) when it has one."""
     template = trigger.template
     validate_template(template)
     unique_key = render(template.get("unique_key"), event)
@@ -251,8 +252,10 @@ def trigger_task(trigger: TriggerRecord, event: EventContext) -> NewTask:
         error_expires=template.get("error_expires"),
         operator=event.operator,
         source="trigger",
-        # A resource's trigger makes tasks of its namespace: their unique keys merge
-        # only with that namespace's tasks (docs/tenancy.md).
+        # Which EventixTrigger made it, as a schedule's runs name their schedule (the
+        # dashboard links a task to its origin); and a resource's trigger makes tasks
+        # of its namespace: their unique keys merge only with that namespace's tasks
+        # (docs/tenancy.md).
         k8s_namespace=trigger.k8s_namespace,
         k8s_name=trigger.k8s_name,
     )

@@ -308,8 +308,10 @@ async def hold_pool(
 
 @kopf.on.delete(GROUP, VERSION, POOLS, id="remove", optional=True)
 async def remove_pool(meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
-    """Stop scaling; the target keeps the replicas it has (as after deleting an HPA)."""
-    runtime_of(memo).pools.forget(str(meta.uid))
+    """Stop scaling; the target keeps the replicas it has (as after deleting an HPA).
+    The dashboard's record of the pool goes too (best effort: the handler is
+    optional, and a record left behind shows as not reported)."""
+    await runtime_of(memo).pools.remove(str(meta.uid))
 
 
 # -- EventixTrigger ------------------------------------------------------------

@@ -22,7 +22,10 @@ for the notification.
 **What.** One query for the load of every queue due for a look, each target
 read (its labels and replicas) and, when the decision (:mod:`eventix_operator.scaling`)
 differs, its ``/scale`` patched; status patched when it changed, its live counters
-at most every :data:`STATUS_REFRESH` seconds.
+at most every :data:`STATUS_REFRESH` seconds. What it saw and decided also goes to
+the ``eventix_pool`` table (when the status changed, else at most every
+:data:`RECORD_REFRESH` seconds), with a sample per minute: the dashboard reads
+pools there, since the API process has no Kubernetes access.
 
 **Whom.** Only targets that opt in, never eventix's own workloads
 (:mod:`eventix_operator.scaling.targets`; refused: ``TargetNotScalable``), and never
@@ -72,6 +75,8 @@ STATUS_REFRESH = 2.0
 DEPTH_CAP = 100_000
 #: Pause before looking again after a lost database connection.
 RETRY_PAUSE = 2.0
+#: Shortest time between two records of an unchanged pool for the dashboard.
+RECORD_REFRESH = 10.0
 #: Status fields that move with every enqueue; the rest changes with decisions.
 LIVE_FIELDS = frozenset({"queueDepth", "running", "busyWorkers", "currentReplicas"})
 
@@ -95,6 +100,7 @@ class PoolEntry:
     next_at: float = 0.0
     last_look: float = -math.inf
     written_at: float = -math.inf
+    recorded_at: float = -math.inf
 
 
 @dataclass(frozen=True)
@@ -115,6 +121,7 @@ class Looked:
     written: bool
     gone: bool
     next_due_in: float | None
+    record: pool_db.PoolState | None = None  # what to store for the dashboard, if due
 
 
 class PoolScaler:
@@ -190,6 +197,20 @@ class PoolScaler:
                 self.leadership.unwant(entry.lease)
             operator_metrics().forget_pool(entry.ref.namespace, entry.ref.name)
             self.wakeup.set()
+
+    async def remove(self, uid: str) -> None:
+        """A deleted pool: forget it, and its record for the dashboard (best effort:
+        a record left behind shows there as not reported)."""
+        self.forget(uid)
+
+        def delete() -> None:
+            with self.engine.begin() as conn:
+                pool_db.delete_pool(conn, uid)
+
+        try:
+            await asyncio.to_thread(delete)
+        except Exception as exc:
+            log_failure(log, "pool record not removed", exc)
 
     def poke(self, queue: str) -> None:
         """Tasks became ready in ``queue``: look at its pools now, or as soon as
@@ -318,6 +339,8 @@ class PoolScaler:
             entry.state = result.state
             if result.written:
                 entry.status, entry.written_at = result.status, now
+            if result.record is not None:
+                entry.recorded_at = now
             if entry.config is None:
                 continue
             next_at = now + entry.config.scaling.polling_interval
@@ -343,7 +366,16 @@ class PoolScaler:
             operator_metrics().reconcile_errors.labels(KIND).inc()
             raise
         wall = self.wall()
-        return [self._look_at(v, c, loads, now, wall) for v, c in configs]
+        looked = [self._look_at(v, c, loads, now, wall) for v, c in configs]
+        records = [r.record for r in looked if r.record is not None]
+        if records:
+            try:
+                with conn.begin():
+                    pool_db.record_pools(conn, records)
+            except Exception as exc:  # the dashboard's view lags; scaling goes on
+                log_failure(log, "pool state not recorded", exc)
+                looked = [dataclasses.replace(r, record=None) for r in looked]
+        return looked
 
     def _look_at(
         self,
@@ -428,7 +460,44 @@ class PoolScaler:
             written = not gone
         for type_, reason, message in [] if gone else events:
             self.kube.event(ref, type_=type_, reason=reason, message=message)
-        return Looked(ref.uid, state, status, written, gone, next_due_in)
+        record = None
+        if not gone and (written or now - view.recorded_at >= RECORD_REFRESH):
+            record = _pool_state(view, config, load, status, ready)
+        return Looked(ref.uid, state, status, written, gone, next_due_in, record)
+
+
+def _pool_state(
+    view: PoolEntry,
+    config: PoolConfig,
+    load: Load,
+    status: Mapping[str, Any],
+    ready: tuple[bool, str, str],
+) -> pool_db.PoolState:
+    """The row the dashboard reads: the spec's rule, and the status just computed."""
+    spec = config.scaling
+    last = status.get("lastScaleTime")
+    return pool_db.PoolState(
+        uid=view.ref.uid,
+        k8s_namespace=view.ref.namespace,
+        k8s_name=view.ref.name,
+        target_kind=config.target_kind,
+        target_name=config.target_name,
+        queues=config.queues,
+        min_replicas=spec.min_replicas,
+        max_replicas=spec.max_replicas,
+        tasks_per_replica=spec.tasks_per_replica,
+        activation_tasks=spec.activation_tasks,
+        cooldown_seconds=spec.cooldown,
+        desired_replicas=status.get("desiredReplicas"),
+        current_replicas=status.get("currentReplicas"),
+        queue_depth=load.due,
+        running=load.running,
+        busy_workers=load.busy_workers,
+        ready=ready[0],
+        reason=ready[1],
+        message=ready[2],
+        last_scale_time=None if not last else datetime.fromisoformat(last.replace("Z", "+00:00")),
+    )
 
 
 def _scaled(config: PoolConfig, scale: Scale, decision: Decision) -> Event:

@@ -19,6 +19,7 @@ from eventix_operator.operator.status import PHASES, invalid_status
 from eventix_operator.resources import schedule_definition, task_from_spec
 from eventix_operator.schedules.scheduler import apply_schedule
 from eventix_operator.tenancy import QUEUE_NOT_ALLOWED, TenancyPolicy, default_queue, queue_refusal
+from eventix_operator.tracing import enqueuing
 
 Event = tuple[str, str, str]  # (type, reason, message)
 
@@ -81,7 +82,8 @@ def enqueue_task(
     same namespace (Eventix semantics, within a tenancy boundary); the status then
     names that task. A queue the namespace may not use enqueues nothing: the
     resource is refused with QueueNotAllowed. A row that exists already (enqueued
-    under an earlier policy) is left as it is.
+    under an earlier policy) is left as it is. With traces on, the enqueue is a
+    span that the task's attempts continue.
     """
     queue, refusal = resolve_queue(ref.namespace, spec.get("queue"), tenancy)
     try:
@@ -110,11 +112,18 @@ def enqueue_task(
                     now=now,
                     reason=QUEUE_NOT_ALLOWED,
                 )
-            if new.unique_key is None:
-                enqueue.insert_tasks_once(conn, [new], payload_limit=payload_limit)
-                uid = new.uid
-            else:
-                [uid] = enqueue.insert_tasks(conn, [new], payload_limit=payload_limit)
+            resource = {
+                "k8s.namespace.name": ref.namespace,
+                "eventix.resource": f"EventixTask/{ref.name}",
+                "messaging.destination.name": new.queue,
+            }
+            with enqueuing(new.task, attributes=resource) as context:
+                new.trace_context = context
+                if new.unique_key is None:
+                    enqueue.insert_tasks_once(conn, [new], payload_limit=payload_limit)
+                    uid = new.uid
+                else:
+                    [uid] = enqueue.insert_tasks(conn, [new], payload_limit=payload_limit)
             record = admin.get_task(conn, uid)
             if record is not None:
                 if record.uid != new.uid:

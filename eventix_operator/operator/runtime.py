@@ -28,6 +28,7 @@ from eventix_operator.schedules.loop import SchedulerLoop
 from eventix_operator.schedules.scheduler import ScheduleFiring
 from eventix_operator.settings import Settings
 from eventix_operator.tenancy import TenancyPolicy
+from eventix_operator.tracing import enabled as tracing_enabled
 
 log = get_logger("eventix.operator")
 
@@ -76,6 +77,7 @@ class Runtime:
         if before != after:
             log.info("schema upgraded", before=before, after=after)
         load_config()
+        tracing_enabled()  # OpenTelemetry set up (or not) now, before any handler enqueues
         holder = make_holder_id()
         return cls(settings, engine, Kube(instance=holder), holder=holder)
 

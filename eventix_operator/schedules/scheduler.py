@@ -9,8 +9,8 @@ inserted at most once, and whoever holds the lock makes sure it is inserted.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Connection
 
@@ -21,6 +21,11 @@ from eventix_operator.db.schedules import ScheduleDefinition, ScheduleRecord
 from eventix_operator.resources import task_from_spec
 from eventix_operator.schedules.catchup import plan_catch_up
 from eventix_operator.schedules.ticks import CronSchedule, ScheduleError, parse_schedule
+from eventix_operator.tracing import enqueuing
+
+#: The ``operator`` of a manual run, so that a person reading the row sees where it
+#: came from (its key, off the whole second, is what tells the code).
+MANUAL_OPERATOR = "run now"
 
 
 @dataclass
@@ -137,8 +142,16 @@ def fire_schedule(
 
 
 def _insert_tick(
-    conn: Connection, schedule: ScheduleRecord, tick: datetime, payload_limit: int
+    conn: Connection,
+    schedule: ScheduleRecord,
+    tick: datetime,
+    payload_limit: int,
+    *,
+    operator: str | None = None,
 ) -> str | None:
+    """Insert the run of one tick. With traces on, the enqueue is a span of its own
+    and the run's attempts start traces of their own linked to it: a tick belongs
+    to no caller's trace, and a schedule's runs are not one long trace."""
     task = task_from_spec(
         schedule.template,
         source="schedule",
@@ -147,7 +160,17 @@ def _insert_tick(
         schedule_uid=schedule.uid,
         schedule_time=tick,
     )
-    inserted = insert_tasks_once(conn, [task], payload_limit=payload_limit)
+    if operator is not None:
+        task = replace(task, operator=operator)
+    tick_attributes = {
+        "k8s.namespace.name": schedule.k8s_namespace,
+        "eventix.resource": f"EventixSchedule/{schedule.k8s_name}",
+        "eventix.schedule.tick": tick.isoformat(),
+        "messaging.destination.name": task.queue,
+    }
+    with enqueuing(task.task, link=True, attributes=tick_attributes) as context:
+        task.trace_context = context
+        inserted = insert_tasks_once(conn, [task], payload_limit=payload_limit)
     return task.uid if inserted else None
 
 
@@ -176,6 +199,28 @@ def backfill(
         else:
             created.append(tick)
     return created, existing
+
+
+def run_now(
+    conn: Connection, schedule: ScheduleRecord, now: datetime, *, payload_limit: int
+) -> tuple[str, datetime]:
+    """A manual run of ``schedule`` ("run now"), whatever its expression, suspension
+    or concurrency policy say, as ``kubectl create job --from=cronjob/…`` does.
+
+    It is a run like a tick's (the same template, source and schedule uid, so its
+    history, history limits and status count it) keyed on the moment it was asked
+    for. Ticks are whole seconds; this key never is (a microsecond is added if need
+    be), so a manual run can never take a tick's place under the (schedule, tick)
+    unique key, nor a tick its. Returns its task uid and key.
+    """
+    key = now.astimezone(UTC)
+    if key.microsecond == 0:
+        key += timedelta(microseconds=1)
+    uid = _insert_tick(conn, schedule, key, payload_limit, operator=MANUAL_OPERATOR)
+    if uid is None:  # the same microsecond twice: the run exists already
+        raise ValueError(f"a manual run of {schedule.k8s_name} at {key.isoformat()} exists")
+    schedule_db.trim_run_history(conn, schedule)
+    return uid, key
 
 
 def _ticks_between(cron: CronSchedule, start: datetime, end: datetime) -> Iterator[datetime]:

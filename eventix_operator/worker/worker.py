@@ -28,6 +28,7 @@ from eventix_operator.db.notify import READY_CHANNEL, Listener, due_queues, wait
 from eventix_operator.db.rows import ClaimedTask
 from eventix_operator.logs import get_logger
 from eventix_operator.registry import Registry, TaskFunction
+from eventix_operator.tracing import attempts
 from eventix_operator.worker.execute import Outcome, lookup, run_one, run_sync
 from eventix_operator.worker.metrics import worker_metrics
 
@@ -94,6 +95,7 @@ class Worker:
         self.log_successes = logging.getLogger(LOGGER).isEnabledFor(logging.INFO)
         self.metrics = worker_metrics()  # added to per batch, never per task
         self.metrics.track_running(lambda: len(self.running))
+        self.spans = attempts()  # None unless this process traces: then a span per attempt
 
     def stop(self) -> None:
         """Stop claiming and drain (called from a SIGTERM/SIGINT handler)."""
@@ -177,7 +179,7 @@ class Worker:
     async def _slot(self) -> None:
         """Run buffered tasks until stopped."""
         while (job := await self.buffer.get()) is not None:
-            fn = lookup(job, self.registry)
+            fn = lookup(job, self.registry, self.spans)
             if isinstance(fn, Failure):
                 self._finish([job], [fn], 0.0)
                 continue
@@ -185,12 +187,14 @@ class Worker:
             self.running[job.uid] = job
             if fn.is_async or job.timeout_seconds is not None:
                 batch = [job]
-                outcomes = [await run_one(job, fn, self.pool, self.config.payload_limit)]
+                outcomes = [
+                    await run_one(job, fn, self.pool, self.config.payload_limit, self.spans)
+                ]
             else:
                 pairs = [(job, fn), *self._more_sync_jobs()]
                 batch = [j for j, _ in pairs]
                 outcomes = await asyncio.get_running_loop().run_in_executor(
-                    self.pool, run_sync, pairs, self.config.payload_limit
+                    self.pool, run_sync, pairs, self.config.payload_limit, self.spans
                 )
             for j in batch:
                 self.running.pop(j.uid, None)
@@ -206,7 +210,7 @@ class Worker:
             if job is None:
                 self.buffer.put_nowait(None)  # a stop marker: leave it for the loop
                 break
-            fn = lookup(job, self.registry)
+            fn = lookup(job, self.registry, self.spans)
             if isinstance(fn, Failure):
                 self._finish([job], [fn], 0.0)
                 continue

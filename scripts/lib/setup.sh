@@ -60,16 +60,21 @@ debian_program() { # <package>
     return 1
 }
 
-# Make the programs of Debian packages available (each named as its package,
-# such as pgbouncer). As root, or as a user with passwordless sudo, apt-get
-# installs them (after `apt-get update` only when the install fails without it).
-# Otherwise `apt-get download` fetches them, with those of their libraries this
-# machine lacks, and unpacks them under $DEBS; $DEBS/bin/<program> runs the
-# program with its libraries found there.
-ensure_debian_packages() { # <package>...
-    local package missing=()
-    for package in "$@"; do
-        debian_program "$package" >/dev/null || missing+=("$package")
+# Whether apt-get can install here: root, or passwordless sudo.
+can_install_packages() {
+    [ "$(id -u)" -eq 0 ] || { command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; }
+}
+
+# Make the programs of Debian packages available, each named as its package
+# (pgbouncer) or after a colon (chromium-driver:chromedriver). As root, or as a
+# user with passwordless sudo, apt-get installs them (after `apt-get update` only
+# when the install fails without it). Otherwise `apt-get download` fetches them,
+# with those of their libraries this machine lacks, and unpacks them under $DEBS;
+# $DEBS/bin/<program> runs the program with its libraries found there.
+ensure_debian_packages() { # <package[:program]>...
+    local spec missing=()
+    for spec in "$@"; do
+        debian_program "${spec#*:}" >/dev/null || missing+=("${spec%%:*}")
     done
     [ "${#missing[@]}" -gt 0 ] || return 0
     local as_root=()

@@ -46,6 +46,17 @@ def fail(message: str = "boom") -> None:
     raise ValueError(message)
 
 
+@task(name="tests.fail_once")
+def fail_once(key: str) -> str:
+    """Fails the first time it runs for ``key`` (in this record directory), then works:
+    a task that a retry makes succeed."""
+    marker = Path(os.environ["EVENTIX_TEST_RECORD_DIR"]) / f"failed-once-{key}"
+    if not marker.exists():
+        marker.touch()
+        raise RuntimeError(f"first run of {key} fails")
+    return f"{key} made it"
+
+
 @task(name="tests.unserialisable")
 def unserialisable() -> object:
     return object()

@@ -91,6 +91,24 @@ def merged(base: Mapping[str, Any], *overrides: Mapping[str, Any]) -> dict[str, 
     return result
 
 
+#: The API with the dashboard read-only behind an Ingress with TLS.
+DASHBOARD: dict[str, Any] = merged(
+    EVERYTHING,
+    {
+        "api": {
+            "ui": {"readOnly": True},
+            "ingress": {
+                "enabled": True,
+                "className": "nginx",
+                "host": "eventix.example.com",
+                "tls": [{"hosts": ["eventix.example.com"], "secretName": "eventix-tls"}],
+                "annotations": {"cert-manager.io/cluster-issuer": "letsencrypt"},
+            },
+        }
+    },
+)
+
+
 class RenderError(AssertionError):
     """helm refused; the message is its stderr."""
 

@@ -14,6 +14,7 @@ import yaml
 
 from tests.helm.conftest import (
     CHART,
+    DASHBOARD,
     EVERYTHING,
     KEDA,
     NAMESPACE,
@@ -411,6 +412,30 @@ def test_tenancy_reaches_the_operator_and_the_worker_queues_follow_it(tools: Too
     assert f"namespace IN ('{NAMESPACE}')" in trigger["metadata"]["query"]
 
 
+def test_tracing_sends_each_component_s_traces_under_its_own_name(tools: Tools) -> None:
+    def otel_env(values: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        pods = pod_specs(tools.template(values))
+        return {
+            kind_name.split("/")[1]: {
+                k: v for k, v in env_of(pod["containers"][0]).items() if k.startswith("OTEL_")
+            }
+            for kind_name, pod in pods.items()
+        }
+
+    assert all(env == {} for env in otel_env(EVERYTHING).values())  # off by default
+    endpoint = "http://otel-collector.monitoring:4318"
+    traced = otel_env(merged(EVERYTHING, {"tracing": {"enabled": True, "endpoint": endpoint}}))
+    assert traced == {
+        name: {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_SERVICE_NAME": name}
+        if not name.endswith("-migrate")
+        else {}  # a Job of a few seconds: nothing to trace
+        for name in traced
+    }
+    assert len(traced) == 4, sorted(traced)
+    with pytest.raises(RenderError, match=re.escape("tracing.endpoint: name the OTLP/HTTP")):
+        tools.template(merged(REQUIRED, {"tracing": {"enabled": True}}))
+
+
 def test_keda_mode_replaces_the_pool_with_a_postgresql_scaler(tools: Tools) -> None:
     objects = tools.template(KEDA)
     assert by_kind(objects, "EventixWorkerPool") == []
@@ -505,6 +530,8 @@ def test_an_anonymous_api_is_explicit_and_cluster_internal(tools: Tools) -> None
     for exposed in ("NodePort", "LoadBalancer"):
         with pytest.raises(RenderError, match=f"ClusterIP Service only, not a {exposed} one"):
             tools.template(merged(anonymous, {"api": {"service": {"type": exposed}}}))
+    with pytest.raises(RenderError, match="not exposed through an Ingress"):
+        tools.template(merged(anonymous, {"api": {"ingress": {"enabled": True}}}))
 
 
 def test_extra_env_replaces_a_built_in_variable_in_place(tools: Tools) -> None:
@@ -686,3 +713,33 @@ def test_schema_rejects_bad_values_with_their_path(
     assert "values don't meet the specifications of the schema" in message
     assert where in message, message
     assert complaint in message, message
+
+
+def test_the_dashboard_can_be_exposed_through_an_ingress_and_made_read_only(
+    tools: Tools,
+) -> None:
+    values = DASHBOARD
+    objects = tools.template(values)
+    ingress = one(objects, "Ingress", f"{NAME}-api")
+    assert ingress["metadata"]["annotations"] == {"cert-manager.io/cluster-issuer": "letsencrypt"}
+    spec = ingress["spec"]
+    assert spec["ingressClassName"] == "nginx"
+    assert spec["tls"] == [{"hosts": ["eventix.example.com"], "secretName": "eventix-tls"}]
+    (rule,) = spec["rules"]
+    assert rule["host"] == "eventix.example.com"
+    assert rule["http"]["paths"] == [
+        {
+            "path": "/ui",
+            "pathType": "Prefix",
+            "backend": {"service": {"name": f"{NAME}-api", "port": {"name": "http"}}},
+        }
+    ]
+    api = one(objects, "Deployment", f"{NAME}-api")["spec"]["template"]["spec"]["containers"][0]
+    assert env_of(api)["EVENTIX_UI_READ_ONLY"] == "true"
+    # off by default: no Ingress, and the dashboard may act
+    plain = tools.template(EVERYTHING)
+    assert by_kind(plain, "Ingress") == []
+    api = one(plain, "Deployment", f"{NAME}-api")["spec"]["template"]["spec"]["containers"][0]
+    assert "EVENTIX_UI_READ_ONLY" not in env_of(api)
+    with pytest.raises(RenderError, match="paths"):
+        tools.template(merged(values, {"api": {"ingress": {"paths": ["ui"]}}}))

@@ -216,4 +216,9 @@ def test_the_build_stage_makes_a_working_wheel_from_the_context(tmp_path: Path) 
     assert "eventix_operator/py.typed" in names
     assert any(re.match(r"eventix_operator/db/migrations/versions/0001_\w+\.py$", n) for n in names)
     assert "eventix_operator/cli/main.py" in names
+    # the dashboard's templates and static files ship inside the package (air-gapped)
+    for page in ("base", "overview", "tasks", "task", "schedules", "schedule", "pools", "login"):
+        assert f"eventix_operator/api/ui/templates/{page}.html" in names, page
+    for static in ("app.css", "app.js", "favicon.svg"):
+        assert f"eventix_operator/api/ui/static/{static}" in names, static
     assert not any("__pycache__" in n or n.startswith("tests/") for n in names)

@@ -26,6 +26,7 @@ from sqlalchemy import create_engine, text
 
 from tests.helm.conftest import (
     CHART,
+    DASHBOARD,
     EVERYTHING,
     KEDA,
     NAMESPACED,
@@ -111,12 +112,14 @@ def kubectl_apply(tools: Tools, cluster: KubeAPI, manifests: str, *, dry_run: bo
 # -- the manifests --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["required", "everything", "keda", "namespaced"])
+@pytest.mark.parametrize("name", ["required", "everything", "keda", "namespaced", "dashboard"])
 def test_rendered_manifests_are_accepted_then_applied(
     tools: Tools, cluster: KubeAPI, release: tuple[str, str], name: str
 ) -> None:
     release_name, namespace = release
-    values = {"required": REQUIRED, "everything": EVERYTHING, "keda": KEDA}.get(name)
+    values = {
+        "required": REQUIRED, "everything": EVERYTHING, "keda": KEDA, "dashboard": DASHBOARD,
+    }.get(name)  # fmt: skip
     if values is None:  # the watched namespaces must exist
         others = [cluster.create_namespace("team-a"), cluster.create_namespace("team-b")]
         values = merged(NAMESPACED, {"operator": {"watchNamespaces": others}})

@@ -20,6 +20,7 @@ PROCESS_ONLY = (
     "prometheus_client",
     "structlog",
     "rich",
+    "jinja2",
 )
 
 PROBE = """
@@ -53,6 +54,7 @@ def loaded_by(*args: str, env: dict[str, str] | None = None) -> set[str]:
         ["worker", "--help"],
         ["operator", "--help"],
         ["api", "--help"],
+        ["dashboard", "--help"],
         ["schedule", "preview", "0 2 * * *", "--tz", "Europe/Berlin", "--count", "3"],
     ],
 )

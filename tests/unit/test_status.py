@@ -20,6 +20,7 @@ def record(**changes: Any) -> TaskRecord:
         store_result=True, result=None, error=None, result_expires=None, error_expires=None,
         expires=None, started_at=None, finished_at=None, operator=None, source="k8s",
         k8s_namespace="ns", k8s_name="n", k8s_uid="k", schedule_uid=None, schedule_time=None,
+        trace_context=None,
     )  # fmt: skip
     return replace(base, **changes)
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 import psycopg
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
@@ -26,6 +26,7 @@ from eventix_operator.api.context import (
 from eventix_operator.api.models import EventixError, EventixStatus, EventixTask, EventixTaskIn
 from eventix_operator.db import admin, writeback
 from eventix_operator.db.rows import TaskRecord, parse_uid
+from eventix_operator.tracing import from_headers
 
 
 def wanted_stati(chosen: list[EventixStatus] | None) -> list[str]:
@@ -44,11 +45,15 @@ def router(ctx: ApiContext) -> APIRouter:
     limit = ctx.payload_limit
 
     @routes.post("/task", tags=["task"], response_model=EventixTask, responses={**E409, **E413})
-    async def post_task(task: EventixTaskIn) -> Response:
+    async def post_task(task: EventixTaskIn, request: Request) -> Response:
         """Schedule a task. With a ``unique_key`` that a pending task of the same
         namespace has, that task is updated instead (earliest eta, lowest priority,
-        newest args and kwargs) and returned. A uid that exists is a 409."""
+        newest args and kwargs) and returned. A uid that exists is a 409. A
+        ``traceparent`` header is the parent of the task's attempts' spans (when
+        the server traces)."""
         item = convert.new_task(task)
+        if ctx.tracing:
+            item.trace_context = from_headers(request.headers)
         try:
             record = await ctx.db.insert_task(item)
         except psycopg.IntegrityError as exc:

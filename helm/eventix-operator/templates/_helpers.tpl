@@ -170,7 +170,7 @@ imagePullSecrets:
 
 {{/*
 The REST API is never served without a token by accident: a token Secret, or an explicit
-allowAnonymous, and then only on a ClusterIP Service. (The chart does not make a token
+allowAnonymous, and then only on a ClusterIP Service and without an Ingress. (The chart does not make a token
 itself: under `helm template`, as Argo CD renders, `lookup` finds nothing, so a generated
 token would change at every render.)
 */}}
@@ -181,6 +181,9 @@ token would change at every render.)
 {{- end }}
 {{- if ne .Values.api.service.type "ClusterIP" }}
 {{- fail (printf "api.auth.allowAnonymous: an API without authentication is served on a ClusterIP Service only, not a %s one: set api.auth.existingSecret, or api.service.type=ClusterIP" .Values.api.service.type) }}
+{{- end }}
+{{- if .Values.api.ingress.enabled }}
+{{- fail "api.auth.allowAnonymous: an API without authentication is not exposed through an Ingress, not even its dashboard (anyone reaching it could act): set api.auth.existingSecret, or api.ingress.enabled=false" }}
 {{- end }}
 {{- end }}
 {{- end }}
@@ -265,6 +268,23 @@ place (the API server rejects duplicate names).
 {{- $out = append $out (get $byName .) }}
 {{- end }}
 {{- toYaml $out }}
+{{- end }}
+
+{{/*
+OpenTelemetry's variables of a long-running container: (list $ serviceName). Nothing unless
+tracing.enabled; the SDK reads them (eventix_operator/tracing.py).
+*/}}
+{{- define "eventix-operator.tracingEnv" -}}
+{{- $root := index . 0 }}
+{{- if $root.Values.tracing.enabled }}
+{{- if not $root.Values.tracing.endpoint }}
+{{- fail "tracing.endpoint: name the OTLP/HTTP collector the traces go to (e.g. http://otel-collector.monitoring:4318)" }}
+{{- end }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ $root.Values.tracing.endpoint | quote }}
+- name: OTEL_SERVICE_NAME
+  value: {{ index . 1 | quote }}
+{{- end }}
 {{- end }}
 
 {{/* The Prometheus endpoint of operator and workers; port 0 turns it off. */}}

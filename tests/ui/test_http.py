@@ -1,0 +1,213 @@
+"""The dashboard's sessions, refusals and headers over plain HTTP, against real
+``eventix api`` and ``eventix dashboard`` processes."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from pathlib import Path
+
+from sqlalchemy import text
+
+from eventix_operator import enqueue
+from tests.ui.conftest import TOKEN, Server, launch
+
+
+def csrf_of(server: Server, cookie: str) -> str:
+    status, _, body = server.request("GET", "/ui/tasks", cookie=cookie)
+    assert status == 200
+    found = re.search(r'name="csrf" value="([^"]+)"', body)
+    assert found is not None
+    return found.group(1)
+
+
+def test_pages_need_a_session_and_the_rest_api_still_its_bearer(server: Server) -> None:
+    status, headers, _ = server.request("GET", "/ui/tasks?status=error")
+    assert status == 303
+    assert headers["location"] == "/ui/login?next=/ui/tasks%3Fstatus%3Derror"
+    assert (
+        server.request("GET", "/ui/tasks", headers={"Authorization": f"Bearer {TOKEN}"})[0] == 303
+    )
+    assert server.request("PUT", "/tasks/dump")[0] == 401
+    assert (
+        server.request("PUT", "/tasks/dump", headers={"Authorization": f"Bearer {TOKEN}"})[0] == 200
+    )
+    status, headers, _ = server.request("GET", "/")
+    assert (status, headers["location"]) == (307, "/ui/")
+    assert server.request("GET", "/ui/static/app.css")[0] == 200  # no data in it
+
+
+def test_the_session_cookie_is_httponly_strict_and_holds_no_token(server: Server) -> None:
+    status, headers, _ = server.request("POST", "/ui/login", body=f"token={TOKEN}&next=/ui/pools")
+    assert (status, headers["location"]) == (303, "/ui/pools")
+    cookie = headers["set-cookie"]
+    assert "HttpOnly" in cookie
+    assert "SameSite=strict" in cookie or "SameSite=Strict" in cookie
+    assert "Path=/ui" in cookie
+    assert "Max-Age=43200" in cookie
+    assert "Secure" not in cookie  # plain HTTP here; behind TLS it is Secure:
+    _, behind_tls, _ = server.request(
+        "POST", "/ui/login", body=f"token={TOKEN}", headers={"X-Forwarded-Proto": "https"}
+    )
+    assert "Secure" in behind_tls["set-cookie"]
+    assert TOKEN not in cookie
+    # wrong tokens and other places to go
+    assert server.request("POST", "/ui/login", body="token=guess")[0] == 401
+    _, elsewhere, _ = server.request(
+        "POST", "/ui/login", body=f"token={TOKEN}&next=//evil.example/"
+    )
+    assert elsewhere["location"] == "/ui/"
+
+
+def test_forged_or_foreign_cookies_are_no_session(server: Server, tmp_path: Path) -> None:
+    cookie = server.sign_in()
+    assert server.request("GET", "/ui/", cookie=cookie)[0] == 200
+    version, issued, sid, mac = cookie.split(".")
+    for forged in (
+        f"{version}.{int(issued) + 999}.{sid}.{mac}",  # a later start, to outlive the expiry
+        f"{version}.{issued}.{sid}x.{mac}",
+        f"{version}.{issued}.{sid}.{mac[:-2]}AA",
+        "v1.garbage",
+        "",
+    ):
+        assert server.request("GET", "/ui/", cookie=forged)[0] == 303, forged
+    with launch(
+        server.database_url, tmp_path, EVENTIX_API_TOKEN="another-token-987654321"
+    ) as other:
+        assert other.request("GET", "/ui/", cookie=cookie)[0] == 303  # a new token ends sessions
+
+
+def test_actions_are_refused_without_token_from_elsewhere_or_signed_out(server: Server) -> None:
+    queue = f"http-{uuid.uuid4().hex[:6]}"
+    with server.engine.begin() as conn:
+        uid = enqueue("x", queue=queue, connection=conn)
+    cookie = server.sign_in()
+    csrf = csrf_of(server, cookie)
+    path = f"/ui/tasks/{uid}/cancel"
+    refusals = [
+        ("no token", {"body": "", "cookie": cookie}, 403),
+        ("another token", {"body": "csrf=" + "A" * 43, "cookie": cookie}, 403),
+        ("signed out", {"body": f"csrf={csrf}"}, 401),
+        ("another site", {"body": f"csrf={csrf}", "cookie": cookie,
+                          "headers": {"Origin": "http://evil.example"}}, 403),
+        ("cross-site fetch", {"body": f"csrf={csrf}", "cookie": cookie,
+                              "headers": {"Sec-Fetch-Site": "cross-site"}}, 403),
+    ]  # fmt: skip
+    for why, request, expected in refusals:
+        assert server.request("POST", path, **request)[0] == expected, why  # type: ignore[arg-type]
+    with server.engine.connect() as conn:
+        status = conn.execute(text("SELECT status FROM eventix_task WHERE uid = :u"), {"u": uid})
+        assert status.scalar_one() == "scheduled"
+    same_site = {"Origin": server.url, "Sec-Fetch-Site": "same-origin"}
+    status, headers, _ = server.request(
+        "POST", path, body=f"csrf={csrf}", cookie=cookie, headers=same_site
+    )
+    assert (status, headers["location"]) == (303, f"/ui/tasks/{uid}?note=cancel%3A1%3A0")
+    log = server.log.read_text()
+    line = next(line for line in log.splitlines() if "ui action " in line and uid in line)
+    assert "action=cancel" in line
+    assert "who='session " in line or "who=session " in line
+    assert "token=" in line
+    assert "client=127.0.0.1:" in line
+
+
+def test_every_page_carries_the_security_headers(server: Server) -> None:
+    cookie = server.sign_in()
+    for path in ("/ui/", "/ui/tasks", "/ui/schedules", "/ui/pools", "/ui/triggers", "/ui/login"):
+        status, headers, _ = server.request("GET", path, cookie=cookie)
+        assert status in (200, 303), path
+        csp = headers["content-security-policy"]
+        assert "script-src 'self'" in csp
+        assert "unsafe-inline" not in csp
+        assert "frame-ancestors 'none'" in csp
+        assert headers["x-frame-options"] == "DENY"
+        assert headers["x-content-type-options"] == "nosniff"
+        assert headers["cache-control"] == "no-store"
+        if status == 200:
+            assert re.fullmatch(r"app;dur=\d+\.\d", headers["server-timing"])
+    _, headers, _ = server.request("GET", "/ui/static/app.js")
+    assert headers["x-frame-options"] == "DENY"
+    assert "cache-control" not in headers
+
+
+def test_what_is_not_there_is_a_page_that_says_so(server: Server) -> None:
+    cookie = server.sign_in()
+    status, _, body = server.request("GET", f"/ui/tasks/{uuid.uuid4()}", cookie=cookie)
+    assert status == 404
+    assert "No such task" in body
+    assert server.request("GET", "/ui/tasks/not-a-uid", cookie=cookie)[0] == 404
+    assert server.request("GET", "/ui/schedules/nope", cookie=cookie)[0] == 404
+    status, _, body = server.request(
+        "GET", "/ui/tasks?status=exploded&since=yesterday&after=junk", cookie=cookie
+    )
+    assert status == 200
+    assert "unknown status exploded" in body
+    assert "since is not a time" in body
+
+
+def test_a_retry_that_would_take_a_held_unique_key_says_who_holds_it(server: Server) -> None:
+    queue = f"keys-{uuid.uuid4().hex[:6]}"
+    with server.engine.begin() as conn:
+        rows = conn.execute(
+            text(
+                "INSERT INTO eventix_task (task, namespace, status, unique_key) VALUES"
+                " ('x', :q, 'error', 'k'), ('x', :q, 'scheduled', 'k'),"
+                " ('x', :q, 'done', 'free'), ('x', :q, 'error', 'free')"
+                " RETURNING status, uid::text"
+            ),
+            {"q": queue},
+        ).all()
+    (failed, holder, *_), finished = [u for _, u in rows], [u for _, u in rows[2:]]
+    cookie = server.sign_in()
+    csrf = csrf_of(server, cookie)
+    status, _, body = server.request(
+        "POST", f"/ui/tasks/{failed}/retry", body=f"csrf={csrf}", cookie=cookie
+    )
+    assert status == 409
+    assert f"Task {holder} of queue {queue} holds the unique key" in body
+    # in bulk: the held one is left, and of two runs of a free key the newest goes
+    form = "&".join([f"csrf={csrf}", "action=retry", "scope=selected"])
+    form += "".join(f"&uid={u}" for u in [failed, *finished])
+    status, headers, _ = server.request("POST", "/ui/tasks/bulk", body=form, cookie=cookie)
+    assert (status, headers["location"]) == (303, "/ui/tasks?note=retry%3A1%3A2")
+    with server.engine.connect() as conn:
+        pending = conn.execute(
+            text(
+                "SELECT unique_key, count(*) FROM eventix_task WHERE namespace = :q"
+                " AND status = 'scheduled' GROUP BY 1 ORDER BY 1"
+            ),
+            {"q": queue},
+        ).all()
+    assert [tuple(r) for r in pending] == [("free", 1), ("k", 1)]
+
+
+def test_without_a_token_anyone_looks_and_forms_still_need_their_csrf_token(
+    server: Server, tmp_path: Path
+) -> None:
+    with launch(server.database_url, tmp_path, EVENTIX_API_ALLOW_ANONYMOUS="true") as open_:
+        status, headers, body = open_.request("GET", "/ui/")
+        assert status == 200
+        assert "Sign out" not in body
+        cookie = headers["set-cookie"].split(";")[0].partition("=")[2]
+        with open_.engine.begin() as conn:
+            uid = enqueue("x", queue="anon", connection=conn)
+        assert open_.request("POST", f"/ui/tasks/{uid}/cancel", body="", cookie=cookie)[0] == 403
+        csrf = csrf_of(open_, cookie)
+        status, _, _ = open_.request(
+            "POST", f"/ui/tasks/{uid}/cancel", body=f"csrf={csrf}", cookie=cookie
+        )
+        assert status == 303
+        assert "who=anonymous" in open_.log.read_text()
+
+
+def test_eventix_dashboard_serves_the_dashboard_alone(server: Server, tmp_path: Path) -> None:
+    with launch(
+        server.database_url, tmp_path, command="dashboard", EVENTIX_API_TOKEN=TOKEN
+    ) as alone:
+        cookie = alone.sign_in()
+        assert alone.request("GET", "/ui/", cookie=cookie)[0] == 200
+        assert alone.request("GET", "/healthz")[0] == 200
+        bearer = {"Authorization": f"Bearer {TOKEN}"}
+        assert alone.request("PUT", "/tasks/dump", headers=bearer)[0] == 404
+        assert alone.request("POST", "/task", headers=bearer)[0] == 404
+        assert "dashboard started" in alone.log.read_text()
