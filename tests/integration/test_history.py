@@ -1,6 +1,7 @@
 """History at scale: expired rows go in bounded batches that lock nothing a claim
 waits for, and the task table has autovacuum settings fit for a queue. (Rates with
-ten million finished rows: bench/history.py, figures in bench/README.md.)"""
+ten million finished rows: `python bench/production.py history`, figures in
+bench/README.md.)"""
 
 from __future__ import annotations
 

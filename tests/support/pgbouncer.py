@@ -77,6 +77,10 @@ BENIGN_CLOSE_REASONS = (
     "database removed",  # KILL at the end of a test
     "successfully sent cancel request",
     "not sending cancel request for client that is now idle",
+    "cancel request for idle client",  # the same, as PgBouncer 1.18 says it
+    # A client that went away mid-statement (a process cancelling its loops as it exits):
+    # the server connection is closed rather than handed on; no client sees an error.
+    "client disconnect while server was not ready",
     "evicted",  # an idle server closed to make room in a full pool
 )
 
