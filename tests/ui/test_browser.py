@@ -222,7 +222,8 @@ def test_bulk_retry_of_everything_a_filter_matches(page: Page, server: Server, q
     # the selection: tick two and cancel them
     page.open(f"/ui/tasks?queue={queue}")
     for uid in uids[:2]:
-        page.css(f"#task-list tr[data-uid='{uid}'] input[name=uid]").click()
+        box = f"#task-list tr[data-uid='{uid}'] input[name=uid]"
+        settled(lambda b=box: page.css(b).click())  # type: ignore[misc]
     from selenium.webdriver.support.ui import Select
 
     Select(page.css("#bulk-action")).select_by_value("cancel")
