@@ -56,6 +56,7 @@ def test_an_eventixtasks_task_names_its_owner_and_cannot_be_deleted_here(
         return True
 
     wait_until("the task in the list", open_it)
+    page.arrive("/ui/tasks/", exact=False)
     assert page.text("#error-message") == "from git"
     assert f"Owned by EventixTask {cluster.namespace}/{name}" in page.text("#owner")
     assert page.has("#retry")
@@ -86,7 +87,7 @@ def test_run_now_reaches_the_schedules_status(cluster: Cluster, page: Page) -> N
         ),
     )
     page.click(f"tr[data-schedule='{cluster.namespace}/{name}'] a")
-    assert page.path == f"/ui/schedules/{uid}"
+    page.arrive(f"/ui/schedules/{uid}")
     assert f"Owned by EventixSchedule {cluster.namespace}/{name}" in page.text(".owned")
     page.click("#run-now", confirm=True)
     page.wait_text("#runs tbody tr", "done", timeout=30)

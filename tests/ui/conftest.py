@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -168,9 +168,8 @@ class Page:
         self.open("/ui/login")
         self.driver.delete_all_cookies()
         self.open("/ui/login")
-        field = self.driver.find_element(By.ID, "token")
-        field.send_keys(token)
-        self.driver.find_element(By.ID, "sign-in").click()
+        self.driver.find_element(By.ID, "token").send_keys(token)
+        self.click("#sign-in")
         return self
 
     def css(self, selector: str) -> Any:
@@ -194,17 +193,25 @@ class Page:
         return bool(self.all(selector))
 
     def click(self, selector: str, *, confirm: bool = False) -> None:
-        """Click; with ``confirm``, accept the confirmation and wait for the page the
-        form's answer brings (the driver waits by itself only for plain clicks)."""
+        """Click a link or a form's button and wait for the page it leads to; with
+        ``confirm``, accept the confirmation first. The click returns before a form's
+        answer arrives, and a page opened meanwhile would cancel that answer."""
+        self._leave(lambda: self.css(selector).click(), confirm=confirm)
+
+    def submit(self, selector: str) -> None:
+        """Submit the form of the field ``selector`` and wait for its answer."""
+        self._leave(lambda: self.css(selector).submit())
+
+    def _leave(self, act: Callable[[], Any], *, confirm: bool = False) -> None:
         from selenium.webdriver.support import expected_conditions
         from selenium.webdriver.support.ui import WebDriverWait
 
         before = self.css("html")
-        settled(lambda: self.css(selector).click())
+        settled(act)
         if confirm:
             alert = wait_until("the confirmation", self._alert, 5)
             alert.accept()
-            WebDriverWait(self.driver, 20).until(expected_conditions.staleness_of(before))
+        WebDriverWait(self.driver, 20).until(expected_conditions.staleness_of(before))
 
     def _alert(self) -> Any:
         from selenium.common.exceptions import NoAlertPresentException
@@ -218,6 +225,16 @@ class Page:
     def path(self) -> str:
         current: str = self.driver.current_url
         return current[len(self.server.url) :]
+
+    def arrive(self, wanted: str, *, exact: bool = True, timeout: float = 20) -> str:
+        """Wait for the page a click leads to: a submitted form's answer comes after the
+        click returns, so reading ``path`` at once can still see the page before it."""
+
+        def there() -> str | None:
+            path = self.path
+            return path if (path == wanted if exact else path.startswith(wanted)) else None
+
+        return str(wait_until(f"the page at {wanted}", there, timeout))
 
     def wait_text(self, selector: str, wanted: str, timeout: float = 20) -> str:
         """Reload until ``selector`` contains ``wanted`` (or the live refresh puts it there)."""
