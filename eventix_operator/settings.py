@@ -152,6 +152,12 @@ class Settings(BaseSettings):
     worker_purge_interval: float = Field(
         60.0, gt=0, description="Seconds between removals of expired results."
     )
+    worker_progress_interval: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds between a worker's INFO lines summing up the tasks it ran "
+        "(each success is a DEBUG line; each failure a WARNING line).",
+    )
     max_payload_bytes: int = Field(
         1_000_000, ge=1, description="Largest JSON args+kwargs or result accepted for one task."
     )

@@ -102,7 +102,8 @@ async def run_worker_and_scheduler(
     scheduler = SchedulerLoop(engine, payload_limit=settings.max_payload_bytes)
     scheduling = asyncio.create_task(scheduler.run())
     try:
-        await run_worker(settings, registry, worker_config(settings, queues=queues), url)
+        config = worker_config(settings, queues=queues, announce_tasks=True)  # a person watches
+        await run_worker(settings, registry, config, url)
     finally:
         scheduler.stop()
         await scheduling

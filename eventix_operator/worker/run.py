@@ -20,6 +20,7 @@ def worker_config(
     queues: Sequence[str],
     concurrency: int | None = None,
     burst: bool = False,
+    announce_tasks: bool = False,
 ) -> WorkerConfig:
     return WorkerConfig(
         queues=tuple(queues),
@@ -32,6 +33,8 @@ def worker_config(
         purge_interval=settings.worker_purge_interval,
         payload_limit=settings.max_payload_bytes,
         burst=burst,
+        progress_interval=settings.worker_progress_interval,
+        announce_tasks=announce_tasks,
     )
 
 

@@ -56,6 +56,11 @@ class WorkerConfig:
     purge_interval: float = 60.0
     payload_limit: int = 1_000_000
     burst: bool = False
+    #: Seconds between the INFO lines that sum up what was run since the last one.
+    progress_interval: float = 10.0
+    #: One INFO line per finished task (``eventix local``, where a person watches each
+    #: run); otherwise successes are DEBUG lines, and failures always WARNING lines.
+    announce_tasks: bool = False
 
 
 class Worker:
@@ -92,7 +97,13 @@ class Worker:
         self.stats = {"claimed": 0, "succeeded": 0, "failed": 0}
         # Checked once: structlog would build every "task succeeded" event before
         # the level check drops it, a cost per task at tens of thousands a second.
-        self.log_successes = logging.getLogger(LOGGER).isEnabledFor(logging.INFO)
+        self.log_success = (
+            log.info
+            if config.announce_tasks
+            else log.debug
+            if logging.getLogger(LOGGER).isEnabledFor(logging.DEBUG)
+            else None
+        )
         self.metrics = worker_metrics()  # added to per batch, never per task
         self.metrics.track_running(lambda: len(self.running))
         self.spans = attempts()  # None unless this process traces: then a span per attempt
@@ -118,6 +129,7 @@ class Worker:
             self._side_task("heartbeat", self._heartbeat_loop),
             self._side_task("listen", self._listen_loop),
             self._side_task("maintenance", self._maintenance_loop),
+            self._side_task("progress", self._progress_loop),
         ]
         slots = [asyncio.create_task(self._slot()) for _ in range(cfg.concurrency)]
         try:
@@ -234,8 +246,9 @@ class Worker:
                     self.retries += 1
                     # Our own retries are due at a known time: claim then, not at the next poll.
                     asyncio.get_running_loop().call_later(o.retry_in + 0.01, self.wakeup.set)
-            elif self.log_successes:
-                log.info("task succeeded", uid=o.uid, task=job.task, seconds=round(seconds, 4))
+            elif self.log_success is not None:
+                self.log_success("task succeeded", uid=o.uid, task=job.task,
+                                 seconds=round(seconds, 4))  # fmt: skip
         if seconds > 0:
             self.task_seconds = (
                 seconds
@@ -309,6 +322,20 @@ class Worker:
                     if not database_unavailable(exc):
                         raise
                     log.warning("heartbeat failed", error=first_line(exc))
+
+    async def _progress_loop(self) -> None:
+        """An INFO line per interval in which something ran: a person sees the worker
+        at work and its failures (their own WARNING lines) without a line per task."""
+        last = dict(self.stats)
+        since = time.monotonic()
+        while True:
+            await asyncio.sleep(self.config.progress_interval)
+            now, stats = time.monotonic(), dict(self.stats)
+            done = {k: stats[k] - last[k] for k in stats}
+            if any(done.values()):
+                rate = (done["succeeded"] + done["failed"]) / (now - since)
+                log.info("progress", **done, per_second=round(rate, 1), running=len(self.running))
+            last, since = stats, now
 
     async def _listen_loop(self) -> None:
         """Turn NOTIFY on the ready channel into an immediate claim."""

@@ -188,3 +188,24 @@ def test_burst_worker_does_not_take_an_outage_for_an_empty_queue(processes: Proc
     worker = processes.worker("--burst", DATABASE_URL="postgresql://nobody@127.0.0.1:1/none")
     time.sleep(4)
     assert worker.poll() is None, "a burst worker exited while the database was unreachable"
+
+
+def test_default_logging_sums_up_successes_and_names_each_failure(
+    processes: Processes, engine: Engine
+) -> None:
+    """At INFO (the default) a line per success would cost a busy worker a third of
+    its rate: successes come as periodic summaries, failures one by one."""
+    with engine.begin() as conn:
+        enqueue_many([{"task": "tests.record", "args": [i]} for i in range(50)], connection=conn)
+        enqueue("tests.fail", kwargs={"message": "one of them fails"}, max_retries=0,
+                connection=conn)  # fmt: skip
+    worker = processes.worker(EVENTIX_LOG_LEVEL="INFO", EVENTIX_WORKER_PROGRESS_INTERVAL="0.3")
+    processes.wait_for(lambda: counts(engine).get("done") == 50, 60, "the tasks to run")
+    processes.wait_for(lambda: "progress" in processes.logs(), 10, "a progress line")
+    assert processes.stop(worker) == 0
+    log = processes.logs()
+    assert "task succeeded" not in log
+    assert "one of them fails" in log
+    assert "task failed" in log
+    progress = [line for line in log.splitlines() if "progress" in line]
+    assert sum(int(line.split("succeeded=")[1].split()[0]) for line in progress) == 50, progress
