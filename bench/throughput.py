@@ -506,13 +506,13 @@ class Bench:
         self.report.loads.append(os.getloadavg()[0])
         say(f"\n--- {title} (load average {load_average()})")
 
-    def eventix_env(self, database: str) -> dict[str, str]:
-        return {
-            **os.environ,
-            "DATABASE_URL": self.server.sqlalchemy_url(database),
-            "EVENTIX_LOG_LEVEL": "WARNING",
-            "PYTHONPATH": str(REPO),
-        }
+    def eventix_env(self, database: str, log_level: str | None = None) -> dict[str, str]:
+        """The settings a user runs (INFO logs) unless ``log_level`` says otherwise."""
+        env = {**os.environ, "DATABASE_URL": self.server.sqlalchemy_url(database)}
+        env.pop("EVENTIX_LOG_LEVEL", None)
+        if log_level is not None:
+            env["EVENTIX_LOG_LEVEL"] = log_level
+        return {**env, "PYTHONPATH": str(REPO)}
 
     def eventix_worker(self, *, burst: bool) -> list[str]:
         cmd = [str(self.bin_dir / "eventix"), "worker", "--tasks", "bench.noop_tasks"]
@@ -564,9 +564,18 @@ class Bench:
 
     # 2. drain ------------------------------------------------------------------
 
-    def eventix_drain(self, workers: int, task: str, label: str, *, traced: bool = False) -> None:
+    def eventix_drain(
+        self,
+        workers: int,
+        task: str,
+        label: str,
+        *,
+        traced: bool = False,
+        log_level: str | None = None,
+    ) -> None:
         """``traced``: every task carries a trace context (a link to the enqueuer's
-        span), and the workers export a span per attempt over OTLP/HTTP to a sink here."""
+        span), and the workers export a span per attempt over OTLP/HTTP to a sink here.
+        ``log_level``: instead of the default (INFO), to show what logging costs."""
         n = self.options.tasks
         self.phase(
             f"eventix drain: {n:,} {label} tasks, {workers} worker process(es)"
@@ -577,7 +586,7 @@ class Bench:
         self.server.analyze(database)
         say(f"    {n:,} tasks enqueued; starting {workers} `eventix worker --burst`")
         sink = SpanSink() if traced else None
-        env = self.eventix_env(database)
+        env = self.eventix_env(database, log_level)
         env.update(sink.env() if sink is not None else {})
         spawned, wall, exits = run_drain(
             [self.eventix_worker(burst=True)] * workers,
@@ -598,6 +607,8 @@ class Bench:
         )[0]
         verified = "all done" if counts == {"done": n} else f"NOT ALL DONE: {counts}"
         drain = Drain(n, spawned, wall, epoch(first), epoch(last), exits)
+        if log_level is not None:
+            label += f", {log_level} logs"
         name = f"eventix drain, {workers} worker{'s' if workers > 1 else ''} ({label})"
         key = (workers, label)
         if sink is not None:
@@ -605,6 +616,9 @@ class Bench:
             name = name[:-1] + ", traced)"
             verified += f"; {sink.spans:,} spans exported"
         figure = drain.figure("drain (no-op tasks)", name, verified)
+        default = self.untraced.get((workers, label.split(", ")[0]))
+        if log_level is not None and default and default.per_second and figure.per_second:
+            figure.note += f"; default/{log_level} {default.per_second / figure.per_second:.2f}"
         if sink is None:
             self.untraced[key] = figure
         elif key in self.untraced:
@@ -959,6 +973,8 @@ class Bench:
             self.eventix_drain(workers, task, label)
             if options.tracing:  # each traced drain right after its untraced twin
                 self.eventix_drain(workers, task, label, traced=True)
+            if workers == 1 and label == "sync def":  # what default logging costs
+                self.eventix_drain(workers, task, label, log_level="WARNING")
         self.latency()
         for one_transaction in (False, True):
             for clients in (1, 2):
@@ -1081,7 +1097,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"machine: {os.cpu_count()} CPUs, {platform_line()}",
             *server.describe(),
             f"N = {options.tasks:,}; worker: --concurrency {WORKER_CONCURRENCY}, batch "
-            f"{options.batch_size} (EVENTIX_WORKER_BATCH_SIZE), EVENTIX_LOG_LEVEL=WARNING",
+            f"{options.batch_size} (EVENTIX_WORKER_BATCH_SIZE), default logging (INFO) unless "
+            "a line says otherwise",
             f"load average: 1-min between {min(bench.report.loads):.2f} and "
             f"{max(bench.report.loads):.2f} at phase starts; 1/5/15-min {start_load} at the "
             f"start, {load_average()} at the end",

@@ -32,6 +32,7 @@ import psycopg
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
+from eventix_operator.db.payload import load_json
 from eventix_operator.settings import Settings, normalise_database_url
 
 if TYPE_CHECKING:  # the asyncio extension loads the ORM: only processes that need it pay
@@ -70,6 +71,7 @@ def engine_options(settings: Settings) -> dict[str, Any]:
         "pool_pre_ping": settings.db_pool_pre_ping,
         "pool_timeout": settings.db_connect_timeout,  # a full pool waits as long as a connect
         "connect_args": _connect_args(settings),
+        "json_deserializer": load_json,
     }
 
 

@@ -28,6 +28,18 @@ _SUSPECT = ("\\u0000", "\\ud")
 NUL_REPLACEMENT = "\\x00"
 
 
+def load_json(data: str | bytes | bytearray | memoryview) -> Any:
+    """``json.loads`` for every JSON value read from the database (the engines'
+    deserializer). Most tasks' args or kwargs are ``[]`` or ``{}``: answered at once,
+    they spare a claim of a thousand tasks two thousand parses; and text is parsed as
+    ``str``, which spares ``json.loads`` its guess of the bytes' encoding."""
+    if data == b"[]" or data == "[]":
+        return []
+    if data == b"{}" or data == "{}":
+        return {}
+    return json.loads(data if isinstance(data, str) else str(data, "utf-8"))
+
+
 class PayloadTooLarge(ValueError):
     """Args, kwargs or a result exceed ``EVENTIX_MAX_PAYLOAD_BYTES``."""
 
