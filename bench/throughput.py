@@ -538,6 +538,7 @@ class Bench:
                 n,
                 rate(n, seconds),
                 note=f"{seconds:.2f}s, {stored:,} rows stored, one transaction",
+                per_second=n / seconds,
             )
         )
         self.server.drop_database(database)
@@ -773,7 +774,15 @@ class Bench:
         n = self.options.tasks
         self.phase(f"pgqueuer drain: {n:,} no-op jobs, {workers} worker process(es), batch {batch}")
         database = self.server.fresh_database(f"pgqueuer{workers}", template=None)
-        asyncio.run(peer.install_and_enqueue(self.server.dsn(database), n))
+        seconds = asyncio.run(peer.install_and_enqueue(self.server.dsn(database), n))
+        if not any(f.name.startswith("pgqueuer batch enqueue") for f in self.report.figures):
+            note = f"{seconds:.2f}s, {peer.ENQUEUE_CHUNK:,} jobs per enqueue call, psycopg"
+            ours = [f for f in self.report.figures if f.name.startswith("bulk enqueue")]
+            if ours and ours[0].per_second:
+                note += f"; eventix bulk enqueue / this {ours[0].per_second * seconds / n:.2f}"
+            name = "pgqueuer batch enqueue (Queries.enqueue)"
+            figure = Figure("enqueue", name, n, rate(n, seconds), note=note, per_second=n / seconds)
+            self.report.add(figure)
         self.server.analyze(database)
         say(f"    {n:,} jobs enqueued; starting {workers} pgqueuer worker(s), drain mode")
         cmd = [sys.executable, "-m", "bench.peer_pgqueuer", "--batch-size", str(batch)]
