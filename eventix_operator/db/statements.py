@@ -20,7 +20,10 @@ from sqlalchemy import ColumnElement, Select, TextClause, case, func, select, te
 from sqlalchemy.dialects import postgresql
 
 from eventix_operator.db.schema import (
+    FINISHED_PREDICATE,
+    FINISHED_STATUSES,
     PENDING_PREDICATE,
+    PENDING_STATUSES,
     UNIQUE_KEY_SCOPE,
     schedule_table,
     task_table,
@@ -540,18 +543,30 @@ QUEUE_STATS: TextClause = text(
     """
 )
 
+
 # -- name: namespaces --
-# Every queue name, by a loose index scan: one index probe per queue, however many rows.
-NAMESPACES: TextClause = text(
-    """
-    WITH RECURSIVE ns(name) AS (
-        (SELECT namespace FROM eventix_task ORDER BY namespace LIMIT 1)
+# Every queue name, by loose index scans (one index probe per queue, however many
+# rows) of the two partial indexes that lead with the queue, the listing index of
+# finished rows and the ready index of pending ones, and the few running rows.
+def _loose_scan(name: str, predicate: str) -> str:
+    return f"""{name}(name) AS (
+        (SELECT namespace FROM eventix_task WHERE {predicate} ORDER BY namespace LIMIT 1)
         UNION ALL
         SELECT (SELECT t.namespace FROM eventix_task AS t
-                WHERE t.namespace > ns.name ORDER BY t.namespace LIMIT 1)
-        FROM ns WHERE ns.name IS NOT NULL
-    )
-    SELECT name FROM ns WHERE name IS NOT NULL
+                WHERE t.{predicate} AND t.namespace > {name}.name
+                ORDER BY t.namespace LIMIT 1)
+        FROM {name} WHERE {name}.name IS NOT NULL
+    )"""
+
+
+NAMESPACES: TextClause = text(
+    f"""
+    WITH RECURSIVE {_loose_scan("finished", FINISHED_PREDICATE)},
+    {_loose_scan("pending", PENDING_PREDICATE)}
+    SELECT name FROM finished WHERE name IS NOT NULL
+    UNION SELECT name FROM pending WHERE name IS NOT NULL
+    UNION SELECT namespace FROM eventix_task WHERE status = 'processing'
+    ORDER BY name
     """
 )
 
@@ -945,6 +960,20 @@ _SUMMARY = (
 )
 
 
+def _quoted(states: Sequence[str]) -> str:
+    return ", ".join(f"'{state}'" for state in states)
+
+
+#: Each state's rows and the predicate of the partial index that holds them: the
+#: listing indexes (finished), the ready index (pending), the lease index (running).
+_STATE_INDEXES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    (FINISHED_PREDICATE, FINISHED_STATUSES),
+    (PENDING_PREDICATE, PENDING_STATUSES),
+    ("status = 'processing'", ("processing",)),
+)
+_UNFINISHED = _STATE_INDEXES[1:]
+
+
 def task_listing(
     *,
     by_task: bool,
@@ -962,12 +991,13 @@ def task_listing(
     ``:until`` (created_at range), ``:after_created`` / ``:after_uid`` (the last
     row of the page before), ``:limit``.
 
-    One backward range scan of ``ix_eventix_task_listing`` per (queue, status,
-    source), or of ``ix_eventix_task_task_listing`` per (status, source) for a
-    task name, each stopping after ``:limit`` rows; the newest of those make the
-    page. So a page costs the same whether a filter matches ten rows or a
-    million, and rare combinations (the failures of one task) are found without
-    reading the common ones. A unique key has its own index and few rows.
+    Finished tasks: one backward range scan of ``ix_eventix_task_listing`` per
+    (queue, status, source), or of ``ix_eventix_task_task_listing`` per (status,
+    source) for a task name, each stopping after ``:limit`` rows; the newest of
+    those (and of the pending and running rows, read from their partial indexes)
+    make the page. So a page costs the same whether a filter matches ten finished
+    rows or a million, and rare combinations (the failures of one task) are found
+    without reading the common ones. A unique key has its own index and few rows.
     """
     where = []
     if by_queue and (by_task or by_unique_key):
@@ -994,10 +1024,27 @@ def task_listing(
         )
     if by_task:
         prefix = "t.task = :task"
-        ranges = ""
+        ranges = queue_lateral = ""
     else:
         prefix = "t.namespace = q.name"
         ranges = "unnest(CAST(:queues AS text[])) AS q(name) CROSS JOIN "
+        queue_lateral = ranges + "LATERAL "
+    # Pending and running rows, which the listing indexes do not hold: few beside the
+    # finished ones, read from their own partial index and sorted; each branch runs
+    # only when :statuses asks for one of its states (a one-time filter).
+    unfinished = "".join(
+        f"""
+            UNION ALL
+            SELECT k.created_at, k.uid FROM {queue_lateral}(
+                SELECT t.created_at, t.uid FROM eventix_task AS t
+                WHERE CAST(:statuses AS text[]) && ARRAY[{_quoted(states)}]
+                  AND {prefix} AND t.{predicate} AND t.status = ANY(CAST(:statuses AS text[]))
+                  AND t.source = ANY(CAST(:sources AS text[])){extra}
+                ORDER BY t.created_at DESC, t.uid DESC
+                LIMIT :limit
+            ) AS k"""
+        for predicate, states in _UNFINISHED
+    )
     return text(
         f"""
         WITH page AS (
@@ -1006,11 +1053,12 @@ def task_listing(
             CROSS JOIN unnest(CAST(:sources AS text[])) AS o(source)
             CROSS JOIN LATERAL (
                 SELECT t.created_at, t.uid FROM eventix_task AS t
-                WHERE {prefix} AND t.status = s.status AND t.source = o.source{extra}
+                WHERE {prefix} AND t.status = s.status AND t.source = o.source
+                  AND t.{FINISHED_PREDICATE}{extra}
                 ORDER BY t.created_at DESC, t.uid DESC
                 LIMIT :limit
-            ) AS k
-            ORDER BY k.created_at DESC, k.uid DESC
+            ) AS k{unfinished}
+            ORDER BY created_at DESC, uid DESC
             LIMIT :limit
         )
         SELECT {picked} FROM page JOIN eventix_task AS t ON t.uid = page.uid
@@ -1033,20 +1081,26 @@ TASKS_BY_UID_RANGE: TextClause = text(
 
 
 # -- name: queue_counts --
-# Tasks of each queue in each state, each counted up to :cap rows of the listing
-# index (an index-only range when the table is vacuumed): a million done tasks
-# cost no more than :cap of them.
+# Tasks of each queue in each state, each counted up to :cap rows of the index that
+# holds that state's rows (the listing index for finished ones, an index-only range
+# when the table is vacuumed; the ready and lease indexes for the others): a million
+# done tasks cost no more than :cap of them. Of the branches, only the one whose
+# states hold s.status runs (a one-time filter).
+_CAPPED_COUNTS = " UNION ALL ".join(
+    f"""(
+            SELECT 1 FROM eventix_task AS t
+            WHERE s.status IN ({_quoted(states)})
+              AND t.namespace = q.name AND t.status = s.status AND t.{predicate}
+            LIMIT :cap)"""
+    for predicate, states in _STATE_INDEXES
+)
 QUEUE_COUNTS: TextClause = text(
-    """
+    f"""
     SELECT q.name AS queue, s.status, c.n
     FROM unnest(CAST(:queues AS text[])) AS q(name)
     CROSS JOIN unnest(CAST(:statuses AS text[])) AS s(status)
     CROSS JOIN LATERAL (
-        SELECT count(*) AS n FROM (
-            SELECT 1 FROM eventix_task AS t
-            WHERE t.namespace = q.name AND t.status = s.status
-            LIMIT :cap
-        ) AS capped
+        SELECT count(*) AS n FROM ({_CAPPED_COUNTS}) AS capped
     ) AS c
     """
 )

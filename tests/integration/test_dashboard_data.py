@@ -482,3 +482,20 @@ def test_time_filters_combine_with_every_listing(engine: Engine) -> None:
     for queue, task in itertools.product((None, "q0"), (None, "t1")):
         where = TaskFilter(queue=queue, task=task, since=since, until=until)
         assert walk(engine, where, page=5) == expected(engine, where)
+
+
+def test_every_queue_is_named_whatever_state_its_tasks_are_in(engine: Engine) -> None:
+    """Queue names come from the partial indexes of each state (finished, pending)
+    and the running rows: a queue whose every task is in one state is still named."""
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO eventix_task (task, namespace, status, worker_id, worker_expires)"
+                " VALUES ('t', 'q-running', 'processing', 'w', now() + interval '1 minute'),"
+                " ('t', 'q-pending', 'retry', NULL, NULL),"
+                " ('t', 'q-cancelled', 'cancelled', NULL, NULL),"
+                " ('t', 'q-done', 'done', NULL, NULL)"
+            )
+        )
+    with engine.connect() as conn:
+        assert dashboard.queues(conn) == ["q-cancelled", "q-done", "q-pending", "q-running"]
