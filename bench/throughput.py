@@ -704,9 +704,13 @@ class Bench:
         claim = " ".join(str(statements.CLAIM_TASKS).split())
         complete = " ".join(str(statements.COMPLETE_TASKS).split())
         no_op_results = "array_fill(CAST('null' AS jsonb), ARRAY[CAST(:n AS int)])"
+        results = (
+            "ARRAY(SELECT r.value FROM jsonb_array_elements(CAST(:results AS jsonb)) "
+            "WITH ORDINALITY AS r(value, n) ORDER BY r.n)"
+        )
         for old, new in (
-            ("CAST(:uid AS UUID[])", "CAST(:uids AS uuid[])"),
-            ("CAST(:result AS JSONB[])", no_op_results),
+            ("CAST(string_to_array(:uids, ',') AS uuid[])", "CAST(:uids AS uuid[])"),
+            (results, no_op_results),
         ):
             if old not in complete:
                 raise RuntimeError(f"COMPLETE_TASKS changed: {old!r} not found; update the bench")

@@ -139,8 +139,8 @@ class LeaseStore:
         async with self.engine.begin() as conn:
             if successes:
                 params: dict[str, Any] = {
-                    "uid": [o.uid for o in successes],
-                    "result": [o.result_json for o in successes],
+                    "uids": ",".join([o.uid for o in successes]),
+                    "results": f"[{','.join([o.result_json for o in successes])}]",
                     "worker_id": self.worker_id,
                 }
                 rows += (await conn.execute(statements.COMPLETE_TASKS, params)).all()
