@@ -25,7 +25,7 @@ from eventix_operator.db.leases import Cancelled, Failure, Outcome, Success
 from eventix_operator.db.payload import NotStorable, PayloadTooLarge, dump_json
 from eventix_operator.db.rows import ClaimedTask
 from eventix_operator.registry import Registry, TaskFunction
-from eventix_operator.running import TaskContext, run_as, run_async_as
+from eventix_operator.running import Current, TaskContext, run_as, run_async_as
 from eventix_operator.tracing import Attempt, Attempts
 
 __all__ = ["Outcome", "failure", "lookup", "run_one", "run_sync", "success"]
@@ -84,18 +84,20 @@ def run_sync(
             for pair, context in zip(jobs, contexts, strict=True)
         ]
     outcomes: list[Outcome] = []
-    for (job, fn), context in zip(jobs, contexts, strict=True):
-        if context.cancelled:
-            outcomes.append(Cancelled(job.uid))
-            continue
-        try:
-            result = run_as(context, fn.func, *job.args, **job.kwargs)
-        except Exception as exc:
-            outcomes.append(failure(job, exc))
-        else:
-            outcomes.append(success(job, result, payload_limit))
-        if context.requested_at is not None:
-            outcomes[-1] = Cancelled(job.uid)
+    with Current() as current:
+        for (job, fn), context in zip(jobs, contexts, strict=True):
+            if context.cancelled:
+                outcomes.append(Cancelled(job.uid))
+                continue
+            current.context = context
+            try:
+                result = fn.func(*job.args, **job.kwargs)
+            except Exception as exc:
+                outcomes.append(failure(job, exc))
+            else:
+                outcomes.append(success(job, result, payload_limit))
+            if context.requested_at is not None:
+                outcomes[-1] = Cancelled(job.uid)
     return outcomes
 
 

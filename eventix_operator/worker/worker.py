@@ -388,7 +388,8 @@ class Worker:
     def _remember(self, uid: str) -> None:
         now = time.monotonic()
         if len(self.early) >= 1000:  # mostly other workers' tasks: forget old ones
-            self.early = {u: t for u, t in self.early.items() if now - t < 10.0}
+            kept = [(u, t) for u, t in self.early.items() if now - t < 10.0]
+            self.early = dict(kept[-500:])
         self.early[uid] = now
 
     async def _cancel_loop(self) -> None:
