@@ -101,3 +101,14 @@ def test_what_is_recorded_of_tasks_that_ran_when_their_cancel_came() -> None:
     kept_jobs, kept = _cancelled(jobs, outcomes, contexts)
     assert [j.uid for j in kept_jobs] == ["done", "stopped", "failed"]
     assert kept == [Success("done", "1"), Cancelled("stopped"), Cancelled("failed")]
+
+
+def test_a_resource_task_cancelled_says_by_whom_in_its_event() -> None:
+    from eventix_operator.operator.sync import phase_event
+
+    error = {"type": "Cancelled", "message": "cancelled by cli"}
+    running = {"phase": "Cancelled", "attempts": 1, "error": error}
+    assert phase_event(running) == ("Normal", "Cancelled", "cancelled by cli after 1 attempt(s)")
+    pending = {"phase": "Cancelled", "attempts": 0, "error": error}
+    assert phase_event(pending) == ("Normal", "Cancelled", "cancelled by cli before it started")
+    assert phase_event({"phase": "Cancelled"})[2] == "cancelled before it started"  # type: ignore[index]
