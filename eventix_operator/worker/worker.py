@@ -507,12 +507,6 @@ class Worker:
             if queue in queues:
                 self.wakeup.set()
 
-        def cancel(uid: str) -> None:
-            if uid in self.contexts:
-                self._cancel(uid)
-            else:
-                self._remember(uid)
-
         looks: set[asyncio.Task[None]] = set()
 
         def relisten() -> None:  # a cancel may have come while nobody listened
@@ -522,7 +516,7 @@ class Worker:
                 look.add_done_callback(looks.discard)
 
         unsubscribe = self.listener.subscribe(READY_CHANNEL, ready, self.wakeup.set)
-        unsubscribe_cancels = self.listener.subscribe(CANCEL_CHANNEL, cancel, relisten)
+        unsubscribe_cancels = self.listener.subscribe(CANCEL_CHANNEL, self._cancel, relisten)
         try:
             await self.stopping.wait()
         finally:
