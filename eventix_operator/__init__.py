@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from eventix_operator.client import enqueue, enqueue_many
     from eventix_operator.registry import task
+    from eventix_operator.running import current_task
 
-__all__ = ["enqueue", "enqueue_many", "task"]
+__all__ = ["current_task", "enqueue", "enqueue_many", "task"]
 __version__ = "0.1.0"
 
 #: Loaded on first use: the command line imports this package, and most of its
@@ -17,6 +18,7 @@ _LAZY = {
     "enqueue": "eventix_operator.client",
     "enqueue_many": "eventix_operator.client",
     "task": "eventix_operator.registry",
+    "current_task": "eventix_operator.running",
 }
 
 

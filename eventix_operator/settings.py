@@ -149,6 +149,20 @@ class Settings(BaseSettings):
         description="Seconds SIGTERM waits for running tasks before releasing them. "
         "Keep it below the pod's terminationGracePeriodSeconds.",
     )
+    worker_cancel_grace: float = Field(
+        5.0,
+        ge=0,
+        description="Seconds a cancelled running task has to stop (an async task is "
+        "cancelled, a sync one sees current_task().cancelled) before it is recorded "
+        "cancelled anyway and whatever it returns later is dropped.",
+    )
+    worker_cancel_poll_interval: float = Field(
+        1.0,
+        gt=0,
+        description="Seconds between a worker's looks for cancels of the tasks it runs "
+        "while it cannot LISTEN (through a transaction pooler); with LISTEN a cancel "
+        "arrives by notification at once.",
+    )
     worker_purge_interval: float = Field(
         60.0, gt=0, description="Seconds between removals of expired results."
     )

@@ -331,10 +331,20 @@ def tasks_retry(uid: str) -> None:
 @tasks_app.command("cancel")
 @user_errors
 def tasks_cancel(uid: str) -> None:
-    """Cancel a task that has not started."""
-    from eventix_operator.db.admin import cancel_task
+    """Cancel a task: a pending one at once; a running one is stopped by its worker
+    (asyncio cancellation, or the flag a sync task checks; docs/cancelling.md) and
+    recorded cancelled."""
+    from eventix_operator.db.admin import cancel_task, get_task
 
-    _change_task(uid, cancel_task, "cancelled")
+    with engine().begin() as conn:
+        record = cancel_task(conn, uid, "cli")
+        if record is None:
+            current = get_task(conn, uid)
+            fail(f"no task {uid}" if current is None else f"task {uid} is {current.status}")
+    if record.status == "processing":
+        typer.echo(f"task {uid} is running: its worker was told to stop it")
+    else:
+        typer.echo(f"task {uid} cancelled")
 
 
 @queue_app.command("stats")

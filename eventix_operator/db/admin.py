@@ -88,11 +88,19 @@ def requeue_task(conn: Connection, uid: str, eta: datetime | None = None) -> Tas
     return None if row is None else TaskRecord.from_row(row)
 
 
-def cancel_task(conn: Connection, uid: str) -> TaskRecord | None:
-    """Cancel a pending task; None when it does not exist or has already started."""
+#: Who may cancel a task, as its error names them (``cancelled by cli``).
+CANCELLERS = ("cli", "api", "dashboard", "resource deletion")
+
+
+def cancel_task(conn: Connection, uid: str, by: str = "cli") -> TaskRecord | None:
+    """Cancel a task for ``by`` (one of :data:`CANCELLERS`): a pending one ends
+    ``cancelled`` now; a running one is marked and its worker told, and the worker
+    stops it and records it ``cancelled`` (docs/cancelling.md); the returned record
+    then still says ``processing``, with ``cancel_requested_at`` set. None when
+    there is no such task or it has finished."""
     if parse_uid(uid) is None:
         return None
-    row = conn.execute(statements.CANCEL_TASK, {"uid": uid}).first()
+    row = conn.execute(statements.CANCEL_RUNNING_TASK, {"uid": uid, "by": by}).first()
     return None if row is None else TaskRecord.from_row(row)
 
 
@@ -194,10 +202,10 @@ def update_pending_resource_task(
 def delete_resource_task(conn: Connection, k8s_uid: str) -> str | None:
     """Remove the row of a deleted resource; its former status, or None if there was none.
 
-    A worker still running it finishes, and its result goes nowhere: recording is
-    guarded by the lease and finds no row.
+    A worker still running it is told to stop it (as a cancel; its result would go
+    nowhere: recording is guarded by the lease and finds no row).
     """
-    row = conn.execute(statements.DELETE_RESOURCE_TASK, {"k8s_uid": k8s_uid}).first()
+    row = conn.execute(statements.DELETE_RESOURCE_TASK_STOPPING, {"k8s_uid": k8s_uid}).first()
     return None if row is None else str(row.status)
 
 

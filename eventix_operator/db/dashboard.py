@@ -232,13 +232,13 @@ BULK_ACTIONS = ("retry", "cancel", "delete")
 
 
 def bulk_action(conn: Connection, action: str, uids: Sequence[str]) -> BulkOutcome:
-    """Retry (requeue), cancel (pending only) or delete (not rows a resource owns)
-    the tasks ``uids``, in the caller's transaction; uids that are not UUIDs are
-    skipped."""
+    """Retry (requeue), cancel (pending ones at once, running ones through their
+    worker) or delete (not rows a resource owns) the tasks ``uids``, in the caller's
+    transaction; uids that are not UUIDs are skipped."""
     wanted = sorted({str(u) for u in (_uuid(v) for v in uids) if u is not None})
     statement = {
         "retry": statements.REQUEUE_TASKS,
-        "cancel": statements.CANCEL_TASKS,
+        "cancel": statements.CANCEL_RUNNING_TASKS,
         "delete": statements.DELETE_TASKS,
     }.get(action)
     if statement is None:
@@ -248,7 +248,8 @@ def bulk_action(conn: Connection, action: str, uids: Sequence[str]) -> BulkOutco
     for attempt in itertools.count(1):
         try:
             with conn.begin_nested():
-                changed = [str(r.uid) for r in conn.execute(statement, {"uids": wanted})]
+                params = {"uids": wanted, "by": "dashboard"}
+                changed = [str(r.uid) for r in conn.execute(statement, params)]
             break
         except IntegrityError as exc:
             # A retried task's unique key was taken by a task enqueued since the

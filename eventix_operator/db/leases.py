@@ -42,7 +42,17 @@ class Failure:
     retry_in: float | None
 
 
-Outcome = Success | Failure
+@dataclass(frozen=True, slots=True)
+class Cancelled:
+    """A task stopped after its cancel was asked for: recorded ``cancelled`` for good,
+    its error naming who cancelled it (from the row); ``note`` is added to the
+    message (say, that the task did not stop within the grace period)."""
+
+    uid: str
+    note: str = ""
+
+
+Outcome = Success | Failure | Cancelled
 
 #: Rows one purge transaction removes at most.
 PURGE_BATCH = 2000
@@ -56,6 +66,9 @@ def refused(outcome: Outcome, exc: Exception) -> Failure:
     result), a failure keeps its retry with an error document that says why its
     own could not be stored."""
     reason = first_line(exc)
+    if isinstance(outcome, Cancelled):  # a constant document: refused only by a bug
+        message = f"the database refused to record the cancel: {reason}"
+        return Failure(outcome.uid, {"type": "Cancelled", "message": message}, None)
     if isinstance(outcome, Success):
         message = f"the database refused to store the result: {reason}"
         return Failure(outcome.uid, {"type": "ResultNotStorable", "message": message}, None)
@@ -70,6 +83,13 @@ def worker_lost(worker_id: str | None) -> dict[str, str]:
     return {
         "type": "WorkerLost",
         "message": f"the worker {worker_id} stopped heartbeating and no retries are left",
+    }
+
+
+def cancelled_lost(by: str, worker_id: str | None) -> dict[str, str]:
+    return {
+        "type": "Cancelled",
+        "message": f"cancelled by {by} (its worker {worker_id} stopped heartbeating)",
     }
 
 
@@ -120,7 +140,7 @@ class LeaseStore:
                 if isinstance(outcome, Success):
                     done += 1
                 else:
-                    failed += 1
+                    failed += 1  # a cancel counts as a failure: the task did not succeed
             elif isinstance(written, Exception):
                 replacement = refused(outcome, written)
                 if self.on_refused is not None:
@@ -135,6 +155,7 @@ class LeaseStore:
         """Whether each outcome was recorded (False: its lease had passed on)."""
         successes = [o for o in batch if isinstance(o, Success)]
         failures = [o for o in batch if isinstance(o, Failure)]
+        cancels = [o for o in batch if isinstance(o, Cancelled)]
         rows: list[Any] = []
         async with self.engine.begin() as conn:
             if successes:
@@ -152,15 +173,40 @@ class LeaseStore:
                     "worker_id": self.worker_id,
                 }
                 rows += (await conn.execute(statements.FAIL_TASKS, params)).all()
+            if cancels:
+                params = {
+                    "uid": [o.uid for o in cancels],
+                    "note": [o.note for o in cancels],
+                    "worker_id": self.worker_id,
+                }
+                rows += (await conn.execute(statements.RECORD_CANCELLED, params)).all()
         if len(rows) == len(batch):  # the common case: every lease still held
             return [True] * len(batch)
         recorded = {row[0] for row in rows}
         return [o.uid in recorded for o in batch]
 
     async def heartbeat(self) -> int:
+        """Renew this worker's leases; how many."""
+        return (await self.renew())[0]
+
+    async def renew(self) -> tuple[int, list[str]]:
+        """Renew this worker's leases: how many, and the uids among them whose
+        cancel was asked for (the fallback for a worker that cannot LISTEN)."""
         params = {"worker_id": self.worker_id, "lease_seconds": self.lease_seconds}
         async with self.engine.begin() as conn:
-            return (await conn.execute(statements.HEARTBEAT, params)).rowcount
+            renewed, cancelled = (await conn.execute(statements.HEARTBEAT, params)).one()
+        return int(renewed), list(cancelled)
+
+    async def to_stop(self, uids: Sequence[str]) -> list[str]:
+        """Of ``uids`` (tasks this worker runs), those it must stop: cancelled, or no
+        longer its own to finish (deleted, or leased to another worker). A read, no
+        write: cheap enough for a worker that cannot LISTEN to ask every second."""
+        if not uids:
+            return []
+        params = {"uids": list(uids), "worker_id": self.worker_id}
+        async with self.engine.connect() as conn:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            return [str(u) for (u,) in await conn.execute(statements.RUNNING_CANCELS, params)]
 
     async def release(self, uids: Sequence[str], started: Sequence[bool]) -> int:
         if not uids:
@@ -171,7 +217,8 @@ class LeaseStore:
 
     async def recover_expired_leases(self, limit: int = 1000) -> list[tuple[str, str]]:
         """Requeue tasks of dead workers, or fail those whose lost run was their
-        last (the retry policy decides); returns (uid, new status) of each."""
+        last (the retry policy decides) and end those cancelled meanwhile; returns
+        (uid, new status) of each."""
         return await recover_expired_leases(self.engine, limit)
 
     async def purge_expired(self, limit: int = PURGE_BATCH) -> int:
@@ -190,9 +237,12 @@ async def recover_expired_leases(engine: AsyncEngine, limit: int = 1000) -> list
             if not expired:
                 return []
             params: dict[str, list[Any]] = {"uid": [], "status": [], "error": []}
-            for uid, worker_id, retry, max_retries, attempts, inc, cap in expired:
+            for uid, worker_id, retry, max_retries, attempts, inc, cap, by in expired:
                 params["uid"].append(uid)
-                if RetryPolicy(retry, max_retries, inc, cap).run_left_after_loss(attempts):
+                if by is not None:  # cancelled while it ran: never run again
+                    params["status"].append("cancelled")
+                    params["error"].append(json.dumps(cancelled_lost(by, worker_id)))
+                elif RetryPolicy(retry, max_retries, inc, cap).run_left_after_loss(attempts):
                     params["status"].append("scheduled")
                     params["error"].append(None)
                 else:

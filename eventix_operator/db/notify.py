@@ -35,6 +35,8 @@ log = get_logger("eventix.notify")
 
 #: Channel that carries the queue name of newly ready tasks.
 READY_CHANNEL = statements.READY_CHANNEL
+#: Channel that carries the uid of a running task to stop (cancelled, or deleted).
+CANCEL_CHANNEL = statements.CANCEL_CHANNEL
 
 #: How often the listener looks for channels subscribed since it connected.
 SUBSCRIBE_CHECK = 0.5

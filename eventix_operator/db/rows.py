@@ -73,6 +73,8 @@ class TaskRecord:
     schedule_uid: str | None
     schedule_time: datetime | None
     trace_context: dict[str, str] | None
+    cancel_requested_at: datetime | None = None
+    cancelled_by: str | None = None
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> TaskRecord:

@@ -92,6 +92,10 @@ task_table = Table(
     # The enqueuer's OpenTelemetry context: propagation headers as a JSON object
     # (eventix_operator.tracing); NULL when it was not traced.
     Column("trace_context", JSONB),
+    # A cancel asked for while the task ran (migration 0010): its worker stops it and
+    # records it `cancelled`; who asked (cli, api, dashboard, resource deletion).
+    Column("cancel_requested_at", DateTime(timezone=True)),
+    Column("cancelled_by", Text),
     CheckConstraint(
         "status IN (" + ", ".join(f"'{s}'" for s in TASK_STATUSES) + ")", name="status"
     ),

@@ -36,6 +36,9 @@ from eventix_operator.retry import failures_so_far_sql
 READY_CHANNEL = "eventix_task_ready"
 #: Channel that wakes the scheduler when a schedule is created, changed or resumed.
 SCHEDULE_CHANNEL = "eventix_schedule_changed"
+#: Channel that carries the uid of a running task whose cancel was asked for (or
+#: whose row was deleted under its worker): the worker running it stops it.
+CANCEL_CHANNEL = "eventix_task_cancel"
 
 #: Every column of ``eventix_task``, in table order: what whole-row statements return.
 TASK_COLUMNS: tuple[str, ...] = tuple(c.name for c in task_table.c)
@@ -260,11 +263,18 @@ FAIL_TASKS: TextClause = waking(
 
 # -- name: release_tasks --
 # Give back tasks this worker claimed but will not finish (shutdown). Tasks that
-# never started do not count the attempt.
+# never started do not count the attempt. A task cancelled meanwhile ends
+# `cancelled` instead: it is never run again.
 RELEASE_TASKS: TextClause = waking(
     f"""
     UPDATE eventix_task AS t
-    SET status = 'scheduled',
+    SET status = CASE WHEN t.cancel_requested_at IS NULL THEN 'scheduled' ELSE 'cancelled' END,
+        error = CASE WHEN t.cancel_requested_at IS NULL THEN t.error
+                     ELSE jsonb_build_object('type', 'Cancelled', 'message',
+                          'cancelled by ' || COALESCE(t.cancelled_by, 'unknown')) END,
+        finished_at = CASE WHEN t.cancel_requested_at IS NULL THEN t.finished_at ELSE now() END,
+        expires = CASE WHEN t.cancel_requested_at IS NULL THEN t.expires
+                       ELSE now() + make_interval(secs => t.error_expires) END,
         worker_id = NULL,
         worker_expires = NULL,
         attempts = CASE WHEN v.started THEN t.attempts ELSE t.attempts - 1 END,
@@ -277,12 +287,61 @@ RELEASE_TASKS: TextClause = waking(
 )
 
 # -- name: heartbeat --
-# Renew the leases of every task this worker holds.
+# Renew the leases of every task this worker holds; returns how many, and the uids
+# of those whose cancel was asked for (what a worker that cannot LISTEN learns of
+# cancels by).
 HEARTBEAT: TextClause = text(
     """
-    UPDATE eventix_task
-    SET worker_expires = now() + make_interval(secs => :lease_seconds)
-    WHERE worker_id = :worker_id AND status = 'processing'
+    WITH renewed AS (
+        UPDATE eventix_task
+        SET worker_expires = now() + make_interval(secs => :lease_seconds)
+        WHERE worker_id = :worker_id AND status = 'processing'
+        RETURNING uid, cancel_requested_at
+    )
+    SELECT count(*) AS renewed,
+           COALESCE(array_agg(uid::text) FILTER (WHERE cancel_requested_at IS NOT NULL),
+                    '{}') AS cancelled
+    FROM renewed
+    """
+)
+
+# -- name: running_cancels --
+# Of the tasks a worker runs (:uids), those it must stop: their cancel was asked
+# for, or the row is no longer this worker's to finish (deleted with its resource,
+# or its lease passed on). A read on the primary key, between heartbeats, by a
+# worker that cannot LISTEN.
+RUNNING_CANCELS: TextClause = text(
+    """
+    SELECT u.uid FROM unnest(CAST(:uids AS text[])) AS u(uid)
+    WHERE NOT EXISTS (
+        SELECT 1 FROM eventix_task AS t
+        WHERE t.uid = CAST(u.uid AS uuid) AND t.worker_id = :worker_id
+          AND t.status = 'processing' AND t.cancel_requested_at IS NULL
+    )
+    """
+)
+
+# -- name: record_cancelled --
+# Record tasks this worker stopped (or gave up waiting for) after their cancel:
+# `cancelled` for good, never retried, the error saying who cancelled it; only rows
+# this worker still holds.
+RECORD_CANCELLED: TextClause = text(
+    f"""
+    UPDATE eventix_task AS t
+    SET status = 'cancelled',
+        error = jsonb_build_object(
+            'type', 'Cancelled',
+            'message', 'cancelled by ' || COALESCE(t.cancelled_by, 'unknown') || v.note,
+            'attempt', t.attempts),
+        finished_at = now(),
+        updated_at = now(),
+        worker_id = NULL,
+        worker_expires = NULL,
+        expires = now() + make_interval(secs => t.error_expires),
+        revision = t.revision + 1
+    FROM {unnest(("uid", "note"), note="text")}
+    WHERE t.uid = v.uid AND t.worker_id = :worker_id AND t.status = 'processing'
+    RETURNING t.uid::text
     """
 )
 
@@ -291,7 +350,8 @@ HEARTBEAT: TextClause = text(
 # to each is the retry policy's decision (run again, or WorkerLost).
 LOCK_EXPIRED_LEASES: TextClause = text(
     """
-    SELECT uid::text, worker_id, retry, max_retries, attempts, error_eta_inc, error_eta_max
+    SELECT uid::text, worker_id, retry, max_retries, attempts, error_eta_inc, error_eta_max,
+           cancelled_by
     FROM eventix_task
     WHERE status = 'processing' AND worker_expires < now()
     LIMIT :limit
@@ -306,7 +366,9 @@ RECOVER_LEASES: TextClause = waking(
     UPDATE eventix_task AS t
     SET status = v.status,
         error = COALESCE(v.error, t.error),
-        finished_at = CASE WHEN v.status = 'error' THEN now() END,
+        finished_at = CASE WHEN v.status IN ('error', 'cancelled') THEN now() END,
+        expires = CASE WHEN v.status = 'cancelled'
+                       THEN now() + make_interval(secs => t.error_expires) END,
         eta = now(),
         worker_id = NULL,
         worker_expires = NULL,
@@ -425,24 +487,52 @@ REQUEUE_TASK: TextClause = waking(
     UPDATE eventix_task
     SET status = 'scheduled', eta = COALESCE(CAST(:eta AS timestamptz), now()), attempts = 0,
         result = NULL, error = NULL, worker_id = NULL, worker_expires = NULL, expires = NULL,
-        finished_at = NULL, updated_at = now(), revision = revision + 1
+        finished_at = NULL, cancel_requested_at = NULL, cancelled_by = NULL,
+        updated_at = now(), revision = revision + 1
     WHERE uid = :uid AND status IN ('done', 'error', 'cancelled', 'retry')
     RETURNING {columns(TASK_COLUMNS)}
     """
 )
 
-# -- name: cancel_task --
-# Cancel a task that has not started; a running task cannot be taken back.
-CANCEL_TASK: TextClause = text(
-    f"""
-    UPDATE eventix_task
-    SET status = 'cancelled', finished_at = now(), updated_at = now(),
-        expires = now() + make_interval(secs => error_expires),
-        revision = revision + 1
-    WHERE uid = :uid AND {PENDING_PREDICATE}
-    RETURNING {columns(TASK_COLUMNS)}
-    """
-)
+
+def _cancelling(where: str, returning: str) -> TextClause:
+    """Cancel the rows ``where`` selects, by :by: a pending one ends `cancelled` at
+    once; a running one is marked (``cancel_requested_at``, ``cancelled_by``: its
+    worker stops it and records the end) and its uid is notified on
+    :data:`CANCEL_CHANNEL`. One UPDATE decides on the row as it is when locked, so a
+    claim in between turns a pending cancel into a running one, not into nothing.
+    A running row keeps its revision: an Eventix HTTP worker cannot be stopped, and
+    its write-back still lands."""
+    running = "t.status = 'processing'"
+    return text(
+        f"""
+        WITH changed AS (
+            UPDATE eventix_task AS t
+            SET status = CASE WHEN {running} THEN t.status ELSE 'cancelled' END,
+                finished_at = CASE WHEN {running} THEN t.finished_at ELSE now() END,
+                expires = CASE WHEN {running} THEN t.expires
+                               ELSE now() + make_interval(secs => t.error_expires) END,
+                error = CASE WHEN {running} THEN t.error
+                             ELSE jsonb_build_object('type', 'Cancelled',
+                                                     'message', 'cancelled by ' || :by) END,
+                cancel_requested_at = COALESCE(t.cancel_requested_at, now()),
+                cancelled_by = COALESCE(t.cancelled_by, :by),
+                updated_at = now(),
+                revision = CASE WHEN {running} THEN t.revision ELSE t.revision + 1 END
+            WHERE {where} AND t.status IN ('scheduled', 'retry', 'processing')
+            RETURNING {returning}
+        ), told AS (
+            SELECT count(pg_notify('{CANCEL_CHANNEL}', changed.uid::text)) AS n
+            FROM changed WHERE changed.status = 'processing'
+        )
+        SELECT changed.* FROM changed, told
+        """
+    )
+
+
+# -- name: cancel_running_task --
+# Cancel one task by :by, pending or running (see _cancelling); the whole row.
+CANCEL_RUNNING_TASK: TextClause = _cancelling("t.uid = :uid", columns(TASK_COLUMNS, "t."))
 
 # -- name: delete_task --
 DELETE_TASK: TextClause = text("DELETE FROM eventix_task WHERE uid = :uid RETURNING uid")
@@ -622,6 +712,22 @@ GET_RESOURCE_TASK: TextClause = text(
 # -- name: delete_resource_task --
 DELETE_RESOURCE_TASK: TextClause = text(
     "DELETE FROM eventix_task WHERE k8s_uid = :k8s_uid AND source = 'k8s' RETURNING uid, status"
+)
+
+# -- name: delete_resource_task_stopping --
+# Remove a deleted resource's row, and tell the worker that runs it (if one does)
+# on :data:`CANCEL_CHANNEL` to stop: its result would go nowhere.
+DELETE_RESOURCE_TASK_STOPPING: TextClause = text(
+    f"""
+    WITH gone AS (
+        DELETE FROM eventix_task WHERE k8s_uid = :k8s_uid AND source = 'k8s'
+        RETURNING uid, status
+    ), told AS (
+        SELECT count(pg_notify('{CANCEL_CHANNEL}', gone.uid::text)) AS n
+        FROM gone WHERE gone.status = 'processing'
+    )
+    SELECT gone.uid, gone.status FROM gone, told
+    """
 )
 
 # -- name: changed_resource_tasks --
@@ -1284,7 +1390,7 @@ THROUGHPUT_AFTER: TextClause = text(
 
 # -- name: requeue_tasks / cancel_tasks / delete_tasks --
 # The dashboard's bulk actions on a batch of uids, with the single-task rules of
-# REQUEUE_TASK and CANCEL_TASK. Delete leaves rows that a resource owns (an
+# REQUEUE_TASK and CANCEL_RUNNING_TASK. Delete leaves rows that a resource owns (an
 # EventixTask's row, a schedule's run): Git would bring them back, or their
 # schedule's history would lose them behind the operator's back.
 # Retry leaves a task whose unique key another pending task holds (same queue and
@@ -1298,7 +1404,8 @@ REQUEUE_TASKS: TextClause = waking(
     UPDATE eventix_task
     SET status = 'scheduled', eta = now(), attempts = 0,
         result = NULL, error = NULL, worker_id = NULL, worker_expires = NULL, expires = NULL,
-        finished_at = NULL, updated_at = now(), revision = revision + 1
+        finished_at = NULL, cancel_requested_at = NULL, cancelled_by = NULL,
+        updated_at = now(), revision = revision + 1
     WHERE uid IN (
         SELECT DISTINCT ON (c.namespace, COALESCE(c.unique_key, c.uid::text),
                             COALESCE(c.k8s_namespace, '')) c.uid
@@ -1316,15 +1423,10 @@ REQUEUE_TASKS: TextClause = waking(
     RETURNING uid, namespace, status
     """
 )
-CANCEL_TASKS: TextClause = text(
-    f"""
-    UPDATE eventix_task
-    SET status = 'cancelled', finished_at = now(), updated_at = now(),
-        expires = now() + make_interval(secs => error_expires),
-        revision = revision + 1
-    WHERE uid = ANY(CAST(:uids AS uuid[])) AND {PENDING_PREDICATE}
-    RETURNING uid
-    """
+# -- name: cancel_running_tasks --
+# The dashboard's bulk cancel that reaches running tasks too (see _cancelling).
+CANCEL_RUNNING_TASKS: TextClause = _cancelling(
+    "t.uid = ANY(CAST(:uids AS uuid[]))", "t.uid, t.status"
 )
 DELETE_TASKS: TextClause = text(
     """

@@ -202,5 +202,7 @@ def phase_event(status: dict[str, Any]) -> tuple[str, str, str] | None:
             f"{error.get('type')}: {error.get('message')}",
         )
     if phase == "Cancelled":
-        return ("Normal", "Cancelled", "cancelled before it started")
+        who = str(error.get("message") or "cancelled")  # "cancelled by cli", …
+        return ("Normal", "Cancelled", f"{who} after {attempt} attempt(s)" if attempt else
+                f"{who} before it started")  # fmt: skip
     return None

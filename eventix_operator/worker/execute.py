@@ -21,10 +21,11 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from eventix_operator.db.leases import Failure, Outcome, Success
+from eventix_operator.db.leases import Cancelled, Failure, Outcome, Success
 from eventix_operator.db.payload import NotStorable, PayloadTooLarge, dump_json
 from eventix_operator.db.rows import ClaimedTask
 from eventix_operator.registry import Registry, TaskFunction
+from eventix_operator.running import Current, TaskContext, run_as, run_async_as
 from eventix_operator.tracing import Attempt, Attempts
 
 __all__ = ["Outcome", "failure", "lookup", "run_one", "run_sync", "success"]
@@ -69,18 +70,34 @@ def run_sync(
     jobs: Sequence[tuple[ClaimedTask, TaskFunction]],
     payload_limit: int,
     spans: Attempts | None = None,
+    contexts: Sequence[TaskContext] | None = None,
 ) -> list[Outcome]:
-    """Run sync tasks one after another in the calling (pool) thread."""
+    """Run sync tasks one after another in the calling (pool) thread, each with its
+    context current (:func:`eventix_operator.current_task`). A task cancelled before
+    its turn does not start; one cancelled while it ran ends cancelled, whatever it
+    returned or raised (it most likely stopped because of the cancel)."""
+    if contexts is None:
+        contexts = [TaskContext(job.uid) for job, _ in jobs]
     if spans is not None:
-        return [_traced_sync(spans, pair, payload_limit) for pair in jobs]
+        return [
+            _traced_sync(spans, pair, context, payload_limit)
+            for pair, context in zip(jobs, contexts, strict=True)
+        ]
     outcomes: list[Outcome] = []
-    for job, fn in jobs:
-        try:
-            result = fn.func(*job.args, **job.kwargs)
-        except Exception as exc:
-            outcomes.append(failure(job, exc))
-        else:
-            outcomes.append(success(job, result, payload_limit))
+    with Current() as current:
+        for (job, fn), context in zip(jobs, contexts, strict=True):
+            if context.cancelled:
+                outcomes.append(Cancelled(job.uid))
+                continue
+            current.context = context
+            try:
+                result = fn.func(*job.args, **job.kwargs)
+            except Exception as exc:
+                outcomes.append(failure(job, exc))
+            else:
+                outcomes.append(success(job, result, payload_limit))
+            if context.requested_at is not None:
+                outcomes[-1] = Cancelled(job.uid)
     return outcomes
 
 
@@ -90,14 +107,18 @@ async def run_one(
     pool: concurrent.futures.Executor,
     payload_limit: int,
     spans: Attempts | None = None,
+    context: TaskContext | None = None,
 ) -> Outcome:
     """Run one task with its timeout. A sync task that times out keeps its thread
-    until it returns (Python cannot stop a thread); its result is discarded."""
+    until it returns (Python cannot stop a thread); its result is discarded, and its
+    context says ``cancelled``, so that a task that checks stops. An async task runs
+    with ``context`` current; a sync one has it current in its thread."""
+    context = context or TaskContext(job.uid)
     if spans is None:
-        return await _run_one(job, fn, pool, payload_limit, traced=False)
+        return await _run_one(job, fn, pool, payload_limit, context, traced=False)
     attempt = start_attempt(spans, job)
     try:
-        outcome = await _run_one(job, fn, pool, payload_limit, traced=True)
+        outcome = await _run_one(job, fn, pool, payload_limit, context, traced=True)
     except BaseException:
         attempt.end("interrupted")  # cancelled: released or recorded by the worker
         raise
@@ -110,21 +131,25 @@ async def _run_one(
     fn: TaskFunction,
     pool: concurrent.futures.Executor,
     payload_limit: int,
+    context: TaskContext,
     *,
     traced: bool,
 ) -> Outcome:
     started = time.monotonic()
     try:
         if fn.is_async:
-            coro = fn.func(*job.args, **job.kwargs)
+            coro = run_async_as(context, fn.func(*job.args, **job.kwargs))
             result = await asyncio.wait_for(coro, job.timeout_seconds)
         else:
-            call: Callable[[], Any] = functools.partial(fn.func, *job.args, **job.kwargs)
+            call: Callable[[], Any] = functools.partial(
+                run_as, context, fn.func, *job.args, **job.kwargs
+            )
             if traced:  # the thread runs in the attempt's context, its span current
                 call = functools.partial(contextvars.copy_context().run, call)
             future = asyncio.get_running_loop().run_in_executor(pool, call)
             result = await asyncio.wait_for(future, job.timeout_seconds)
     except TimeoutError:
+        context.cancelled = True  # a sync task that checks stops; its thread is freed
         elapsed = time.monotonic() - started
         return failure(
             job,
@@ -165,17 +190,22 @@ def start_attempt(spans: Attempts, job: ClaimedTask) -> Attempt:
 def end_attempt(attempt: Attempt, outcome: Outcome) -> None:
     if isinstance(outcome, Success):
         attempt.end("done")
+    elif isinstance(outcome, Cancelled):
+        attempt.end("cancelled")
     else:
         attempt.end("error" if outcome.retry_in is None else "retry", outcome.error)
 
 
 def _traced_sync(
-    spans: Attempts, pair: tuple[ClaimedTask, TaskFunction], payload_limit: int
+    spans: Attempts,
+    pair: tuple[ClaimedTask, TaskFunction],
+    context: TaskContext,
+    payload_limit: int,
 ) -> Outcome:
     """One sync task, run by :func:`run_sync` inside its attempt's span."""
     attempt = start_attempt(spans, pair[0])
     try:
-        [outcome] = run_sync([pair], payload_limit)
+        [outcome] = run_sync([pair], payload_limit, None, [context])
     except BaseException:  # SystemExit, KeyboardInterrupt: not an outcome of the task
         attempt.end("interrupted")
         raise

@@ -30,6 +30,8 @@ def worker_config(
         poll_interval=settings.worker_poll_interval,
         poll_only_interval=settings.poll_only_interval,
         shutdown_grace=settings.worker_shutdown_grace,
+        cancel_grace=settings.worker_cancel_grace,
+        cancel_poll_interval=settings.worker_cancel_poll_interval,
         purge_interval=settings.worker_purge_interval,
         payload_limit=settings.max_payload_bytes,
         burst=burst,

@@ -23,11 +23,19 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from eventix_operator.db.errors import database_unavailable, first_line, log_failure
-from eventix_operator.db.leases import PURGE_BATCH, Failure, LeaseStore
-from eventix_operator.db.notify import READY_CHANNEL, Listener, due_queues, wait_for_work
+from eventix_operator.db.leases import PURGE_BATCH, Cancelled, Failure, LeaseStore
+from eventix_operator.db.notify import (
+    CANCEL_CHANNEL,
+    READY_CHANNEL,
+    Listener,
+    due_queues,
+    jittered,
+    wait_for_work,
+)
 from eventix_operator.db.rows import ClaimedTask
 from eventix_operator.logs import get_logger
 from eventix_operator.registry import Registry, TaskFunction
+from eventix_operator.running import TaskContext
 from eventix_operator.tracing import attempts
 from eventix_operator.worker.execute import Outcome, lookup, run_one, run_sync
 from eventix_operator.worker.metrics import worker_metrics
@@ -43,6 +51,29 @@ PREFETCH_SECONDS = 0.1
 HANDOFF_SECONDS = 0.02
 
 
+#: The context of a job that never ran (no such task registered).
+_IDLE = TaskContext(None)
+
+
+def _cancelled(
+    jobs: list[ClaimedTask], outcomes: list[Outcome], contexts: list[TaskContext]
+) -> tuple[list[ClaimedTask], list[Outcome]]:
+    """What to record of tasks that ran when their cancel came: ``cancelled``,
+    whatever they returned or raised (they most likely stopped because of it); and
+    nothing of those already recorded cancelled when the grace period ran out."""
+    kept_jobs: list[ClaimedTask] = []
+    kept: list[Outcome] = []
+    for job, outcome, context in zip(jobs, outcomes, contexts, strict=True):
+        if context.abandoned:
+            log.info("a task cancelled past its grace period returned; dropped", uid=job.uid)
+            continue
+        if context.requested_at is not None and not isinstance(outcome, Cancelled):
+            outcome = Cancelled(job.uid)
+        kept_jobs.append(job)
+        kept.append(outcome)
+    return kept_jobs, kept
+
+
 def make_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
@@ -56,6 +87,10 @@ class WorkerConfig:
     poll_interval: float = 2.0
     poll_only_interval: float = 0.2
     shutdown_grace: float = 25.0
+    #: Seconds a cancelled task has to stop before it is recorded cancelled anyway.
+    cancel_grace: float = 5.0
+    #: Seconds between looks for cancels while the worker cannot LISTEN.
+    cancel_poll_interval: float = 1.0
     purge_interval: float = 60.0
     payload_limit: int = 1_000_000
     burst: bool = False
@@ -88,6 +123,12 @@ class Worker:
         self.wakeup = asyncio.Event()
         self.buffer: asyncio.Queue[ClaimedTask | None] = asyncio.Queue()
         self.running: dict[str, ClaimedTask] = {}
+        # What each running task sees as current_task(); its cancel flag and state.
+        self.contexts: dict[str, TaskContext] = {}
+        self.runs: dict[str, asyncio.Task[Outcome]] = {}  # running async tasks
+        # Cancels heard for uids not running here (yet): claimed and still buffered,
+        # or (most) another worker's. Kept a while, then forgotten.
+        self.early: dict[str, float] = {}
         self.outcomes: list[Outcome] = []
         self.retries = 0  # failures to be retried, counted: a burst must not miss one
         self.outcomes_ready = asyncio.Event()
@@ -97,7 +138,7 @@ class Worker:
         self.pool = concurrent.futures.ThreadPoolExecutor(
             config.concurrency, thread_name_prefix="eventix-task"
         )
-        self.stats = {"claimed": 0, "succeeded": 0, "failed": 0}
+        self.stats = {"claimed": 0, "succeeded": 0, "failed": 0, "cancelled": 0}
         # Checked once: structlog would build every "task succeeded" event before
         # the level check drops it, a cost per task at tens of thousands a second.
         self.log_success = (
@@ -131,6 +172,7 @@ class Worker:
             self._side_task("record", self._record_loop),
             self._side_task("heartbeat", self._heartbeat_loop),
             self._side_task("listen", self._listen_loop),
+            self._side_task("cancels", self._cancel_loop),
             self._side_task("maintenance", self._maintenance_loop),
             self._side_task("progress", self._progress_loop),
         ]
@@ -199,17 +241,16 @@ class Worker:
                 self._finish([job], [fn], 0.0)
                 continue
             started = time.monotonic()
-            self.running[job.uid] = job
+            context = self._begin(job)
             if fn.is_async or job.timeout_seconds is not None:
                 batch = [job]
-                outcomes = [
-                    await run_one(job, fn, self.pool, self.config.payload_limit, self.spans)
-                ]
+                outcomes = [await self._run_one(job, fn, context)]
             else:
                 pairs = [(job, fn), *self._more_sync_jobs()]
                 batch = [j for j, _ in pairs]
+                contexts = [self.contexts[j.uid] for j in batch]
                 outcomes = await asyncio.get_running_loop().run_in_executor(
-                    self.pool, run_sync, pairs, self.config.payload_limit, self.spans
+                    self.pool, run_sync, pairs, self.config.payload_limit, self.spans, contexts
                 )
             for j in batch:
                 self.running.pop(j.uid, None)
@@ -242,16 +283,51 @@ class Worker:
             if fn.is_async or job.timeout_seconds is not None:
                 self.buffer.put_nowait(job)  # runs on its own in a later turn
                 break
-            self.running[job.uid] = job
+            self._begin(job)
             pairs.append((job, fn))
         return pairs
 
+    def _begin(self, job: ClaimedTask) -> TaskContext:
+        """The task is running from now on: its context, cancelled already if its
+        cancel was heard while it waited in the buffer."""
+        context = TaskContext(job.uid)
+        self.running[job.uid] = job
+        self.contexts[job.uid] = context
+        if self.early and self.early.pop(job.uid, None) is not None:
+            self._cancel(job.uid)
+        return context
+
+    async def _run_one(self, job: ClaimedTask, fn: TaskFunction, context: TaskContext) -> Outcome:
+        """:func:`run_one`; an async task in an asyncio task of its own, which a
+        cancel cancels (the slot itself stays: its cancellation means shutdown)."""
+        if context.cancelled:
+            return Cancelled(job.uid)  # cancelled before it started
+        limit = self.config.payload_limit
+        if not fn.is_async:
+            return await run_one(job, fn, self.pool, limit, self.spans, context)
+        run = asyncio.create_task(run_one(job, fn, self.pool, limit, self.spans, context))
+        self.runs[job.uid] = run
+        try:
+            return await run
+        except asyncio.CancelledError:
+            slot = asyncio.current_task()
+            if context.requested_at is not None and slot is not None and not slot.cancelling():
+                return Cancelled(job.uid)
+            raise
+        finally:
+            self.runs.pop(job.uid, None)
+
     def _finish(self, jobs: list[ClaimedTask], outcomes: list[Outcome], seconds: float) -> None:
+        contexts = [self.contexts.pop(j.uid, _IDLE) for j in jobs]
+        if any(c.requested_at is not None for c in contexts):
+            jobs, outcomes = _cancelled(jobs, outcomes, contexts)
         self.outcomes.extend(outcomes)
         self.outcomes_ready.set()
         self.metrics.durations.observe(seconds, len(outcomes))
         for job, o in zip(jobs, outcomes, strict=True):
-            if isinstance(o, Failure):
+            if isinstance(o, Cancelled):
+                log.info("task cancelled", uid=o.uid, task=job.task, attempt=job.attempts)
+            elif isinstance(o, Failure):
                 log.warning("task failed", uid=o.uid, task=job.task, error=o.error["message"][:500],
                             error_type=o.error["type"], attempt=job.attempts,
                             retry_in=o.retry_in)  # fmt: skip
@@ -259,7 +335,7 @@ class Worker:
                     self.retries += 1
                     # Our own retries are due at a known time: claim then, not at the next poll.
                     asyncio.get_running_loop().call_later(o.retry_in + 0.01, self.wakeup.set)
-            elif self.log_success is not None:
+            elif self.log_success is not None and not isinstance(o, Cancelled):
                 self.log_success("task succeeded", uid=o.uid, task=job.task,
                                  seconds=round(seconds, 4))  # fmt: skip
         if seconds > 0:
@@ -271,6 +347,72 @@ class Worker:
         held = self._held()
         if held == 0 or (self.claim_more and held <= self._capacity() // 2):
             self.wakeup.set()  # room to claim, or (in burst mode) maybe nothing left
+
+    # -- cancelling -----------------------------------------------------------
+
+    def _cancel(self, uid: str) -> None:
+        """Stop a running task whose cancel was asked for: cancel an async one, flag
+        a sync one (it sees current_task().cancelled, and does not start if it waits
+        its turn in a hand-off), and record it cancelled when the grace period is over
+        whether it stopped or not. A uid not running here may be a task still in the
+        buffer: it is cancelled as it starts."""
+        context = self.contexts.get(uid)
+        if context is None:
+            self._remember(uid)
+            return
+        if context.requested_at is not None:
+            return
+        context.requested_at = time.monotonic()
+        context.cancelled = True
+        job = self.running.get(uid)
+        log.info("cancel heard, stopping task", uid=uid, task=job.task if job else None)
+        run = self.runs.get(uid)
+        if run is not None:
+            run.cancel()
+        grace = self.config.cancel_grace
+        asyncio.get_running_loop().call_later(grace, self._give_up, uid, context)
+
+    def _give_up(self, uid: str, context: TaskContext) -> None:
+        """The grace period is over and the task still runs: record it cancelled now;
+        whatever its thread returns later is dropped (Python cannot stop a thread)."""
+        if self.contexts.get(uid) is not context:
+            return  # it stopped in time
+        context.abandoned = True
+        grace = self.config.cancel_grace
+        note = f" (it did not stop within the {grace:g}s grace period; its result is dropped)"
+        self.outcomes.append(Cancelled(uid, note))
+        self.outcomes_ready.set()
+        log.warning("cancelled task did not stop within the grace period; recorded "
+                    "cancelled, its thread runs on", uid=uid, grace=grace)  # fmt: skip
+
+    def _remember(self, uid: str) -> None:
+        now = time.monotonic()
+        if len(self.early) >= 1000:  # mostly other workers' tasks: forget old ones
+            kept = [(u, t) for u, t in self.early.items() if now - t < 10.0]
+            self.early = dict(kept[-500:])
+        self.early[uid] = now
+
+    async def _cancel_loop(self) -> None:
+        """While the worker cannot LISTEN, look every ``cancel_poll_interval``
+        (jittered) for cancels of the tasks it runs, or rows gone from under them
+        (the heartbeat reports cancels too, at its own pace)."""
+        while True:
+            await asyncio.sleep(jittered(self.config.cancel_poll_interval))
+            listening = self.listener is not None and self.listener.listening.is_set()
+            if listening or not self.contexts:
+                continue
+            await self._look_for_cancels()
+
+    async def _look_for_cancels(self) -> None:
+        try:
+            stop = await self.store.to_stop(list(self.contexts))
+        except Exception as exc:
+            if not database_unavailable(exc):
+                raise
+            return
+        for uid in stop:
+            if uid in self.contexts:
+                self._cancel(uid)
 
     # -- side tasks ---------------------------------------------------------
 
@@ -315,8 +457,10 @@ class Worker:
             await self._sleep(0.5)
             self.outcomes_ready.set()
             return False
+        cancels = sum(1 for o in batch if isinstance(o, Cancelled))
         self.stats["succeeded"] += done
-        self.stats["failed"] += failed
+        self.stats["failed"] += failed - min(cancels, failed)
+        self.stats["cancelled"] += min(cancels, failed)
         self.metrics.recorded(done, failed)
         if done + failed < len(batch):
             log.warning(
@@ -330,7 +474,9 @@ class Worker:
             await asyncio.sleep(self.config.lease_seconds / 3)
             if self._held() or self.outcomes:
                 try:
-                    await self.store.heartbeat()
+                    _, cancelled = await self.store.renew()
+                    for uid in cancelled:
+                        self._cancel(uid)
                 except Exception as exc:
                     if not database_unavailable(exc):
                         raise
@@ -351,7 +497,8 @@ class Worker:
             last, since = stats, now
 
     async def _listen_loop(self) -> None:
-        """Turn NOTIFY on the ready channel into an immediate claim."""
+        """Turn NOTIFY on the ready channel into an immediate claim, and on the
+        cancel channel into stopping the task (if it runs here)."""
         if self.listener is None:
             return
         queues = set(self.config.queues)
@@ -360,11 +507,21 @@ class Worker:
             if queue in queues:
                 self.wakeup.set()
 
+        looks: set[asyncio.Task[None]] = set()
+
+        def relisten() -> None:  # a cancel may have come while nobody listened
+            if self.contexts:
+                look = asyncio.get_running_loop().create_task(self._look_for_cancels())
+                looks.add(look)
+                look.add_done_callback(looks.discard)
+
         unsubscribe = self.listener.subscribe(READY_CHANNEL, ready, self.wakeup.set)
+        unsubscribe_cancels = self.listener.subscribe(CANCEL_CHANNEL, self._cancel, relisten)
         try:
             await self.stopping.wait()
         finally:
             unsubscribe()
+            unsubscribe_cancels()
 
     async def _idle(self) -> None:
         """Wait for a notification, a local reason to claim, or (while nothing

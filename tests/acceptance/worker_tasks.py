@@ -9,7 +9,7 @@ import os
 import time
 from pathlib import Path
 
-from eventix_operator import task
+from eventix_operator import current_task, task
 
 
 def _note(line: str) -> None:
@@ -36,6 +36,21 @@ def sleep(n: int, seconds: float) -> int:
 async def async_sleep(n: int, seconds: float) -> int:
     _note(f"start {n}")
     await asyncio.sleep(seconds)
+    _note(f"end {n}")
+    return n
+
+
+@task(name="tests.cooperative")
+def cooperative(n: int, seconds: float) -> int:
+    """A sync task that checks its cancel flag (docs/cancelling.md), the way the
+    documentation shows."""
+    _note(f"start {n}")
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if current_task().cancelled:
+            _note(f"stopped {n}")
+            return n
+        time.sleep(0.01)
     _note(f"end {n}")
     return n
 

@@ -198,6 +198,7 @@ def test_openapi_describes_every_route(api: ApiServer) -> None:
         "/task": {"post"},
         "/task/{uid}": {"get", "put", "delete"},
         "/task/{uid}/reschedule": {"get"},
+        "/task/{uid}/cancel": {"post"},
         "/task/by_unique_key/{unique_key}": {"get", "delete"},
         "/task/by_unique_key/{namespace}/{unique_key}": {"get"},
         "/tasks/next_scheduled": {"get"},

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from kubernetes.client.exceptions import ApiException
 from sqlalchemy import create_engine, text
@@ -103,6 +105,31 @@ def test_deleting_a_pending_task_removes_its_row(cluster: Cluster, e2e_database:
         assert count == 0
     finally:
         engine.dispose()
+
+
+def test_deleting_a_running_task_stops_it_and_removes_its_row(
+    cluster: Cluster, e2e_database: str
+) -> None:
+    """The worker hears of the deletion (docs/cancelling.md): a sync task that checks
+    its flag stops, and its result goes nowhere."""
+    n = uuid.uuid4().int % 10**9  # its own marker in the session's record files
+    runs = cluster.procs.executions
+    cluster.create(TASKS, "long", {"task": "tests.cooperative", "args": [n, 300]})
+    uid = cluster.wait("enqueued", lambda: cluster.status(TASKS, "long").get("taskUid"))
+    cluster.wait("started", lambda: runs()[f"start {n}"] == 1)
+    cluster.delete(TASKS, "long")
+    cluster.wait("resource gone", lambda: cluster.get(TASKS, "long") is None)
+    cluster.wait("the task to stop", lambda: runs()[f"stopped {n}"] == 1)
+    engine = create_engine(e2e_database)
+    try:
+        with engine.connect() as conn:
+            count = conn.execute(
+                text("SELECT count(*) FROM eventix_task WHERE uid = :u"), {"u": uid}
+            ).scalar()
+        assert count == 0
+    finally:
+        engine.dispose()
+    assert runs()[f"end {n}"] == 0
 
 
 def test_finished_task_is_deleted_after_its_ttl(cluster: Cluster) -> None:

@@ -306,7 +306,12 @@ def test_bulk_actions_follow_the_single_task_rules_and_leave_owned_rows(
         assert sorted(retried.uids) == sorted([uid["a"], uid["b"], uid["e"]])
         assert retried.skipped == 3
         cancelled = dashboard.bulk_action(conn, "cancel", everything)
-        assert sorted(cancelled.uids) == sorted([uid["a"], uid["b"], uid["d"], uid["e"]])
+        # the retried ones and the pending run end cancelled; the running one is
+        # marked for its worker to stop, and counts as changed
+        assert sorted(cancelled.uids) == sorted([uid["a"], uid["b"], uid["c"], uid["d"], uid["e"]])
+        states = dict(conn.execute(text("SELECT task, status FROM eventix_task")).all())
+        assert states == {"a": "cancelled", "b": "cancelled", "c": "processing",
+                          "d": "cancelled", "e": "cancelled"}  # fmt: skip
         deleted = dashboard.bulk_action(conn, "delete", everything)
         assert sorted(deleted.uids) == sorted([uid["a"], uid["c"], uid["e"]])  # not k8s/schedule
         with pytest.raises(ValueError, match="unknown action"):

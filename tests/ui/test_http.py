@@ -211,3 +211,29 @@ def test_eventix_dashboard_serves_the_dashboard_alone(server: Server, tmp_path: 
         assert alone.request("PUT", "/tasks/dump", headers=bearer)[0] == 404
         assert alone.request("POST", "/task", headers=bearer)[0] == 404
         assert "dashboard started" in alone.log.read_text()
+
+
+def test_cancelling_a_running_task_marks_it_for_its_worker(server: Server) -> None:
+    queue = f"http-{uuid.uuid4().hex[:6]}"
+    with server.engine.begin() as conn:
+        uid = enqueue("x", queue=queue, connection=conn)
+        conn.execute(  # as a worker's claim leaves it (no worker serves this queue)
+            text("UPDATE eventix_task SET status = 'processing', worker_id = 'w', "
+                 "worker_expires = now() + interval '1 hour', attempts = 1 WHERE uid = :u"),
+            {"u": uid},
+        )  # fmt: skip
+    cookie = server.sign_in()
+    status, _, page = server.request("GET", f"/ui/tasks/{uid}", cookie=cookie)
+    assert 'id="cancel"' in page  # offered for a running task too
+    same_site = {"Origin": server.url, "Sec-Fetch-Site": "same-origin"}
+    body = f"csrf={csrf_of(server, cookie)}"
+    path = f"/ui/tasks/{uid}/cancel"
+    status, _, _ = server.request("POST", path, body=body, cookie=cookie, headers=same_site)
+    assert status == 303
+    _, _, page = server.request("GET", f"/ui/tasks/{uid}", cookie=cookie)
+    assert "asked for by dashboard" in page
+    with server.engine.connect() as conn:
+        row = conn.execute(
+            text("SELECT status, cancelled_by FROM eventix_task WHERE uid = :u"), {"u": uid}
+        ).one()
+    assert tuple(row) == ("processing", "dashboard")  # its worker ends it

@@ -1,4 +1,4 @@
-"""One task: create, read, write back, delete, reschedule, look up by unique key."""
+"""One task: create, read, write back, delete, reschedule, cancel, look up by unique key."""
 
 from __future__ import annotations
 
@@ -167,6 +167,30 @@ def router(ctx: ApiContext) -> APIRouter:
         if not await ctx.run(admin.delete_task, uid_or_404(uid)):
             raise errors.NotFound(uid)
         return null_response()
+
+    @routes.post(
+        "/task/{uid}/cancel",
+        tags=["task"],
+        response_model=EventixTask,
+        responses={**E404, **E422},
+    )
+    async def cancel_task(uid: str) -> Response:
+        """Cancel a task (not an Eventix route): a pending one ends cancelled (shown
+        as ``error``, its error ``Cancelled``); a running one is stopped by its native
+        worker, which records it cancelled (returned still ``processing``). A
+        finished task is a 422 ``WrongTaskStatus``."""
+        uid_or_404(uid)
+
+        def cancel(conn: Connection) -> TaskRecord:
+            record = admin.cancel_task(conn, uid, "api")
+            if record is not None:
+                return record
+            current = admin.get_task(conn, uid)
+            if current is None:
+                raise errors.NotFound(uid)
+            raise errors.WrongTaskStatus(uid, convert.task_out(current).status or "")
+
+        return task_response(await ctx.run(cancel))
 
     @routes.get(
         "/task/{uid}/reschedule",

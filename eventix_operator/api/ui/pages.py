@@ -72,7 +72,7 @@ ORIGINS: dict[str, str] = {
 OWNED_SOURCES = frozenset({"k8s", "schedule"})
 #: States from which each action applies (the data layer's rules, for the buttons).
 RETRYABLE = frozenset({"done", "error", "cancelled", "retry"})
-CANCELLABLE = frozenset({"scheduled", "retry"})
+CANCELLABLE = frozenset({"scheduled", "retry", "processing"})
 #: Running tasks the overview lists under each live worker (then "and N more").
 LIVE_TASKS_SHOWN = 5
 #: A bulk action on everything a filter matches goes a batch at a time, and one
@@ -606,8 +606,9 @@ def router(ui: Dashboard) -> APIRouter:
                         "task may: retry this one once that one has run, or cancel that one "
                         "first.",
                     )
-            change = admin.requeue_task if action == "retry" else admin.cancel_task
-            return record, change(conn, uid) is not None, None
+            if action == "retry":
+                return record, admin.requeue_task(conn, uid) is not None, None
+            return record, admin.cancel_task(conn, uid, "dashboard") is not None, None
 
         record, changed, refusal = await ui.run(act)
         if record is None:
