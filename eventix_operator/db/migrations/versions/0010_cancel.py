@@ -7,7 +7,7 @@ next heartbeat or look); ``cancelled_by`` (cli, api, dashboard, resource deletio
 is what its error says once it ends ``cancelled``.
 
 Revision ID: 0010
-Revises: 0008
+Revises: 0009
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0010"
-down_revision = "0008"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
