@@ -13,15 +13,16 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any
-
-from sqlalchemy import TextClause
+from typing import TYPE_CHECKING, Any
 
 from eventix_operator.retry import RetryPolicy
 
+if TYPE_CHECKING:  # one-shot commands read rows without importing SQLAlchemy (db/oneshot.py)
+    from sqlalchemy import TextClause
+
 #: Runs one statement on its own (autocommit) and returns its rows: how the REST
 #: API's hot paths hand the data layer a connection of theirs.
-Fetch = Callable[[TextClause, Mapping[str, Any]], Awaitable[Sequence[Sequence[Any]]]]
+Fetch = Callable[["TextClause", Mapping[str, Any]], Awaitable[Sequence[Sequence[Any]]]]
 
 
 def parse_uid(uid: str) -> uuid.UUID | None:
@@ -97,6 +98,28 @@ class TaskRecord:
 
 def records(rows: Sequence[Sequence[Any]]) -> list[TaskRecord]:
     return [TaskRecord.from_row(r) for r in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStat:
+    queue: str
+    status: str
+    count: int
+    due: int
+    oldest_due_seconds: float | None
+
+
+def queue_stat(row: Sequence[Any]) -> QueueStat:
+    """A row of :data:`~.statements.QUEUE_STATS`: namespace, status, count, oldest
+    due seconds, due."""
+    namespace, status, count, oldest, due = row
+    return QueueStat(
+        queue=namespace,
+        status=status,
+        count=count,
+        due=due,
+        oldest_due_seconds=None if oldest is None else float(oldest),
+    )
 
 
 @dataclass(slots=True)
