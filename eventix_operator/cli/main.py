@@ -124,8 +124,9 @@ def engine() -> Engine:
 
 
 def _timeout(s: Settings) -> dict[str, float]:
-    """A one-shot connection's options (the queries of `tasks list|show` and `queue
-    stats` run on plain psycopg, without importing SQLAlchemy: db/oneshot.py). Listings
+    """A one-shot connection's options (`enqueue`, `tasks list|show` and `queue stats`
+    run their statements on plain psycopg, without importing SQLAlchemy: db/oneshot.py).
+    Listings
     and counts tolerate replication lag: they read from ``EVENTIX_READ_DATABASE_URL``
     when it is set."""
     return {"connect_timeout": s.db_connect_timeout}
@@ -226,7 +227,7 @@ def enqueue(
     """
     from eventix_operator import tracing
     from eventix_operator.client import new_task
-    from eventix_operator.db.enqueue import insert_tasks
+    from eventix_operator.db import oneshot
 
     item = new_task(
         task,
@@ -240,16 +241,17 @@ def enqueue(
         max_retries=max_retries,
         source="cli",
     )
+    cfg = settings()
     with (
         tracing.enqueuing(
             task,
             parent=tracing.from_environment(),
             attributes={"messaging.destination.name": queue},
         ) as context,
-        engine().begin() as conn,
+        oneshot.connect(cfg.require_database_url(), **_timeout(cfg)) as conn,
     ):
         item.trace_context = context
-        typer.echo(insert_tasks(conn, [item], payload_limit=settings().max_payload_bytes)[0])
+        typer.echo(oneshot.insert_tasks(conn, [item], payload_limit=cfg.max_payload_bytes)[0])
 
 
 def _print_tasks(records: Sequence[TaskRecord], output: Output) -> None:

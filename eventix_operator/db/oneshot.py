@@ -1,16 +1,17 @@
-"""The data layer's reads for one-shot commands (`eventix tasks list|show`,
-`eventix queue stats`), run on plain psycopg without importing SQLAlchemy.
+"""The data layer for one-shot commands (`eventix tasks list|show`, `eventix queue
+stats`, `eventix enqueue`), run on plain psycopg without importing SQLAlchemy.
 
 Why: importing SQLAlchemy costs a command line about a quarter of a second, several
 times the query it runs; a command a person types should answer within a few
 tenths of a second of python's own start (#11). The statements stay those of
-:mod:`.statements`, and rows map to values through the same mappers
-(:class:`~.rows.TaskRecord`, :func:`~.rows.queue_stat`): SQLAlchemy compiles the
-statements for psycopg once, and the texts are cached in a file with a key of the
-sources they are built from and of SQLAlchemy's installation, so a changed
-statement (an upgrade, or an edit in a checkout) is compiled afresh. A cache that
-cannot be read or written costs only time: the statements are then compiled in
-the process, as on a first run.
+:mod:`.statements`, and values map to rows and back through the same functions
+(:class:`~.rows.TaskRecord`, :func:`~.rows.queue_stat`,
+:func:`~.enqueue.insert_batch`). SQLAlchemy compiles the statements for psycopg
+once, and the texts are cached in a file with a key of the sources they are built
+from and of SQLAlchemy's installation, so a changed statement (an upgrade, or an
+edit in a checkout) is compiled afresh. A cache that cannot be read or written
+costs only time: the statements are then compiled in the process, as on a first
+run.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg.rows import namedtuple_row
 from psycopg.types.json import set_json_loads
 
+from eventix_operator.db.enqueue import NewTask, insert_batch
 from eventix_operator.db.payload import load_json
 from eventix_operator.db.rows import QueueStat, TaskRecord, parse_uid, queue_stat, records
 from eventix_operator.settings import libpq_url
@@ -33,7 +36,14 @@ from eventix_operator.settings import libpq_url
 #: names; each combination is compiled (four statements).
 LISTING_FILTERS = ("namespace", "status")
 #: The sources the compiled texts are built from: a change to any of them is a new key.
-_SOURCES = ("db/statements.py", "db/schema.py", "db/trigger_schema.py", "retry.py", "db/oneshot.py")
+_SOURCES = (
+    "db/statements.py",
+    "db/schema.py",
+    "db/trigger_schema.py",
+    "db/rows.py",
+    "retry.py",
+    "db/oneshot.py",
+)
 _PACKAGE = Path(__file__).resolve().parent.parent
 
 
@@ -60,6 +70,7 @@ def compile_statements() -> dict[str, str]:
     out = {
         "GET_TASK": text_of(statements.GET_TASK),
         "QUEUE_STATS": text_of(statements.QUEUE_STATS),
+        "INSERT_TASKS": text_of(statements.INSERT_TASKS),
     }
     for size in range(len(LISTING_FILTERS) + 1):
         for filters in combinations(LISTING_FILTERS, size):
@@ -176,3 +187,16 @@ def list_tasks(
 def queue_stats(conn: psycopg.Connection[Any]) -> list[QueueStat]:
     """:func:`~.admin.queue_stats` on a one-shot connection."""
     return [queue_stat(row) for row in _rows(conn, "QUEUE_STATS", {})]
+
+
+def insert_tasks(
+    conn: psycopg.Connection[Any], tasks: Sequence[NewTask], *, payload_limit: int
+) -> list[str]:
+    """:func:`~.enqueue.insert_tasks` for the few tasks of a command (one INSERT,
+    merged by unique key; committed by itself: the connection is in autocommit)."""
+
+    def run(params: dict[str, list[Any]]) -> Sequence[Any]:
+        with conn.cursor(row_factory=namedtuple_row) as cursor:
+            return cursor.execute(cached_statements()["INSERT_TASKS"], params).fetchall()
+
+    return insert_batch(run, tasks, payload_limit=payload_limit)

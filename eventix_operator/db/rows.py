@@ -20,6 +20,17 @@ from eventix_operator.retry import RetryPolicy
 if TYPE_CHECKING:  # one-shot commands read rows without importing SQLAlchemy (db/oneshot.py)
     from sqlalchemy import TextClause
 
+#: Parameters of an enqueue, in the order of the parallel arrays of
+#: :func:`~.enqueue.insert_params` (``delay`` is not a column: the database's clock
+#: turns it into ``eta``). Here rather than in :mod:`.statements`, which builds the
+#: INSERT from it, so that a one-shot enqueue (db/oneshot.py) needs no SQLAlchemy.
+INSERT_COLUMNS = (
+    "uid", "task", "namespace", "priority", "eta", "delay", "args", "kwargs", "unique_key",
+    "retry", "max_retries", "error_eta_inc", "error_eta_max", "timeout_seconds",
+    "store_result", "result_expires", "error_expires", "operator", "source",
+    "k8s_namespace", "k8s_name", "k8s_uid", "schedule_uid", "schedule_time", "trace_context",
+)  # fmt: skip
+
 #: Runs one statement on its own (autocommit) and returns its rows: how the REST
 #: API's hot paths hand the data layer a connection of theirs.
 Fetch = Callable[["TextClause", Mapping[str, Any]], Awaitable[Sequence[Sequence[Any]]]]

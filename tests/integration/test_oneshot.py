@@ -118,3 +118,33 @@ def test_the_same_answers_as_the_sqlalchemy_path(
         assert oneshot.get_task(pg, uids[1]) is not None
         with pytest.raises(KeyError):
             oneshot.list_tasks(pg, equals={"worker_id": "x"}, limit=1)
+
+
+def test_an_enqueue_merges_by_unique_key_as_the_sqlalchemy_path(
+    database_url: str, engine: Engine, cache_home: Path
+) -> None:
+    with engine.begin() as sa:
+        first = insert_tasks(
+            sa, [NewTask("mail.send", [1], queue="mail", unique_key="k", priority=5)],
+            payload_limit=1_000_000,
+        )[0]  # fmt: skip
+    with oneshot.connect(database_url, connect_timeout=5) as pg:
+        again = NewTask("mail.send", [2], queue="mail", unique_key="k", priority=1)
+        other = NewTask("mail.send", [3], queue="mail", delay=60)
+        same = NewTask("mail.send", [4], queue="mail", unique_key="k", priority=3)
+        uids = oneshot.insert_tasks(pg, [again, other, same], payload_limit=1_000_000)
+        assert uids[0] == uids[2] == first
+        assert uids[1] == other.uid
+        merged = oneshot.get_task(pg, first)
+        with pytest.raises(ValueError, match="limit"):
+            oneshot.insert_tasks(pg, [NewTask("big", ["x" * 100])], payload_limit=50)
+    assert merged is not None
+    assert (merged.args, merged.priority, merged.status) == ([4], 1, "scheduled")
+    with engine.connect() as sa:
+        assert admin.get_task(sa, uids[1]) == oneshot_get(database_url, uids[1])
+        assert len(admin.list_tasks(sa, limit=10)) == 2
+
+
+def oneshot_get(url: str, uid: str) -> object:
+    with oneshot.connect(url, connect_timeout=5) as pg:
+        return oneshot.get_task(pg, uid)

@@ -81,13 +81,14 @@ def test_config_loads_settings_only(monkeypatch: pytest.MonkeyPatch) -> None:
         ["tasks", "list", "--status", "scheduled", "--queue", "default"],
         ["tasks", "show", "00000000-0000-0000-0000-000000000000"],
         ["queue", "stats"],
+        ["enqueue", "cli.task", "--args", "[1]", "--unique-key", "k"],
     ],
 )
-def test_reads_load_no_sqlalchemy_once_the_statements_are_cached(
+def test_one_shot_commands_load_no_sqlalchemy_once_the_statements_are_cached(
     args: list[str], database_url: str, tmp_path: Path
 ) -> None:
-    """The queries of one-shot reads run on plain psycopg from texts compiled once
-    (db/oneshot.py): SQLAlchemy is imported by the first run only."""
+    """The statements of one-shot commands run on plain psycopg from texts compiled
+    once (db/oneshot.py): SQLAlchemy is imported by the first run only."""
     import os
 
     env = {**os.environ, "DATABASE_URL": database_url, "XDG_CACHE_HOME": str(tmp_path)}
