@@ -98,7 +98,10 @@ def cache_key() -> str:
         paths.append(Path(spec.origin))
     parts = []
     for path in paths:
-        info = path.stat()
+        try:
+            info = path.stat()
+        except OSError:  # an install of bytecode only: no stamp to compare, compile each time
+            return ""
         parts.append(f"{path}:{info.st_size}:{info.st_mtime_ns}")
     return "\n".join(parts)
 
@@ -121,12 +124,14 @@ def cached_statements() -> dict[str, str]:
     path, key = cache_path(), cache_key()
     try:
         found = json.loads(path.read_text())
-        if found["key"] == key:
+        if key and found["key"] == key:
             _loaded = {str(k): str(v) for k, v in found["statements"].items()}
             return _loaded
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         pass  # none yet, stale, or unreadable: compile
     _loaded = compile_statements()
+    if not key:
+        return _loaded
     with contextlib.suppress(OSError):  # a read-only home: compile each time instead
         import tempfile
 

@@ -148,3 +148,20 @@ def test_an_enqueue_merges_by_unique_key_as_the_sqlalchemy_path(
 def oneshot_get(url: str, uid: str) -> object:
     with oneshot.connect(url, connect_timeout=5) as pg:
         return oneshot.get_task(pg, uid)
+
+
+def test_the_key_follows_the_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An edit in a checkout (same version) or an upgrade changes the key; without the
+    sources (bytecode only) there is no key and nothing is cached."""
+    import shutil
+
+    for name in oneshot._SOURCES:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(Path(oneshot.__file__).parent.parent / name, tmp_path / name)
+    monkeypatch.setattr(oneshot, "_PACKAGE", tmp_path)
+    before = oneshot.cache_key()
+    assert before == oneshot.cache_key()
+    os.utime(tmp_path / "db" / "statements.py", ns=(1, 1))
+    assert oneshot.cache_key() not in ("", before)
+    (tmp_path / "retry.py").unlink()
+    assert oneshot.cache_key() == ""
