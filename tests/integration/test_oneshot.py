@@ -165,3 +165,27 @@ def test_the_key_follows_the_sources(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert oneshot.cache_key() not in ("", before)
     (tmp_path / "retry.py").unlink()
     assert oneshot.cache_key() == ""
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://app:s%40cret@db.example:6432/tasks?sslmode=require",
+        "postgres://app@h1:5432,h2:5433/tasks?target_session_attrs=read-write",
+        "postgresql://app@[::1]:5432,[::2]/tasks",
+        "postgresql://app@/tasks?host=/var/run/postgresql",
+        "postgresql+psycopg://app:pw@db/tasks?application_name=cli",
+    ],
+)
+def test_libpq_reads_a_url_as_the_engine_does(url: str) -> None:
+    """One-shot connections hand libpq the URL; engines hand psycopg SQLAlchemy's
+    reading of it: both reach the same server as the same user."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    from eventix_operator.db.engine import connect_kwargs
+    from eventix_operator.settings import Settings, libpq_url
+
+    settings = Settings.model_validate({"DATABASE_URL": url})
+    engine_side = {k: str(v) for k, v in connect_kwargs(settings).items() if k != "connect_timeout"}
+    ours = conninfo_to_dict(libpq_url(settings.require_database_url()))
+    assert ours == conninfo_to_dict(make_conninfo("", **engine_side))
