@@ -18,14 +18,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Engine
-
-from eventix_operator.db.engine import make_engine
 from eventix_operator.db.enqueue import NewTask, insert_tasks
 from eventix_operator.settings import get_settings
 from eventix_operator.tracing import current
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # loaded when a task is enqueued: `eventix enqueue` validates with
+    # new_task and inserts on plain psycopg (db/oneshot.py)
+    from sqlalchemy import Connection, Engine
     from sqlalchemy.orm import Session
 
 __all__ = ["enqueue", "enqueue_many", "new_task"]
@@ -33,6 +32,8 @@ __all__ = ["enqueue", "enqueue_many", "new_task"]
 
 @functools.cache
 def default_engine() -> Engine:
+    from eventix_operator.db.engine import make_engine
+
     return make_engine(get_settings())
 
 
@@ -156,6 +157,8 @@ def enqueue_many(
 
 
 def _insert(items: Sequence[NewTask], connection: Connection | Session | None) -> list[str]:
+    from sqlalchemy import Connection
+
     limit = get_settings().max_payload_bytes
     if connection is not None and not isinstance(connection, Connection):  # an ORM Session
         return insert_tasks(connection.connection(), items, payload_limit=limit)

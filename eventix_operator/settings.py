@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from eventix_operator.masking import mask_url
 
-__all__ = ["Settings", "get_settings", "mask_url", "normalise_database_url"]
+__all__ = ["Settings", "get_settings", "libpq_url", "mask_url", "normalise_database_url"]
 
 #: A Kubernetes namespace name (a DNS label), or ``*`` for every namespace.
 _NAMESPACE_KEY = re.compile(r"^(\*|[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)$")
@@ -45,6 +45,16 @@ def normalise_database_url(url: str) -> str:
             url = "postgresql+psycopg://" + url[len(prefix) :]
             break
     return _multi_host_to_query(url)
+
+
+def libpq_url(url: str) -> str:
+    """The URL without SQLAlchemy's driver suffix, as libpq and PostgreSQL tools read
+    it (a multi-host list in the query, as :func:`normalise_database_url` writes it,
+    is libpq's own ``host=h1,h2&port=…``)."""
+    for prefix in ("postgresql+psycopg://", "postgresql+psycopg_async://"):
+        if url.startswith(prefix):
+            return "postgresql://" + url[len(prefix) :]
+    return url
 
 
 def _multi_host_to_query(url: str) -> str:

@@ -123,13 +123,13 @@ def engine() -> Engine:
     return make_engine(settings())
 
 
-def read_engine() -> Engine:
-    """For listings and counts, which tolerate replication lag: the read URL's server
-    when ``EVENTIX_READ_DATABASE_URL`` is set."""
-    from eventix_operator.db.engine import make_engine
-
-    s = settings()
-    return make_engine(s, s.read_url())
+def _timeout(s: Settings) -> dict[str, float]:
+    """A one-shot connection's options (`enqueue`, `tasks list|show` and `queue stats`
+    run their statements on plain psycopg, without importing SQLAlchemy: db/oneshot.py).
+    Listings
+    and counts tolerate replication lag: they read from ``EVENTIX_READ_DATABASE_URL``
+    when it is set."""
+    return {"connect_timeout": s.db_connect_timeout}
 
 
 def parse_json(value: str | None, what: str, kind: type) -> Any:
@@ -227,7 +227,7 @@ def enqueue(
     """
     from eventix_operator import tracing
     from eventix_operator.client import new_task
-    from eventix_operator.db.enqueue import insert_tasks
+    from eventix_operator.db import oneshot
 
     item = new_task(
         task,
@@ -241,16 +241,17 @@ def enqueue(
         max_retries=max_retries,
         source="cli",
     )
+    cfg = settings()
     with (
         tracing.enqueuing(
             task,
             parent=tracing.from_environment(),
             attributes={"messaging.destination.name": queue},
         ) as context,
-        engine().begin() as conn,
+        oneshot.connect(cfg.require_database_url(), **_timeout(cfg)) as conn,
     ):
         item.trace_context = context
-        typer.echo(insert_tasks(conn, [item], payload_limit=settings().max_payload_bytes)[0])
+        typer.echo(oneshot.insert_tasks(conn, [item], payload_limit=cfg.max_payload_bytes)[0])
 
 
 def _print_tasks(records: Sequence[TaskRecord], output: Output) -> None:
@@ -275,11 +276,12 @@ def tasks_list(
     output: Annotated[Output, typer.Option()] = Output.table,
 ) -> None:
     """List tasks, newest first."""
-    from eventix_operator.db import admin
+    from eventix_operator.db import oneshot
 
     equals = {k: v for k, v in (("status", status), ("namespace", queue)) if v is not None}
-    with read_engine().connect() as conn:
-        found = admin.list_tasks(conn, equals=equals, order=[("created_time", True)], limit=limit)
+    cfg = settings()
+    with oneshot.connect(cfg.read_url() or cfg.require_database_url(), **_timeout(cfg)) as conn:
+        found = oneshot.list_tasks(conn, equals=equals, limit=limit)
     _print_tasks(found, output)
 
 
@@ -287,10 +289,11 @@ def tasks_list(
 @user_errors
 def tasks_show(uid: str, output: Annotated[Output, typer.Option()] = Output.table) -> None:
     """Show one task with its result or error."""
-    from eventix_operator.db import admin
+    from eventix_operator.db import oneshot
 
-    with engine().connect() as conn:
-        record = admin.get_task(conn, uid)
+    cfg = settings()
+    with oneshot.connect(cfg.require_database_url(), **_timeout(cfg)) as conn:
+        record = oneshot.get_task(conn, uid)
     if record is None:
         fail(f"no task {uid}")
     if output is Output.json:
@@ -353,10 +356,11 @@ def queue_stats(output: Annotated[Output, typer.Option()] = Output.table) -> Non
     """Tasks per queue and status, and how long the oldest due task has waited."""
     import dataclasses
 
-    from eventix_operator.db import admin
+    from eventix_operator.db import oneshot
 
-    with read_engine().connect() as conn:
-        stats = admin.queue_stats(conn)
+    cfg = settings()
+    with oneshot.connect(cfg.read_url() or cfg.require_database_url(), **_timeout(cfg)) as conn:
+        stats = oneshot.queue_stats(conn)
     if output is Output.json:
         typer.echo(json.dumps([dataclasses.asdict(s) for s in stats], indent=2))
         return

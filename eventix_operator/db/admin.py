@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from eventix_operator.db import statements
-from eventix_operator.db.rows import Fetch, TaskRecord, parse_uid, records
+from eventix_operator.db.rows import Fetch, QueueStat, TaskRecord, parse_uid, queue_stat, records
 
 
 def get_task(conn: Connection, uid: str) -> TaskRecord | None:
@@ -137,28 +137,8 @@ def tasks_by_unique_key(
 # -- counts -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class QueueStat:
-    queue: str
-    status: str
-    count: int
-    due: int
-    oldest_due_seconds: float | None
-
-
 def queue_stats(conn: Connection) -> list[QueueStat]:
-    return [
-        QueueStat(
-            queue=r["namespace"],
-            status=r["status"],
-            count=r["count"],
-            due=r["due"],
-            oldest_due_seconds=None
-            if r["oldest_due_seconds"] is None
-            else float(r["oldest_due_seconds"]),
-        )
-        for r in conn.execute(statements.QUEUE_STATS).mappings()
-    ]
+    return [queue_stat(r) for r in conn.execute(statements.QUEUE_STATS).all()]
 
 
 def namespaces(conn: Connection) -> list[str]:

@@ -169,11 +169,3 @@ async def behind_pooler(conn: psycopg.AsyncConnection[Any]) -> bool:
     if not conn.autocommit:
         await conn.rollback()
     return row is not None and row[0] != conn.info.backend_pid
-
-
-def libpq_url(url: str) -> str:
-    """The URL without SQLAlchemy's driver suffix, for PostgreSQL tools."""
-    for prefix in ("postgresql+psycopg://", "postgresql+psycopg_async://"):
-        if url.startswith(prefix):
-            return "postgresql://" + url[len(prefix) :]
-    return url

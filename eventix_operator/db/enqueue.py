@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection
-
-from eventix_operator.db import statements
 from eventix_operator.db.payload import PayloadTooLarge, dump_json
-from eventix_operator.db.rows import Fetch, TaskRecord
+from eventix_operator.db.rows import INSERT_COLUMNS, Fetch, TaskRecord
+
+# The functions that run statements import them (and so SQLAlchemy) when they run:
+# `eventix enqueue` validates and inserts through here on plain psycopg
+# (:func:`insert_batch`, db/oneshot.py) without paying for SQLAlchemy's import.
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
 
 #: Rows per INSERT statement in bulk enqueue: large enough to amortise the round
 #: trip, small enough to keep one statement's parameters in a few megabytes.
@@ -139,7 +142,7 @@ def merge_duplicates(tasks: Sequence[NewTask]) -> tuple[list[NewTask], dict[int,
 
 
 def insert_params(tasks: Sequence[NewTask], *, payload_limit: int) -> dict[str, list[Any]]:
-    """Parallel arrays, one per :data:`~.statements.INSERT_COLUMNS`."""
+    """Parallel arrays, one per :data:`~.rows.INSERT_COLUMNS`."""
     rows = []
     for t in tasks:
         args, kwargs = validate(t, payload_limit)
@@ -152,7 +155,7 @@ def insert_params(tasks: Sequence[NewTask], *, payload_limit: int) -> dict[str, 
                 t.schedule_time, _trace_json(t),
             )
         )  # fmt: skip
-    names = statements.INSERT_COLUMNS
+    names = INSERT_COLUMNS
     columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
     return {name: list(values) for name, values in zip(names, columns, strict=True)}
 
@@ -198,19 +201,38 @@ def insert_tasks(conn: Connection, tasks: Sequence[NewTask], *, payload_limit: i
         rest = [i for i, t in enumerate(tasks) if not _plain(t)]
     else:
         rest = list(range(len(tasks)))
+    from eventix_operator.db import statements
+
+    def run(params: dict[str, list[Any]]) -> Sequence[Any]:
+        return conn.execute(statements.INSERT_TASKS, params).all()
+
     for start in range(0, len(rest), INSERT_CHUNK):
         positions = rest[start : start + INSERT_CHUNK]
-        merged, mapping = merge_duplicates([tasks[i] for i in positions])
-        params = insert_params(merged, payload_limit=payload_limit)
-        resolved = resolve(merged, conn.execute(statements.INSERT_TASKS, params).all())
-        for i, position in enumerate(positions):
-            uids[position] = str(resolved[mapping[i]].uid)
+        found = insert_batch(run, [tasks[i] for i in positions], payload_limit=payload_limit)
+        for position, uid in zip(positions, found, strict=True):
+            uids[position] = uid
     return uids
+
+
+def insert_batch(
+    run: Callable[[dict[str, list[Any]]], Sequence[Any]],
+    tasks: Sequence[NewTask],
+    *,
+    payload_limit: int,
+) -> list[str]:
+    """The uids of ``tasks``, in order, once ``run`` has executed
+    :data:`~.statements.INSERT_TASKS` with the parameters it is given and returned
+    its rows (attributes ``uid``, ``namespace``, ``unique_key``, ``k8s_namespace``)."""
+    merged, mapping = merge_duplicates(tasks)
+    resolved = resolve(merged, run(insert_params(merged, payload_limit=payload_limit)))
+    return [str(resolved[mapping[i]].uid) for i in range(len(tasks))]
 
 
 def _copy_tasks(conn: Connection, tasks: Sequence[NewTask], payload_limit: int) -> None:
     """COPY rows in :data:`~.statements.COPY_COLUMNS` order, with an eta column
     only for the tasks that name one."""
+    from eventix_operator.db import statements
+
     without_eta: list[tuple[Any, ...]] = []
     with_eta: list[tuple[Any, ...]] = []
     for t in tasks:
@@ -243,6 +265,8 @@ def insert_tasks_once(
 ) -> set[str]:
     """Insert tasks whose identity (resource uid, schedule tick) makes them
     idempotent; returns the uids actually inserted, leaving existing rows alone."""
+    from eventix_operator.db import statements
+
     inserted: set[str] = set()
     for start in range(0, len(tasks), INSERT_CHUNK):
         params = insert_params(tasks[start : start + INSERT_CHUNK], payload_limit=payload_limit)
@@ -255,6 +279,8 @@ async def insert_returning(
 ) -> list[TaskRecord]:
     """One INSERT for ``tasks`` (each merged by unique key); the row of each, in
     order (a task merged into a pending one gets that task's row)."""
+    from eventix_operator.db import statements
+
     merged, position = merge_duplicates(tasks)
     params = insert_params(merged, payload_limit=payload_limit)
     rows = [TaskRecord.from_row(r) for r in await fetch(statements.INSERT_TASK_ROWS, params)]

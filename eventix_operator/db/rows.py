@@ -13,15 +13,27 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any
-
-from sqlalchemy import TextClause
+from typing import TYPE_CHECKING, Any
 
 from eventix_operator.retry import RetryPolicy
 
+if TYPE_CHECKING:  # one-shot commands read rows without importing SQLAlchemy (db/oneshot.py)
+    from sqlalchemy import TextClause
+
+#: Parameters of an enqueue, in the order of the parallel arrays of
+#: :func:`~.enqueue.insert_params` (``delay`` is not a column: the database's clock
+#: turns it into ``eta``). Here rather than in :mod:`.statements`, which builds the
+#: INSERT from it, so that a one-shot enqueue (db/oneshot.py) needs no SQLAlchemy.
+INSERT_COLUMNS = (
+    "uid", "task", "namespace", "priority", "eta", "delay", "args", "kwargs", "unique_key",
+    "retry", "max_retries", "error_eta_inc", "error_eta_max", "timeout_seconds",
+    "store_result", "result_expires", "error_expires", "operator", "source",
+    "k8s_namespace", "k8s_name", "k8s_uid", "schedule_uid", "schedule_time", "trace_context",
+)  # fmt: skip
+
 #: Runs one statement on its own (autocommit) and returns its rows: how the REST
 #: API's hot paths hand the data layer a connection of theirs.
-Fetch = Callable[[TextClause, Mapping[str, Any]], Awaitable[Sequence[Sequence[Any]]]]
+Fetch = Callable[["TextClause", Mapping[str, Any]], Awaitable[Sequence[Sequence[Any]]]]
 
 
 def parse_uid(uid: str) -> uuid.UUID | None:
@@ -99,6 +111,28 @@ class TaskRecord:
 
 def records(rows: Sequence[Sequence[Any]]) -> list[TaskRecord]:
     return [TaskRecord.from_row(r) for r in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStat:
+    queue: str
+    status: str
+    count: int
+    due: int
+    oldest_due_seconds: float | None
+
+
+def queue_stat(row: Sequence[Any]) -> QueueStat:
+    """A row of :data:`~.statements.QUEUE_STATS`: namespace, status, count, oldest
+    due seconds, due."""
+    namespace, status, count, oldest, due = row
+    return QueueStat(
+        queue=namespace,
+        status=status,
+        count=count,
+        due=due,
+        oldest_due_seconds=None if oldest is None else float(oldest),
+    )
 
 
 @dataclass(slots=True)

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, TextClause, case, func, select, text
 from sqlalchemy.dialects import postgresql
 
+from eventix_operator.db.rows import INSERT_COLUMNS
 from eventix_operator.db.schema import (
     FINISHED_PREDICATE,
     FINISHED_STATUSES,
@@ -89,14 +90,7 @@ def waking(update: str) -> TextClause:
 
 # -- Enqueue ------------------------------------------------------------------------
 
-#: Parameters of an enqueue, in the order of the parallel arrays (``delay`` is
-#: not a column: the database's clock turns it into ``eta``).
-INSERT_COLUMNS = (
-    "uid", "task", "namespace", "priority", "eta", "delay", "args", "kwargs", "unique_key",
-    "retry", "max_retries", "error_eta_inc", "error_eta_max", "timeout_seconds",
-    "store_result", "result_expires", "error_expires", "operator", "source",
-    "k8s_namespace", "k8s_name", "k8s_uid", "schedule_uid", "schedule_time", "trace_context",
-)  # fmt: skip
+# INSERT_COLUMNS (imported above from .rows): the parameters of an enqueue.
 _STORED = [c for c in INSERT_COLUMNS if c != "delay"]
 _VALUES = [
     "COALESCE(v.eta, now() + make_interval(secs => COALESCE(v.delay, 0)))"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -71,3 +72,30 @@ def test_config_loads_settings_only(monkeypatch: pytest.MonkeyPatch) -> None:
     env = {**os.environ, "DATABASE_URL": "postgresql://app:secret@db/x?password=also"}
     loaded = loaded_by("config", env=env)
     assert not loaded & {*PROCESS_ONLY, "sqlalchemy", "psycopg"}
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["tasks", "list", "--limit", "5"],
+        ["tasks", "list", "--status", "scheduled", "--queue", "default"],
+        ["tasks", "show", "00000000-0000-0000-0000-000000000000"],
+        ["queue", "stats"],
+        ["enqueue", "cli.task", "--args", "[1]", "--unique-key", "k"],
+    ],
+)
+def test_one_shot_commands_load_no_sqlalchemy_once_the_statements_are_cached(
+    args: list[str], database_url: str, tmp_path: Path
+) -> None:
+    """The statements of one-shot commands run on plain psycopg from texts compiled
+    once (db/oneshot.py): SQLAlchemy is imported by the first run only."""
+    import os
+
+    env = {**os.environ, "DATABASE_URL": database_url, "XDG_CACHE_HOME": str(tmp_path)}
+    first = loaded_by(*args, env=env)
+    assert "sqlalchemy" in first
+    loaded = loaded_by(*args, env=env)
+    assert "psycopg" in loaded
+    assert not loaded & {*PROCESS_ONLY, "sqlalchemy"}, sorted(
+        loaded & {*PROCESS_ONLY, "sqlalchemy"}
+    )
