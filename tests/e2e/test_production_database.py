@@ -208,6 +208,11 @@ def test_two_replicas_through_pgbouncer_lead_one_at_a_time_and_take_over(
         add_tasks(direct, "pool-q", 2)
         cluster.wait("2 replicas", lambda: replicas(cluster, "pool-target") == 2, 60)
 
+        def ticked() -> bool:  # the schedule fired under the first leader
+            with direct.connect() as conn:
+                return bool(conn.execute(TICKS).first())
+
+        cluster.wait("a tick before the kill", ticked, 60)
         assert first_holds_both()  # a live leader keeps its leases
         leader, survivor = first, second
         leader.killed_at = datetime.now(UTC)

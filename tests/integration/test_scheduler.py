@@ -47,12 +47,19 @@ def test_every_tick_once_with_two_schedulers_racing(engine: Engine) -> None:
     uid = define(engine)
     errors: list[BaseException] = []
 
+    # One clock, as real schedulers share: both fire at each step. Left to run free on
+    # a loaded machine, one thread's "now" ran seconds ahead of the other's, and a
+    # tick it saw late was skipped as its catch-up policy says, not lost to a race.
+    step = threading.Barrier(2)
+
     def scheduler() -> None:
         try:
             for ms in range(0, 60_000, 250):  # a minute in quarter seconds
+                step.wait(timeout=60)
                 fire(engine, T0 + timedelta(milliseconds=ms))
         except BaseException as exc:
             errors.append(exc)
+            step.abort()
 
     threads = [threading.Thread(target=scheduler) for _ in range(2)]
     for t in threads:
