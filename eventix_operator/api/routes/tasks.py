@@ -40,6 +40,17 @@ def revision_of(value: str | None) -> int | None:
     return int(value) if value is not None and value.isdigit() else None
 
 
+def changed(conn: Connection, uid: str, record: TaskRecord | None) -> TaskRecord:
+    """The row an action changed, or why it changed none: no such task (404), or a
+    task in a state the action does not take (422, naming the state)."""
+    if record is not None:
+        return record
+    current = admin.get_task(conn, uid)
+    if current is None:
+        raise errors.NotFound(uid)
+    raise errors.WrongTaskStatus(uid, convert.task_out(current).status or "")
+
+
 def router(ctx: ApiContext) -> APIRouter:
     routes = APIRouter()
     limit = ctx.payload_limit
@@ -182,13 +193,7 @@ def router(ctx: ApiContext) -> APIRouter:
         uid_or_404(uid)
 
         def cancel(conn: Connection) -> TaskRecord:
-            record = admin.cancel_task(conn, uid, "api")
-            if record is not None:
-                return record
-            current = admin.get_task(conn, uid)
-            if current is None:
-                raise errors.NotFound(uid)
-            raise errors.WrongTaskStatus(uid, convert.task_out(current).status or "")
+            return changed(conn, uid, admin.cancel_task(conn, uid, "api"))
 
         return task_response(await ctx.run(cancel))
 
@@ -207,13 +212,7 @@ def router(ctx: ApiContext) -> APIRouter:
             eta = eta.replace(tzinfo=UTC) if eta.tzinfo is None else eta.astimezone(UTC)
 
         def reschedule(conn: Connection) -> TaskRecord:
-            record = admin.requeue_task(conn, uid, eta)
-            if record is not None:
-                return record
-            current = admin.get_task(conn, uid)
-            if current is None:
-                raise errors.NotFound(uid)
-            raise errors.WrongTaskStatus(uid, convert.task_out(current).status or "")
+            return changed(conn, uid, admin.requeue_task(conn, uid, eta))
 
         try:
             return task_response(await ctx.run(reschedule))
