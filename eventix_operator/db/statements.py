@@ -386,14 +386,14 @@ RECOVER_LEASES: TextClause = waking(
 # Which of :queues hold a task that is due now: what a process that cannot LISTEN
 # asks between claims. One read of the partial ready index per queue (the claim's
 # own index scan, without locking, updating or planning a CTE), stopping at the
-# first due task.
+# first due task. A paused queue has nothing due.
 DUE_QUEUES: TextClause = text(
     f"""
     SELECT q.name FROM unnest(CAST(:queues AS text[])) AS q(name)
     WHERE EXISTS (
         SELECT 1 FROM eventix_task
         WHERE namespace = q.name AND {PENDING_PREDICATE} AND eta <= now()
-    )
+    ) AND NOT EXISTS (SELECT 1 FROM eventix_queue AS s WHERE s.name = q.name AND s.paused)
     """
 )
 
@@ -956,22 +956,27 @@ CHANGED_RESOURCE_TRIGGERS: TextClause = text(
 # any pool can use, so a deep backlog costs no more than a full pool), running
 # tasks, the distinct workers holding their leases, and, when nothing is due, the
 # seconds until the next pending task falls due. Each part reads a partial index.
+# A paused queue is no demand (nothing due, nothing to wake for); a queue with a
+# concurrency limit asks for no more than the limit leaves to start.
 QUEUE_LOAD: TextClause = text(
     f"""
     SELECT q.name AS queue,
-           d.due,
+           CASE WHEN s.concurrency_limit IS NULL THEN d.due
+                ELSE LEAST(d.due, GREATEST(s.concurrency_limit - r.running, 0)) END AS due,
            r.running,
            r.holders,
-           CASE WHEN d.due = 0 THEN (
+           CASE WHEN d.due = 0 AND NOT COALESCE(s.paused, false) THEN (
                SELECT extract(epoch FROM min(t.eta) - now())
                FROM eventix_task t
                WHERE t.namespace = q.name AND {PENDING_PREDICATE} AND t.eta > now()
            ) END AS next_due_in
     FROM unnest(CAST(:queues AS text[])) AS q(name)
+    LEFT JOIN eventix_queue AS s ON s.name = q.name
     CROSS JOIN LATERAL (
         SELECT count(*) AS due FROM (
             SELECT 1 FROM eventix_task t
             WHERE t.namespace = q.name AND {PENDING_PREDICATE} AND t.eta <= now()
+              AND NOT COALESCE(s.paused, false)
             LIMIT :cap
         ) AS capped
     ) AS d

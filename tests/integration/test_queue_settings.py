@@ -190,3 +190,20 @@ def test_queue_retention_overrides_the_tasks_own(engine: Engine, database_url: s
                  "FROM eventix_task WHERE namespace = 'k' ORDER BY status")
         ).all()  # fmt: skip
     assert [(s, int(k)) for s, k in kept] == [("done", 10), ("error", 20)]
+
+
+def test_the_pool_scaler_sees_no_demand_in_a_paused_queue(engine: Engine) -> None:
+    from eventix_operator.db import pools
+
+    add(engine, "p", 4)
+    add(engine, "c", 4)
+    configure(engine, "c", concurrency_limit=3)
+    with engine.begin() as conn:
+        queues.pause(conn, "p")
+    assert len(claim_now(engine, ["c"], limit=1)) == 1
+    with engine.connect() as conn:
+        loads = pools.queue_loads(conn, ["p", "c"], cap=100)
+        due = pools.due_queues(conn, ["p", "c"])
+    assert (loads["p"].due, loads["p"].next_due_in) == (0, None)
+    assert (loads["c"].due, loads["c"].running) == (2, 1)
+    assert due == ["c"]
