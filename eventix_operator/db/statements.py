@@ -70,14 +70,42 @@ def waking(update: str) -> TextClause:
     """``update`` (returning at least ``namespace`` and ``status``), and one
     notification on :data:`READY_CHANNEL` for each queue where it left a task
     pending: a statement that makes tasks ready again wakes their workers by
-    itself, in its own transaction (the insert trigger covers new rows)."""
+    itself, in its own transaction (the insert trigger covers new rows). Queues
+    with a concurrency limit are woken too (see :func:`freeing`)."""
     return text(
         f"""
         WITH changed AS ({update}),
         woken AS (
             SELECT count(pg_notify('{READY_CHANNEL}', q.namespace)) AS queues
-            FROM (SELECT DISTINCT namespace FROM changed
-                  WHERE status IN ('scheduled', 'retry')) AS q
+            FROM (SELECT namespace FROM changed WHERE status IN ('scheduled', 'retry')
+                  UNION {_LIMITED_AMONG_CHANGED}) AS q
+        )
+        SELECT changed.* FROM changed, woken
+        """
+    )
+
+
+#: Queues of ``changed`` (rows that left ``processing``) with a concurrency limit:
+#: a task of such a queue ending frees a start that a worker may have been refused,
+#: and nothing else would tell it before its next poll (the claim that freed the
+#: slot's worker makes may run before this write-back commits).
+_LIMITED_AMONG_CHANGED = """
+    SELECT s.name AS namespace FROM eventix_queue AS s
+    WHERE s.concurrency_limit IS NOT NULL AND NOT s.paused
+      AND s.name IN (SELECT namespace FROM changed)
+"""
+
+
+def freeing(update: str) -> TextClause:
+    """``update`` (returning ``namespace`` after the columns its caller reads), and
+    one notification on :data:`READY_CHANNEL` for each queue with a concurrency
+    limit where it ended a running task (see :data:`_LIMITED_AMONG_CHANGED`)."""
+    return text(
+        f"""
+        WITH changed AS ({update}),
+        woken AS (
+            SELECT count(pg_notify('{READY_CHANNEL}', q.namespace)) AS queues
+            FROM ({_LIMITED_AMONG_CHANGED}) AS q
         )
         SELECT changed.* FROM changed, woken
         """
@@ -276,7 +304,7 @@ CLAIM_TASK_ROWS: TextClause = _claim(
 # left to whoever holds them now. A queue's retention of succeeded tasks, when it
 # has one, overrides the task's own result_expires (and its failed one the
 # error_expires of FAIL_TASKS): a primary-key probe per row.
-COMPLETE_TASKS: TextClause = text(
+COMPLETE_TASKS: TextClause = freeing(
     f"""
     UPDATE eventix_task AS t
     SET status = 'done',
@@ -292,7 +320,7 @@ COMPLETE_TASKS: TextClause = text(
         revision = t.revision + 1
     FROM {unnest(("uid", "result"))}
     WHERE t.uid = v.uid AND t.worker_id = :worker_id AND t.status = 'processing'
-    RETURNING t.uid::text
+    RETURNING t.uid::text AS uid, t.namespace
     """
 )
 

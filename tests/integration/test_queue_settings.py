@@ -207,3 +207,30 @@ def test_the_pool_scaler_sees_no_demand_in_a_paused_queue(engine: Engine) -> Non
     assert (loads["p"].due, loads["p"].next_due_in) == (0, None)
     assert (loads["c"].due, loads["c"].running) == (2, 1)
     assert due == ["c"]
+
+
+def test_a_task_ending_in_a_limited_queue_wakes_its_workers(
+    engine: Engine, database_url: str
+) -> None:
+    import asyncio
+
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from eventix_operator.db.leases import LeaseStore, Success
+
+    add(engine, "c", 3)
+    configure(engine, "c", concurrency_limit=1)
+    dsn = database_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(dsn, autocommit=True) as listener:
+
+        async def run() -> None:
+            aengine = create_async_engine(database_url)
+            store = LeaseStore(aengine, "w", 30)
+            (job,) = await store.claim(["c"], 5)
+            listener.execute(f"LISTEN {statements.READY_CHANNEL}")
+            await store.record([Success(job.uid, "1")])
+            await aengine.dispose()
+
+        asyncio.run(run())
+        notes = list(listener.notifies(timeout=5, stop_after=1))
+    assert [n.payload for n in notes] == ["c"]
