@@ -51,6 +51,7 @@ class Queue:
     retain_failed_seconds: int | None
     k8s_namespace: str | None
     k8s_name: str | None
+    k8s_uid: str | None
     updated_at: datetime
     due: int
     running: int
@@ -69,18 +70,21 @@ def set_queue(
     settings: QueueSettings,
     *,
     k8s: tuple[str, str, str] | None = None,
-) -> bool:
-    """Write the given settings of ``name`` (creating its row); ``k8s`` is the
-    (namespace, name, uid) of the resource that configures it. Returns whether the
-    queue is paused now. Leaving it unpaused wakes its workers."""
+) -> bool | None:
+    """Write the given settings of ``name`` (creating its row); returns whether the
+    queue is paused now. Leaving it unpaused wakes its workers.
+
+    ``k8s`` is the (namespace, name, uid) of the EventixQueue that configures it:
+    then a queue another resource configures is left as it is, and the answer is
+    None. Without, the change applies whoever configures the queue."""
     params: dict[str, Any] = {"name": name}
     for field in statements.QUEUE_SETTINGS:
         params[field] = getattr(settings, field)
         params[f"set_{field}"] = field in settings.given
     namespace, resource, uid = k8s or (None, None, None)
     params.update(k8s_namespace=namespace, k8s_name=resource, k8s_uid=uid)
-    row = conn.execute(statements.SET_QUEUE, params).one()
-    return bool(row.paused)
+    row = conn.execute(statements.SET_QUEUE, params).first()
+    return None if row is None else bool(row.paused)
 
 
 def pause(conn: Connection, name: str) -> None:
@@ -93,8 +97,9 @@ def resume(conn: Connection, name: str) -> None:
     set_queue(conn, name, QueueSettings(paused=False, given=frozenset({"paused"})))
 
 
-def delete_queue(conn: Connection, name: str, *, k8s_uid: str | None = None) -> bool:
-    """Drop the settings of ``name`` (only if ``k8s_uid`` still owns them, when given)."""
+def delete_queue(conn: Connection, name: str | None, *, k8s_uid: str | None = None) -> bool:
+    """Drop the settings of ``name`` (only if ``k8s_uid`` still configures them, when
+    given); with ``name`` None, those of whichever queue ``k8s_uid`` configures."""
     return (
         conn.execute(statements.DELETE_QUEUE, {"name": name, "k8s_uid": k8s_uid}).first()
         is not None

@@ -1612,7 +1612,7 @@ _QUEUE_FIGURES = f"""
 _QUEUE_ROW = (
     "s.name, s.paused, s.concurrency_limit, s.rate_count, s.rate_per_seconds, "
     "s.retain_succeeded_seconds, s.retain_failed_seconds, s.k8s_namespace, s.k8s_name, "
-    "s.updated_at"
+    "s.k8s_uid, s.updated_at"
 )
 
 # -- name: set_queue --
@@ -1620,7 +1620,9 @@ _QUEUE_ROW = (
 # or the default for a new row), and who configures it. Replaying it changes
 # nothing but updated_at. Wakes the queue's workers when it leaves the queue
 # unpaused (a resume, or a limit raised): a notification of a queue without due
-# tasks costs a worker one empty claim.
+# tasks costs a worker one empty claim. With :k8s_uid, a row another resource
+# configures is left alone and nothing is returned (one EventixQueue per queue);
+# without, it is changed whoever configures it (the CLI and the REST API).
 SET_QUEUE: TextClause = text(
     f"""
     WITH saved AS (
@@ -1639,6 +1641,7 @@ SET_QUEUE: TextClause = text(
             k8s_name = COALESCE(EXCLUDED.k8s_name, s.k8s_name),
             k8s_uid = COALESCE(EXCLUDED.k8s_uid, s.k8s_uid),
             updated_at = now()
+        WHERE EXCLUDED.k8s_uid IS NULL OR s.k8s_uid IS NULL OR s.k8s_uid = EXCLUDED.k8s_uid
         RETURNING s.name, s.paused
     )
     SELECT saved.name, saved.paused,
@@ -1649,12 +1652,15 @@ SET_QUEUE: TextClause = text(
 
 # -- name: delete_queue --
 # Remove a queue's settings (it runs unpaused and unlimited again, and its workers
-# are woken); with :k8s_uid, only if that resource still configures it.
+# are woken); with :k8s_uid, only if that resource still configures it (without
+# :name, whichever queue that resource configures).
 DELETE_QUEUE: TextClause = text(
     f"""
     WITH gone AS (
         DELETE FROM eventix_queue
-        WHERE name = :name AND (CAST(:k8s_uid AS text) IS NULL OR k8s_uid = :k8s_uid)
+        WHERE (CAST(:name AS text) IS NULL OR name = :name)
+          AND (CAST(:k8s_uid AS text) IS NULL OR k8s_uid = :k8s_uid)
+          AND (CAST(:name AS text) IS NOT NULL OR CAST(:k8s_uid AS text) IS NOT NULL)
         RETURNING name
     )
     SELECT gone.name, pg_notify('{READY_CHANNEL}', gone.name) FROM gone
