@@ -25,3 +25,14 @@ async def noop_async() -> None:
 def stamp() -> float:
     """Return the wall-clock time at which the task started, stored as its result."""
     return time.time()
+
+
+SLEEP = "bench.sleep"
+
+
+@task(name=SLEEP)
+def sleep(seconds: float) -> float:
+    """Sleep (a task that holds its slot, for the queue-limit runs), return its start time."""
+    started = time.time()
+    time.sleep(seconds)
+    return started
