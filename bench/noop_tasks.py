@@ -31,8 +31,9 @@ SLEEP = "bench.sleep"
 
 
 @task(name=SLEEP)
-def sleep(seconds: float) -> float:
-    """Sleep (a task that holds its slot, for the queue-limit runs), return its start time."""
+def sleep(seconds: float) -> list[float]:
+    """Sleep (a task that holds its slot, for the queue-limit runs); returns the times it
+    started and ended, as the task saw them."""
     started = time.time()
     time.sleep(seconds)
-    return started
+    return [started, time.time()]
