@@ -25,3 +25,15 @@ async def noop_async() -> None:
 def stamp() -> float:
     """Return the wall-clock time at which the task started, stored as its result."""
     return time.time()
+
+
+SLEEP = "bench.sleep"
+
+
+@task(name=SLEEP)
+def sleep(seconds: float) -> list[float]:
+    """Sleep (a task that holds its slot, for the queue-limit runs); returns the times it
+    started and ended, as the task saw them."""
+    started = time.time()
+    time.sleep(seconds)
+    return [started, time.time()]

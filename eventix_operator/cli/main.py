@@ -38,7 +38,11 @@ app = typer.Typer(
 tasks_app = typer.Typer(
     help="Inspect and manage tasks.", no_args_is_help=True, rich_markup_mode=None
 )
-queue_app = typer.Typer(help="Queue statistics.", no_args_is_help=True, rich_markup_mode=None)
+queue_app = typer.Typer(
+    help="Queue statistics and settings: pause, resume, limits, retention.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
 schedule_app = typer.Typer(
     help="Preview and backfill schedules.", no_args_is_help=True, rich_markup_mode=None
 )
@@ -368,6 +372,100 @@ def queue_stats(output: Annotated[Output, typer.Option()] = Output.table) -> Non
     for s in stats:
         oldest = "" if s.oldest_due_seconds is None else f"{s.oldest_due_seconds:.1f}"
         typer.echo(f"{s.queue[:20]:20}  {s.status:10}  {s.count:>8}  {s.due:>8}  {oldest}")
+
+
+@queue_app.command("pause")
+@user_errors
+def queue_pause(queue: str) -> None:
+    """Stop claims of QUEUE at once (a claim already in flight may finish)."""
+    from eventix_operator.db import queues
+
+    with engine().begin() as conn:
+        queues.pause(conn, queue)
+    typer.echo(f"queue {queue} paused")
+
+
+@queue_app.command("resume")
+@user_errors
+def queue_resume(queue: str) -> None:
+    """Let QUEUE be claimed again, and wake its workers."""
+    from eventix_operator.db import queues
+
+    with engine().begin() as conn:
+        queues.resume(conn, queue)
+    typer.echo(f"queue {queue} resumed")
+
+
+def _limit(value: str | None, what: str) -> int | None:
+    if value is None or value.strip().lower() == "none":
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        fail(f"{what} {value!r}: expected a whole number or none")
+    if number < 0 or (what == "--concurrency" and number < 1):
+        fail(f"{what} {value!r}: too small")
+    return number
+
+
+@queue_app.command("set")
+@user_errors
+def queue_set(
+    queue: str,
+    concurrency: Annotated[
+        str | None, typer.Option(help="Tasks running at once across all workers, or none.")
+    ] = None,
+    rate: Annotated[
+        str | None, typer.Option(help="At most COUNT starts per SECONDS (10/1, 100/m), or none.")
+    ] = None,
+    retain_succeeded: Annotated[
+        str | None, typer.Option(help="Seconds to keep succeeded tasks, or none (their own).")
+    ] = None,
+    retain_failed: Annotated[
+        str | None, typer.Option(help="Seconds to keep failed tasks, or none (their own).")
+    ] = None,
+) -> None:
+    """Change the settings given; the others keep their values."""
+    from eventix_operator.db import queues
+
+    values: dict[str, Any] = {}
+    if concurrency is not None:
+        values["concurrency_limit"] = _limit(concurrency, "--concurrency")
+    if rate is not None:
+        try:
+            parsed = queues.parse_rate(rate)
+        except ValueError as exc:
+            fail(str(exc))
+        values["rate_count"], values["rate_per_seconds"] = parsed or (None, None)
+    if retain_succeeded is not None:
+        values["retain_succeeded_seconds"] = _limit(retain_succeeded, "--retain-succeeded")
+    if retain_failed is not None:
+        values["retain_failed_seconds"] = _limit(retain_failed, "--retain-failed")
+    if not values:
+        fail("nothing to set: give --concurrency, --rate, --retain-succeeded or --retain-failed")
+    with engine().begin() as conn:
+        queues.set_queue(conn, queue, queues.QueueSettings(**values, given=frozenset(values)))
+    typer.echo(f"queue {queue} set: " + ", ".join(f"{k}={v}" for k, v in values.items()))
+
+
+@queue_app.command("show")
+@user_errors
+def queue_show(queue: str, output: Annotated[Output, typer.Option()] = Output.table) -> None:
+    """QUEUE's settings, due and running tasks, and how long its oldest due task waited."""
+    import dataclasses
+
+    from eventix_operator.db import queues
+
+    with engine().connect() as conn:
+        found = queues.get_queue(conn, queue)
+    if found is None:
+        fail(f"queue {queue} has no settings (unpaused, unlimited)")
+    values = dataclasses.asdict(found)
+    if output is Output.json:
+        typer.echo(json.dumps(values, indent=2, default=str))
+        return
+    for key, value in values.items():
+        typer.echo(f"{key:26} {'' if value is None else value}")
 
 
 def _aware(value: datetime, zone: str) -> datetime:

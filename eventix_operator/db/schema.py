@@ -310,3 +310,41 @@ pool_sample_table = Table(
     Column("queue_depth", Integer, nullable=False),
     Column("running", Integer, nullable=False),
 )
+
+#: A queue's settings (issue #15), one row per queue that has any; a queue without
+#: a row is unpaused, unlimited and keeps its tasks' own retention. The claim
+#: consults it (see ``_claim`` in :mod:`.statements` and migration 0011, whose
+#: ``eventix_queue_allowance`` function takes the row lock of a limited queue).
+#: ``k8s_*`` name the EventixQueue resource that configures it, if one does.
+queue_table = Table(
+    "eventix_queue",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("paused", Boolean, nullable=False, server_default=text("false")),
+    Column("concurrency_limit", Integer),  # tasks running at once, across all workers
+    Column("rate_count", Integer),  # at most rate_count starts ...
+    Column("rate_per_seconds", Float),  # ... per rate_per_seconds, across all workers
+    Column("retain_succeeded_seconds", Integer),  # overrides a done task's result_expires
+    Column("retain_failed_seconds", Integer),  # overrides a failed task's error_expires
+    # The rate limit's state: the claim times of the newest rate_count starts.
+    Column(
+        "recent_starts", ARRAY(DateTime(timezone=True)), nullable=False, server_default=text("'{}'")
+    ),
+    Column("k8s_namespace", Text),
+    Column("k8s_name", Text),
+    Column("k8s_uid", Text),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint(
+        "concurrency_limit IS NULL OR concurrency_limit >= 1", name="concurrency_limit"
+    ),
+    CheckConstraint(
+        "(rate_count IS NULL) = (rate_per_seconds IS NULL)"
+        " AND (rate_count IS NULL OR (rate_count >= 1 AND rate_per_seconds > 0))",
+        name="rate",
+    ),
+    CheckConstraint(
+        "(retain_succeeded_seconds IS NULL OR retain_succeeded_seconds >= 0)"
+        " AND (retain_failed_seconds IS NULL OR retain_failed_seconds >= 0)",
+        name="retention",
+    ),
+)

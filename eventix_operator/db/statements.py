@@ -74,14 +74,42 @@ def waking(update: str) -> TextClause:
     """``update`` (returning at least ``namespace`` and ``status``), and one
     notification on :data:`READY_CHANNEL` for each queue where it left a task
     pending: a statement that makes tasks ready again wakes their workers by
-    itself, in its own transaction (the insert trigger covers new rows)."""
+    itself, in its own transaction (the insert trigger covers new rows). Queues
+    with a concurrency limit are woken too (see :func:`freeing`)."""
     return text(
         f"""
         WITH changed AS ({update}),
         woken AS (
             SELECT count(pg_notify('{READY_CHANNEL}', q.namespace)) AS queues
-            FROM (SELECT DISTINCT namespace FROM changed
-                  WHERE status IN ('scheduled', 'retry')) AS q
+            FROM (SELECT namespace FROM changed WHERE status IN ('scheduled', 'retry')
+                  UNION {_LIMITED_AMONG_CHANGED}) AS q
+        )
+        SELECT changed.* FROM changed, woken
+        """
+    )
+
+
+#: Queues of ``changed`` (rows that left ``processing``) with a concurrency limit:
+#: a task of such a queue ending frees a start that a worker may have been refused,
+#: and nothing else would tell it before its next poll (the claim that freed the
+#: slot's worker makes may run before this write-back commits).
+_LIMITED_AMONG_CHANGED = """
+    SELECT s.name AS namespace FROM eventix_queue AS s
+    WHERE s.concurrency_limit IS NOT NULL AND NOT s.paused
+      AND s.name IN (SELECT namespace FROM changed)
+"""
+
+
+def freeing(update: str) -> TextClause:
+    """``update`` (returning ``namespace`` after the columns its caller reads), and
+    one notification on :data:`READY_CHANNEL` for each queue with a concurrency
+    limit where it ended a running task (see :data:`_LIMITED_AMONG_CHANGED`)."""
+    return text(
+        f"""
+        WITH changed AS ({update}),
+        woken AS (
+            SELECT count(pg_notify('{READY_CHANNEL}', q.namespace)) AS queues
+            FROM ({_LIMITED_AMONG_CHANGED}) AS q
         )
         SELECT changed.* FROM changed, woken
         """
@@ -155,31 +183,89 @@ COPY_TASKS_WITH_ETA = f"COPY eventix_task ({columns(COPY_COLUMNS)}, eta) FROM ST
 # -- Leases ------------------------------------------------------------------------
 
 
-def _claim(returning: str) -> TextClause:
+#: The queues of ``:queues`` that a claim may take tasks of, each with how many at
+#: most (``n``): the one place where queue settings (migration 0011) meet the claim,
+#: shared by native and HTTP workers. A queue without a settings row, or whose row
+#: neither pauses nor limits it, costs one primary-key probe of ``eventix_queue``
+#: and takes no lock: ``eventix_queue_allowance`` runs only when one of the queues
+#: has a limit. A paused queue gets 0 without a lock. A limited queue gets what its
+#: limits leave, counted by the function under the row lock of its settings row, so
+#: racing claims of that queue (and only of that queue) take turns; see the
+#: migration for why the count must be the function's own.
+_CLAIMABLE_QUEUES = """
+    held AS MATERIALIZED (
+        SELECT name, paused FROM eventix_queue
+        WHERE name = ANY(CAST(:queues AS text[]))
+          AND (paused OR concurrency_limit IS NOT NULL OR rate_count IS NOT NULL)
+    ), allowed AS MATERIALIZED (
+        SELECT a.queue_name, a.allowance
+        FROM eventix_queue_allowance(
+            ARRAY(SELECT name FROM held WHERE NOT paused ORDER BY name), :limit) AS a
+        WHERE EXISTS (SELECT 1 FROM held WHERE NOT paused)
+    ), claimable AS (
+        SELECT q.name, CASE WHEN h.paused THEN 0 ELSE COALESCE(a.allowance, :limit) END AS n
+        FROM unnest(CAST(:queues AS text[])) AS q(name)
+        LEFT JOIN held AS h ON h.name = q.name
+        LEFT JOIN allowed AS a ON a.queue_name = q.name
+    )
+"""
+
+#: Records the starts of a claim in the rate log of each rate-limited queue it
+#: claimed from (``picked`` has a ``namespace`` column). The row is locked already
+#: (by the allowance), and the update works on its newest version, so the log
+#: holds every start of every claim that took its turn before this one.
+_RECORD_STARTS = """
+    started AS (
+        UPDATE eventix_queue AS s
+        SET recent_starts = ARRAY(
+            SELECT r.at FROM (
+                SELECT unnest(s.recent_starts)
+                UNION ALL SELECT now() FROM generate_series(1, p.n)
+            ) AS r(at)
+            ORDER BY r.at DESC
+            LIMIT s.rate_count)
+        FROM (SELECT namespace, count(*)::integer AS n FROM picked
+              WHERE namespace IN (SELECT queue_name FROM allowed)
+              GROUP BY namespace) AS p
+        WHERE s.name = p.namespace AND s.rate_count IS NOT NULL
+        RETURNING s.name
+    )
+"""
+
+
+def _claim(returning: Sequence[tuple[str, str]]) -> TextClause:
     # The one claim of native and HTTP workers: up to :limit due tasks of the
     # queues in claim order (priority, eta), locked with SKIP LOCKED so that no two
     # claims take a task, leased to :worker_ids by slot (the n-th task to the n-th
     # id, round the list: a native worker passes its one id, concurrent HTTP
     # claims one id each). One lateral index scan per queue keeps the claim on the
-    # partial ready index however large other queues grow.
+    # partial ready index however large other queues grow; each takes at most what
+    # the queue's settings allow (_CLAIMABLE_QUEUES). The rows come back in slot
+    # order (claim order) by an explicit sort: the order of an UPDATE's RETURNING
+    # is the plan's, which the queue settings' joins made vary. ``returning`` is
+    # (expression, name) pairs.
+    exprs = ", ".join(f"{expr} AS {name}" for expr, name in returning)
+    names = ", ".join(name for _, name in returning)
     return text(
         f"""
-        WITH picked AS (
-            SELECT c.uid, c.priority, c.eta
-            FROM unnest(CAST(:queues AS text[])) AS q(name),
+        WITH {_CLAIMABLE_QUEUES},
+        picked AS (
+            SELECT c.uid, c.priority, c.eta, c.namespace
+            FROM claimable AS q,
             LATERAL (
-                SELECT uid, priority, eta
+                SELECT uid, priority, eta, namespace
                 FROM eventix_task
                 WHERE namespace = q.name AND {PENDING_PREDICATE} AND eta <= now()
                 ORDER BY priority, eta
-                LIMIT :limit
+                LIMIT q.n
                 FOR UPDATE SKIP LOCKED
             ) AS c
             ORDER BY c.priority, c.eta
             LIMIT :limit
-        ), next AS (
+        ), {_RECORD_STARTS},
+        next AS (
             SELECT uid, row_number() OVER (ORDER BY priority, eta) AS slot FROM picked
-        )
+        ), claimed AS (
         UPDATE eventix_task AS t
         SET status = 'processing',
             worker_id = (CAST(:worker_ids AS text[]))[
@@ -191,26 +277,34 @@ def _claim(returning: str) -> TextClause:
             revision = t.revision + 1
         FROM next
         WHERE t.uid = next.uid
-        RETURNING {returning}
+        RETURNING next.slot AS claim_order, {exprs}
+        )
+        SELECT {names} FROM claimed ORDER BY claim_order
         """
     )
 
 
 # -- name: claim_tasks --
 # The claim for a native worker: only the columns it needs.
-CLAIM_TASKS: TextClause = _claim("t.uid::text, " + columns(CLAIMED_COLUMNS[1:], "t."))
+CLAIM_TASKS: TextClause = _claim(
+    [("t.uid::text", "uid"), *((f"t.{c}", c) for c in CLAIMED_COLUMNS[1:])]
+)
 
 # -- name: claim_task_rows --
 # The claim for HTTP workers: whole rows, each with the slot it was leased to.
-CLAIM_TASK_ROWS: TextClause = _claim(f"next.slot AS claim_slot, {columns(TASK_COLUMNS, 't.')}")
+CLAIM_TASK_ROWS: TextClause = _claim(
+    [("next.slot", "claim_slot"), *((f"t.{c}", c) for c in TASK_COLUMNS)]
+)
 
 # -- name: complete_tasks --
 # Record successes of tasks this worker still holds; rows whose lease was lost are
-# left to whoever holds them now. The uids come as one comma-separated text and the
-# results as one JSON array: two parameters psycopg sends as they are, where arrays
-# of text cost it a regular-expression escape per element (4 us a task of the
-# worker's ~40, bench/README.md "#14").
-COMPLETE_TASKS: TextClause = text(
+# left to whoever holds them now. A queue's retention of succeeded tasks, when it
+# has one, overrides the task's own result_expires (and its failed one the
+# error_expires of FAIL_TASKS): a primary-key probe per row. The uids come as one
+# comma-separated text and the results as one JSON array: two parameters psycopg
+# sends as they are, where arrays of text cost it a regular-expression escape per
+# element (4 us a task of the worker's ~40, bench/README.md "#14").
+COMPLETE_TASKS: TextClause = freeing(
     """
     UPDATE eventix_task AS t
     SET status = 'done',
@@ -220,7 +314,9 @@ COMPLETE_TASKS: TextClause = text(
         updated_at = now(),
         worker_id = NULL,
         worker_expires = NULL,
-        expires = now() + make_interval(secs => t.result_expires),
+        expires = now() + make_interval(secs => COALESCE(
+            (SELECT q.retain_succeeded_seconds FROM eventix_queue AS q WHERE q.name = t.namespace),
+            t.result_expires)),
         revision = t.revision + 1
     FROM unnest(
         CAST(string_to_array(:uids, ',') AS uuid[]),
@@ -228,7 +324,7 @@ COMPLETE_TASKS: TextClause = text(
               WITH ORDINALITY AS r(value, n) ORDER BY r.n)
     ) AS v(uid, result)
     WHERE t.uid = v.uid AND t.worker_id = :worker_id AND t.status = 'processing'
-    RETURNING t.uid::text
+    RETURNING t.uid::text AS uid, t.namespace
     """
 )
 
@@ -247,7 +343,10 @@ FAIL_TASKS: TextClause = waking(
         worker_id = NULL,
         worker_expires = NULL,
         expires = CASE WHEN v.retry_in IS NULL
-                       THEN now() + make_interval(secs => t.error_expires) END,
+                       THEN now() + make_interval(secs => COALESCE(
+                           (SELECT q.retain_failed_seconds FROM eventix_queue AS q
+                            WHERE q.name = t.namespace),
+                           t.error_expires)) END,
         revision = t.revision + 1
     FROM {unnest(("uid", "error", "retry_in"), retry_in="float8")}
     WHERE t.uid = v.uid AND t.worker_id = :worker_id AND t.status = 'processing'
@@ -378,14 +477,14 @@ RECOVER_LEASES: TextClause = waking(
 # Which of :queues hold a task that is due now: what a process that cannot LISTEN
 # asks between claims. One read of the partial ready index per queue (the claim's
 # own index scan, without locking, updating or planning a CTE), stopping at the
-# first due task.
+# first due task. A paused queue has nothing due.
 DUE_QUEUES: TextClause = text(
     f"""
     SELECT q.name FROM unnest(CAST(:queues AS text[])) AS q(name)
     WHERE EXISTS (
         SELECT 1 FROM eventix_task
         WHERE namespace = q.name AND {PENDING_PREDICATE} AND eta <= now()
-    )
+    ) AND NOT EXISTS (SELECT 1 FROM eventix_queue AS s WHERE s.name = q.name AND s.paused)
     """
 )
 
@@ -992,22 +1091,27 @@ CHANGED_RESOURCE_TRIGGERS: TextClause = text(
 # any pool can use, so a deep backlog costs no more than a full pool), running
 # tasks, the distinct workers holding their leases, and, when nothing is due, the
 # seconds until the next pending task falls due. Each part reads a partial index.
+# A paused queue is no demand (nothing due, nothing to wake for); a queue with a
+# concurrency limit asks for no more than the limit leaves to start.
 QUEUE_LOAD: TextClause = text(
     f"""
     SELECT q.name AS queue,
-           d.due,
+           CASE WHEN s.concurrency_limit IS NULL THEN d.due
+                ELSE LEAST(d.due, GREATEST(s.concurrency_limit - r.running, 0)) END AS due,
            r.running,
            r.holders,
-           CASE WHEN d.due = 0 THEN (
+           CASE WHEN d.due = 0 AND NOT COALESCE(s.paused, false) THEN (
                SELECT extract(epoch FROM min(t.eta) - now())
                FROM eventix_task t
                WHERE t.namespace = q.name AND {PENDING_PREDICATE} AND t.eta > now()
            ) END AS next_due_in
     FROM unnest(CAST(:queues AS text[])) AS q(name)
+    LEFT JOIN eventix_queue AS s ON s.name = q.name
     CROSS JOIN LATERAL (
         SELECT count(*) AS due FROM (
             SELECT 1 FROM eventix_task t
             WHERE t.namespace = q.name AND {PENDING_PREDICATE} AND t.eta <= now()
+              AND NOT COALESCE(s.paused, false)
             LIMIT :cap
         ) AS capped
     ) AS d
@@ -1584,3 +1688,92 @@ LIST_LEASES: TextClause = text(
     FROM eventix_lease ORDER BY name
     """
 )
+
+# -- Queue settings (issue #15) -----------------------------------------------------
+
+#: The settings a front end writes, in parameter order; each comes with a
+#: ``set_<name>`` flag, so that ``eventix queue set Q --concurrency 3`` changes that
+#: one setting and leaves the others as they are, in one statement (no read,
+#: merge and write that a racing change could slip between).
+QUEUE_SETTINGS = (
+    "paused", "concurrency_limit", "rate_count", "rate_per_seconds",
+    "retain_succeeded_seconds", "retain_failed_seconds",
+)  # fmt: skip
+_QUEUE_FIGURES = f"""
+    d.due, r.running,
+    extract(epoch FROM now() - d.oldest_due) AS oldest_due_seconds
+    FROM eventix_queue AS s
+    CROSS JOIN LATERAL (
+        SELECT count(*) AS due, min(eta) AS oldest_due FROM eventix_task
+        WHERE namespace = s.name AND {PENDING_PREDICATE} AND eta <= now()
+    ) AS d
+    CROSS JOIN LATERAL (
+        SELECT count(*) AS running FROM eventix_task
+        WHERE namespace = s.name AND status = 'processing'
+    ) AS r
+"""
+_QUEUE_ROW = (
+    "s.name, s.paused, s.concurrency_limit, s.rate_count, s.rate_per_seconds, "
+    "s.retain_succeeded_seconds, s.retain_failed_seconds, s.k8s_namespace, s.k8s_name, "
+    "s.k8s_uid, s.updated_at"
+)
+
+# -- name: set_queue --
+# Upsert the settings flagged ``set_*`` of one queue (the others keep their value,
+# or the default for a new row), and who configures it. Replaying it changes
+# nothing but updated_at. Wakes the queue's workers when it leaves the queue
+# unpaused (a resume, or a limit raised): a notification of a queue without due
+# tasks costs a worker one empty claim. With :k8s_uid, a row another resource
+# configures is left alone and nothing is returned (one EventixQueue per queue);
+# without, it is changed whoever configures it (the CLI and the REST API).
+SET_QUEUE: TextClause = text(
+    f"""
+    WITH saved AS (
+        INSERT INTO eventix_queue AS s (name, {columns(QUEUE_SETTINGS)},
+                                       k8s_namespace, k8s_name, k8s_uid)
+        VALUES (:name, COALESCE(CAST(:paused AS boolean), false),
+                {", ".join(f":{c}" for c in QUEUE_SETTINGS[1:])},
+                :k8s_namespace, :k8s_name, :k8s_uid)
+        ON CONFLICT (name) DO UPDATE SET
+            {
+        ", ".join(
+            f"{c} = CASE WHEN :set_{c} THEN EXCLUDED.{c} ELSE s.{c} END" for c in QUEUE_SETTINGS
+        )
+    },
+            k8s_namespace = COALESCE(EXCLUDED.k8s_namespace, s.k8s_namespace),
+            k8s_name = COALESCE(EXCLUDED.k8s_name, s.k8s_name),
+            k8s_uid = COALESCE(EXCLUDED.k8s_uid, s.k8s_uid),
+            updated_at = now()
+        WHERE EXCLUDED.k8s_uid IS NULL OR s.k8s_uid IS NULL OR s.k8s_uid = EXCLUDED.k8s_uid
+        RETURNING s.name, s.paused
+    )
+    SELECT saved.name, saved.paused,
+           CASE WHEN NOT saved.paused THEN pg_notify('{READY_CHANNEL}', saved.name) END
+    FROM saved
+    """
+)
+
+# -- name: delete_queue --
+# Remove a queue's settings (it runs unpaused and unlimited again, and its workers
+# are woken); with :k8s_uid, only if that resource still configures it (without
+# :name, whichever queue that resource configures).
+DELETE_QUEUE: TextClause = text(
+    f"""
+    WITH gone AS (
+        DELETE FROM eventix_queue
+        WHERE (CAST(:name AS text) IS NULL OR name = :name)
+          AND (CAST(:k8s_uid AS text) IS NULL OR k8s_uid = :k8s_uid)
+          AND (CAST(:name AS text) IS NOT NULL OR CAST(:k8s_uid AS text) IS NOT NULL)
+        RETURNING name
+    )
+    SELECT gone.name, pg_notify('{READY_CHANNEL}', gone.name) FROM gone
+    """
+)
+
+# -- name: get_queue --
+# One queue's settings with its figures: due tasks, running, age of the oldest due.
+GET_QUEUE: TextClause = text(f"SELECT {_QUEUE_ROW}, {_QUEUE_FIGURES} WHERE s.name = :name")
+
+# -- name: list_queues --
+# Every queue that has settings, with its figures, by name.
+LIST_QUEUES: TextClause = text(f"SELECT {_QUEUE_ROW}, {_QUEUE_FIGURES} ORDER BY s.name")

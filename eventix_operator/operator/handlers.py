@@ -17,7 +17,7 @@ from typing import Any
 import kopf
 
 from eventix_operator.db.errors import DATABASE_ERRORS, database_unavailable, first_line
-from eventix_operator.operator import reconcile, triggers
+from eventix_operator.operator import queues, reconcile, triggers
 from eventix_operator.operator.kube import ResourceRef
 from eventix_operator.operator.reconcile import Reconciled
 from eventix_operator.operator.runtime import Runtime
@@ -353,4 +353,46 @@ def remove_trigger(meta: kopf.Meta, memo: kopf.Memo, runtime: timedelta, **_: An
     rt = runtime_of(memo)
     ref = _ref(TRIGGERS, meta)
     _delete(rt, ref, runtime, lambda: triggers.delete_trigger_resource(rt.engine, ref))
+    rt.sync.forget(ref.uid)
+
+
+# -- EventixQueue ----------------------------------------------------------------
+
+QUEUES = "eventixqueues"
+
+
+@kopf.on.resume(GROUP, VERSION, QUEUES, id="apply")
+@kopf.on.create(GROUP, VERSION, QUEUES, id="apply")
+@kopf.on.update(GROUP, VERSION, QUEUES, id="apply", field="spec")
+def apply_queue(
+    spec: kopf.Spec,
+    meta: kopf.Meta,
+    status: kopf.Status,
+    memo: kopf.Memo,
+    patch: kopf.Patch,
+    **_: Any,
+) -> None:
+    rt = runtime_of(memo)
+    ref = _ref(QUEUES, meta)
+    _reconcile(
+        rt,
+        ref,
+        patch,
+        lambda: queues.apply_queue(
+            rt.engine,
+            ref,
+            spec,
+            generation=int(meta.get("generation", 1)),
+            previous=status,
+            now=now(),
+            tenancy=rt.tenancy,
+        ),
+    )
+
+
+@kopf.on.delete(GROUP, VERSION, QUEUES, id="remove")
+def remove_queue(meta: kopf.Meta, memo: kopf.Memo, runtime: timedelta, **_: Any) -> None:
+    rt = runtime_of(memo)
+    ref = _ref(QUEUES, meta)
+    _delete(rt, ref, runtime, lambda: queues.delete_queue_resource(rt.engine, ref))
     rt.sync.forget(ref.uid)

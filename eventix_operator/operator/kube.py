@@ -25,6 +25,7 @@ KINDS = {
     "eventixschedules": "EventixSchedule",
     "eventixworkerpools": "EventixWorkerPool",
     "eventixtriggers": "EventixTrigger",
+    "eventixqueues": "EventixQueue",
 }
 
 

@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from eventix_operator.db.queues import Queue
 from eventix_operator.db.rows import TaskRecord
 from eventix_operator.db.schedules import ScheduleHistory, ScheduleRecord
 from eventix_operator.db.triggers import TriggerRecord
@@ -375,4 +376,43 @@ def pool_status(
         "currentReplicas": scale.current if scale is not None else None,
         "lastScaleTime": last_scale,
         "conditions": ordered_pool_conditions(conditions),
+    }
+
+
+# -- EventixQueue -------------------------------------------------------------------
+
+
+def queue_status(
+    queue: Queue, *, previous: Mapping[str, Any] | None, now: datetime
+) -> dict[str, Any]:
+    """An EventixQueue's status from its settings row and the queue's figures.
+
+    A row exists only for a spec the operator accepted (a refused one has none), so
+    a row means Ready; a paused queue is Ready too (it does what its spec says).
+    The oldest due age is in whole seconds, so that a waiting task does not rewrite
+    the status at every pass."""
+    oldest = None if queue.oldest_due_seconds is None else int(queue.oldest_due_seconds)
+    limits = []
+    if queue.concurrency_limit is not None:
+        limits.append(f"at most {queue.concurrency_limit} running")
+    if queue.rate_count is not None:
+        limits.append(f"at most {queue.rate_count} starts per {queue.rate_per_seconds:g} s")
+    message = f"queue {queue.name} " + ("paused" if queue.paused else "claimed")
+    if limits:
+        message += ", " + " and ".join(limits)
+    return {
+        "phase": "Paused" if queue.paused else "Active",
+        "queue": queue.name,
+        "depth": queue.due,
+        "running": queue.running,
+        "oldestDueAgeSeconds": oldest,
+        "conditions": ready_conditions(
+            (previous or {}).get("conditions"),
+            ready=True,
+            stalled=False,
+            reason="Paused" if queue.paused else "Applied",
+            message=message,
+            generation=None,
+            now=now,
+        ),
     }

@@ -20,13 +20,19 @@ from typing import Any
 from sqlalchemy import Engine
 
 from eventix_operator.db import admin
+from eventix_operator.db import queues as queue_db
 from eventix_operator.db import schedules as schedule_db
 from eventix_operator.db import triggers as trigger_db
 from eventix_operator.db.errors import log_failure
 from eventix_operator.db.triggers import TriggerRecord
 from eventix_operator.logs import get_logger
 from eventix_operator.operator.kube import Kube, ResourceRef
-from eventix_operator.operator.status import schedule_status, task_status, trigger_status
+from eventix_operator.operator.status import (
+    queue_status,
+    schedule_status,
+    task_status,
+    trigger_status,
+)
 
 log = get_logger("eventix.sync")
 
@@ -34,6 +40,9 @@ log = get_logger("eventix.sync")
 #: commit after a pass has read past that time; re-reading this far back (and
 #: skipping statuses that did not change) catches them.
 OVERLAP = timedelta(seconds=10)
+#: EventixQueue figures (due, running, oldest due age) change with every task, not
+#: with a row: they are read every this many seconds, not at every pass.
+QUEUE_FIGURES_EVERY = timedelta(seconds=5)
 
 
 class StatusSync:
@@ -54,6 +63,7 @@ class StatusSync:
         self.clock = clock
         self.written: dict[str, dict[str, Any]] = {}  # resource uid -> last status written
         self.cursor: datetime | None = None
+        self.queues_read: datetime | None = None
         self.pool = concurrent.futures.ThreadPoolExecutor(patch_threads, "eventix-status")
         self.stopping = asyncio.Event()
 
@@ -85,7 +95,11 @@ class StatusSync:
             schedules = schedule_db.changed_schedules(conn, since)
             history = schedule_db.schedule_history(conn, [s.uid for s in schedules])
             triggers = trigger_db.changed_resource_triggers(conn, since)
-        now = self.clock()
+            now = self.clock()
+            queues = None
+            if self.queues_read is None or now - self.queues_read >= QUEUE_FIGURES_EVERY:
+                queues = [q for q in queue_db.list_queues(conn) if q.k8s_uid and q.k8s_name]
+                self.queues_read = now
         jobs: list[concurrent.futures.Future[bool]] = []
         for t in tasks:
             if t.source != "k8s" or not (t.k8s_namespace and t.k8s_name and t.k8s_uid):
@@ -104,6 +118,14 @@ class StatusSync:
             if previous is None or _differs(previous, status):
                 jobs.append(self.pool.submit(self._write, ref, status))
         jobs += self._trigger_jobs(triggers, now)
+        for q in queues or ():
+            ref = ResourceRef(
+                "eventixqueues", q.k8s_namespace or "", q.k8s_name or "", q.k8s_uid or ""
+            )
+            previous = self.written.get(ref.uid)
+            status = queue_status(q, previous=previous, now=now)
+            if previous is None or _differs(previous, status):
+                jobs.append(self.pool.submit(self._write, ref, status))
         written = sum(1 for j in concurrent.futures.as_completed(jobs) if j.result())
         # A full page leaves rows unread: go on from the last one read, not from now.
         full = len(tasks) == admin.CHANGED_LIMIT

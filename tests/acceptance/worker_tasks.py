@@ -99,3 +99,12 @@ def bad(kind: str) -> object:
         exc.add_note("a note with \x00 in it")
         raise exc
     return BAD_RESULTS[kind]()
+
+
+@task(name="tests.span")
+def span(n: int, seconds: float) -> int:
+    """Records its start and end times on one line: ``span N START END``."""
+    start = time.time()
+    time.sleep(seconds)
+    _note(f"span {n} {start:.6f} {time.time():.6f}")
+    return n

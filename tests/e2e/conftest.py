@@ -43,7 +43,11 @@ class Cluster:
         return proc
 
     def create(self, plural: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
-        kind = {"eventixtasks": "EventixTask", "eventixschedules": "EventixSchedule"}[plural]
+        kind = {
+            "eventixtasks": "EventixTask",
+            "eventixschedules": "EventixSchedule",
+            "eventixqueues": "EventixQueue",
+        }[plural]
         body = {
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": kind,

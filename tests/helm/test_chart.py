@@ -218,12 +218,24 @@ def _rules(objects: list[dict[str, Any]], kind: str, namespace: str | None = Non
 OPERATOR_RULES = {
     *(
         f"eventix.io/{r}:{v}@*"
-        for r in ("eventixtasks", "eventixschedules", "eventixworkerpools", "eventixtriggers")
+        for r in (
+            "eventixtasks",
+            "eventixschedules",
+            "eventixworkerpools",
+            "eventixtriggers",
+            "eventixqueues",
+        )
         for v in ("list", "watch", "patch")
     ),
     *(
         f"eventix.io/{r}/status:patch@*"
-        for r in ("eventixtasks", "eventixschedules", "eventixworkerpools", "eventixtriggers")
+        for r in (
+            "eventixtasks",
+            "eventixschedules",
+            "eventixworkerpools",
+            "eventixtriggers",
+            "eventixqueues",
+        )
     ),
     "eventix.io/eventixtasks:delete@*",
     "/events:create@*",

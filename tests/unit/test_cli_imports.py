@@ -52,6 +52,8 @@ def loaded_by(*args: str, env: dict[str, str] | None = None) -> set[str]:
         ["tasks", "show", "--help"],
         ["enqueue", "--help"],
         ["queue", "stats", "--help"],
+        ["queue", "set", "--help"],
+        ["queue", "pause", "--help"],
         ["worker", "--help"],
         ["operator", "--help"],
         ["api", "--help"],

@@ -38,8 +38,11 @@ TASK = load("eventixtask.yaml")
 SCHEDULE = load("eventixschedule.yaml")
 POOL = load("eventixworkerpool.yaml")
 TRIGGER = load("eventixtrigger.yaml")
+QUEUE = load("eventixqueue.yaml")
 ALL = pytest.mark.parametrize(
-    "crd", [TASK, SCHEDULE, POOL, TRIGGER], ids=["task", "schedule", "pool", "trigger"]
+    "crd",
+    [TASK, SCHEDULE, POOL, TRIGGER, QUEUE],
+    ids=["task", "schedule", "pool", "trigger", "queue"],
 )
 
 
@@ -87,8 +90,9 @@ def untyped(node: Node) -> bool:
         (SCHEDULE, "EventixSchedule", "eventixschedules", "eventixschedule", "esched"),
         (POOL, "EventixWorkerPool", "eventixworkerpools", "eventixworkerpool", "epool"),
         (TRIGGER, "EventixTrigger", "eventixtriggers", "eventixtrigger", "etrig"),
+        (QUEUE, "EventixQueue", "eventixqueues", "eventixqueue", "equeue"),
     ],
-    ids=["task", "schedule", "pool", "trigger"],
+    ids=["task", "schedule", "pool", "trigger", "queue"],
 )
 def test_names_others_rely_on(crd: Node, kind: str, plural: str, singular: str, short: str) -> None:
     assert crd["apiVersion"] == "apiextensions.k8s.io/v1"
@@ -308,6 +312,7 @@ def test_queue_pattern() -> None:
         assert not pattern.search(bad), bad
     assert at(TRIGGER, "spec.template.queue")["pattern"] == pattern.pattern
     assert at(POOL, "spec.queues")["items"]["pattern"] == pattern.pattern
+    assert at(QUEUE, "spec.queue")["pattern"] == pattern.pattern
 
 
 SCHEDULES_ACCEPTED = [
@@ -438,8 +443,9 @@ def test_cel_rules_are_where_cel_can_see_and_name_real_fields(crd: Node) -> None
         (SCHEDULE, ["Schedule", "TimeZone", "Suspend", "Last Schedule", "Next", "Age"]),
         (POOL, ["Target", "Min", "Max", "Due", "Running", "Desired", "Ready", "Active", "Age"]),
         (TRIGGER, ["Event", "Task", "Fired", "Age"]),
+        (QUEUE, ["Queue", "Paused", "Limit", "Due", "Running", "Oldest Due Age", "Age"]),
     ],
-    ids=["task", "schedule", "pool", "trigger"],
+    ids=["task", "schedule", "pool", "trigger", "queue"],
 )
 def test_printer_columns(crd: Node, names: list[str]) -> None:
     columns = version(crd)["additionalPrinterColumns"]
@@ -449,6 +455,7 @@ def test_printer_columns(crd: Node, names: list[str]) -> None:
     column_types = {
         "string": "string",
         "integer": "integer",
+        "number": "number",
         "boolean": "boolean",
         "array": "string",
     }

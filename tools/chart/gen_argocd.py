@@ -27,6 +27,7 @@ SCRIPTS = {
     "EventixSchedule": "health-conditions.lua",
     "EventixWorkerPool": "health-conditions.lua",
     "EventixTrigger": "health-conditions.lua",
+    "EventixQueue": "health-conditions.lua",
 }
 
 HEADER = """\

@@ -6,9 +6,9 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from eventix_operator.api.context import ApiContext
-from eventix_operator.api.routes import events, listings, meta, tasks, workers
+from eventix_operator.api.routes import events, listings, meta, queues, tasks, workers
 
 
 def add_routes(app: FastAPI, ctx: ApiContext) -> None:
-    for module in (meta, tasks, workers, listings, events):
+    for module in (meta, tasks, workers, listings, events, queues):
         app.include_router(module.router(ctx))

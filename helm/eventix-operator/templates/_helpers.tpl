@@ -387,7 +387,7 @@ handlers and the status sync patch /status; expired EventixTasks are deleted
 */}}
 {{- define "eventix-operator.operatorRules" -}}
 - apiGroups: ["eventix.io"]
-  resources: ["eventixtasks", "eventixschedules", "eventixworkerpools", "eventixtriggers"]
+  resources: ["eventixtasks", "eventixschedules", "eventixworkerpools", "eventixtriggers", "eventixqueues"]
   verbs: ["list", "watch", "patch"]
 - apiGroups: ["eventix.io"]
   resources:
@@ -395,6 +395,7 @@ handlers and the status sync patch /status; expired EventixTasks are deleted
     - "eventixschedules/status"
     - "eventixworkerpools/status"
     - "eventixtriggers/status"
+    - "eventixqueues/status"
   verbs: ["patch"]
 - apiGroups: ["eventix.io"]
   resources: ["eventixtasks"]

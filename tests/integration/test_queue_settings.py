@@ -1,0 +1,236 @@
+"""Queue settings on a real PostgreSQL: pause, and limits that hold when claims race
+(the claim statement enforces them; these tests hold one claim's transaction open
+while another one runs)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+import pytest
+from sqlalchemy import Connection, Engine, text
+
+from eventix_operator import enqueue_many
+from eventix_operator.db import queues, statements
+from eventix_operator.db.queues import QueueSettings, everything
+
+
+def add(engine: Engine, queue: str, count: int) -> None:
+    with engine.begin() as conn:
+        enqueue_many([{"task": "t", "queue": queue, "args": [i]} for i in range(count)],
+                     connection=conn)  # fmt: skip
+
+
+def claim(
+    conn: Connection, queue_names: list[str], limit: int = 10, worker: str = "w"
+) -> list[str]:
+    params = {"queues": queue_names, "limit": limit, "worker_ids": [worker], "lease_seconds": 30}
+    return [row[0] for row in conn.execute(statements.CLAIM_TASKS, params)]
+
+
+def claim_now(engine: Engine, queue_names: list[str], limit: int = 10) -> list[str]:
+    with engine.begin() as conn:
+        return claim(conn, queue_names, limit)
+
+
+def configure(engine: Engine, queue: str, **values: Any) -> None:
+    with engine.begin() as conn:
+        queues.set_queue(conn, queue, everything(**values))
+
+
+def in_thread(work: Callable[[], list[str]]) -> tuple[threading.Thread, list[list[str]]]:
+    out: list[list[str]] = []
+    thread = threading.Thread(target=lambda: out.append(work()))
+    thread.start()
+    return thread, out
+
+
+def complete(engine: Engine, uids: list[str]) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            text("UPDATE eventix_task SET status = 'done', worker_id = NULL "
+                 "WHERE uid = ANY(CAST(:uids AS uuid[]))"),
+            {"uids": uids},
+        )  # fmt: skip
+
+
+def test_a_paused_queue_is_never_claimed_and_resumes(engine: Engine) -> None:
+    add(engine, "p", 3)
+    with engine.begin() as conn:
+        queues.pause(conn, "p")
+    assert claim_now(engine, ["p"]) == []
+    with engine.begin() as conn:
+        queues.resume(conn, "p")
+    assert len(claim_now(engine, ["p"])) == 3
+
+
+def test_resume_notifies_the_ready_channel(engine: Engine, database_url: str) -> None:
+    with engine.begin() as conn:
+        queues.pause(conn, "p")
+    dsn = database_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(dsn, autocommit=True) as listener:
+        listener.execute(f"LISTEN {statements.READY_CHANNEL}")
+        with engine.begin() as conn:
+            queues.resume(conn, "p")
+        notes = list(listener.notifies(timeout=5, stop_after=1))
+    assert [n.payload for n in notes] == ["p"]
+
+
+def test_racing_claims_never_exceed_the_concurrency_limit(engine: Engine) -> None:
+    add(engine, "c", 20)
+    configure(engine, "c", concurrency_limit=3)
+    with engine.begin() as first:
+        held = claim(first, ["c"])
+        assert len(held) == 3
+        # A second claim waits for the first one's turn, then counts its tasks.
+        thread, out = in_thread(lambda: claim_now(engine, ["c"]))
+        time.sleep(0.3)
+        assert thread.is_alive()
+    thread.join(10)
+    assert out == [[]]
+    complete(engine, held[:2])
+    assert len(claim_now(engine, ["c"])) == 2
+    assert claim_now(engine, ["c"]) == []
+
+
+def test_racing_claims_never_exceed_the_rate_limit(engine: Engine) -> None:
+    add(engine, "r", 20)
+    configure(engine, "r", rate_count=5, rate_per_seconds=60.0)
+    with engine.begin() as first:
+        assert len(claim(first, ["r"], limit=3)) == 3
+        thread, out = in_thread(lambda: claim_now(engine, ["r"]))
+        time.sleep(0.3)
+        assert thread.is_alive()
+    thread.join(10)
+    assert len(out[0]) == 2
+    assert claim_now(engine, ["r"]) == []
+
+
+def test_the_rate_limit_frees_starts_as_its_window_moves(engine: Engine) -> None:
+    add(engine, "r", 10)
+    configure(engine, "r", rate_count=2, rate_per_seconds=0.5)
+    assert len(claim_now(engine, ["r"])) == 2
+    assert claim_now(engine, ["r"]) == []
+    time.sleep(0.6)
+    assert len(claim_now(engine, ["r"])) == 2
+
+
+def test_an_unlimited_queue_never_waits_for_a_limited_one(engine: Engine) -> None:
+    add(engine, "lim", 5)
+    add(engine, "free", 5)
+    configure(engine, "lim", concurrency_limit=1)
+
+    def free_claim() -> list[str]:
+        with engine.begin() as conn:
+            conn.execute(text("SET LOCAL lock_timeout = '2s'"))
+            return claim(conn, ["free"])
+
+    with engine.begin() as holder:
+        assert len(claim(holder, ["lim"])) == 1
+        thread, out = in_thread(free_claim)
+        thread.join(10)
+        assert len(out[0]) == 5
+
+
+def test_a_queue_without_limits_takes_no_lock(engine: Engine) -> None:
+    add(engine, "q", 5)
+    configure(engine, "q", retain_succeeded_seconds=60)
+    with engine.begin() as conn:
+        assert len(claim(conn, ["q"], limit=2)) == 2
+        locks = conn.execute(
+            text("SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+                 "WHERE c.relname = 'eventix_queue' AND l.mode = 'RowShareLock' "
+                 "AND l.pid = pg_backend_pid()")
+        ).scalar()  # fmt: skip
+        assert locks == 0
+
+
+def test_partial_changes_keep_the_other_settings(engine: Engine) -> None:
+    configure(engine, "s", concurrency_limit=4, rate_count=10, rate_per_seconds=1.0)
+    with engine.begin() as conn:
+        unlimit = QueueSettings(concurrency_limit=None, given=frozenset({"concurrency_limit"}))
+        queues.set_queue(conn, "s", unlimit)
+        queues.pause(conn, "s")
+        queue = queues.get_queue(conn, "s")
+    assert queue is not None
+    assert (queue.paused, queue.concurrency_limit, queue.rate_count) == (True, None, 10)
+
+
+def test_settings_are_checked_by_the_database(engine: Engine) -> None:
+    with pytest.raises(Exception, match="ck_eventix_queue_concurrency_limit"):
+        configure(engine, "bad", concurrency_limit=0)
+    with pytest.raises(Exception, match="ck_eventix_queue_rate"):
+        configure(engine, "bad", rate_count=5)
+
+
+def test_queue_retention_overrides_the_tasks_own(engine: Engine, database_url: str) -> None:
+    import asyncio
+
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from eventix_operator.db.leases import Failure, LeaseStore, Success
+
+    add(engine, "k", 2)
+    configure(engine, "k", retain_succeeded_seconds=10, retain_failed_seconds=20)
+
+    async def run() -> None:
+        aengine = create_async_engine(database_url)
+        store = LeaseStore(aengine, "w", 30)
+        first, second = await store.claim(["k"], 2)
+        await store.record([Success(first.uid, "1"), Failure(second.uid, {"type": "E"}, None)])
+        await aengine.dispose()
+
+    asyncio.run(run())
+    with engine.connect() as conn:
+        kept = conn.execute(
+            text("SELECT status, round(extract(epoch FROM expires - finished_at)) "
+                 "FROM eventix_task WHERE namespace = 'k' ORDER BY status")
+        ).all()  # fmt: skip
+    assert [(s, int(k)) for s, k in kept] == [("done", 10), ("error", 20)]
+
+
+def test_the_pool_scaler_sees_no_demand_in_a_paused_queue(engine: Engine) -> None:
+    from eventix_operator.db import pools
+
+    add(engine, "p", 4)
+    add(engine, "c", 4)
+    configure(engine, "c", concurrency_limit=3)
+    with engine.begin() as conn:
+        queues.pause(conn, "p")
+    assert len(claim_now(engine, ["c"], limit=1)) == 1
+    with engine.connect() as conn:
+        loads = pools.queue_loads(conn, ["p", "c"], cap=100)
+        due = pools.due_queues(conn, ["p", "c"])
+    assert (loads["p"].due, loads["p"].next_due_in) == (0, None)
+    assert (loads["c"].due, loads["c"].running) == (2, 1)
+    assert due == ["c"]
+
+
+def test_a_task_ending_in_a_limited_queue_wakes_its_workers(
+    engine: Engine, database_url: str
+) -> None:
+    import asyncio
+
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from eventix_operator.db.leases import LeaseStore, Success
+
+    add(engine, "c", 3)
+    configure(engine, "c", concurrency_limit=1)
+    dsn = database_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(dsn, autocommit=True) as listener:
+
+        async def run() -> None:
+            aengine = create_async_engine(database_url)
+            store = LeaseStore(aengine, "w", 30)
+            (job,) = await store.claim(["c"], 5)
+            listener.execute(f"LISTEN {statements.READY_CHANNEL}")
+            await store.record([Success(job.uid, "1")])
+            await aengine.dispose()
+
+        asyncio.run(run())
+        notes = list(listener.notifies(timeout=5, stop_after=1))
+    assert [n.payload for n in notes] == ["c"]
