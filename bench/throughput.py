@@ -715,9 +715,15 @@ class Bench:
             if old not in complete:
                 raise RuntimeError(f"COMPLETE_TASKS changed: {old!r} not found; update the bench")
             complete = complete.replace(old, new)
+        # The claim ends by selecting its rows from its own data-modifying CTE
+        # ``claimed``, which cannot be nested in another WITH: end it instead with
+        # the uids as one array.
+        body, _, tail = claim.rpartition(" SELECT ")
+        if not tail.endswith("FROM claimed ORDER BY claim_order"):
+            raise RuntimeError("CLAIM_TASKS changed: no final SELECT from claimed")
         lines = [
-            f"WITH claimed AS ({claim}) "
-            "SELECT coalesce(array_agg(uid), '{}') AS uids, count(*) AS n FROM claimed \\gset",
+            f"{body} SELECT coalesce(array_agg(uid), '{{}}') AS uids, count(*) AS n "
+            "FROM claimed \\gset",
             f"{complete};",
         ]
         if one_transaction:
