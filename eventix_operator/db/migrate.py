@@ -8,6 +8,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import Engine
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -28,10 +29,28 @@ def head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
+class SchemaTooNew(RuntimeError):
+    """The database was migrated by a newer eventix-operator than this one."""
+
+
 def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str | None]:
-    """Upgrade to ``revision``; returns (before, after). A second run is a no-op."""
+    """Upgrade to ``revision``; returns (before, after). A second run is a no-op.
+
+    A schema at a revision this version does not know was made by a newer one:
+    that is :class:`SchemaTooNew` with what to do (the command line's one line),
+    not Alembic's traceback."""
     before = current_revision(engine)
     config = alembic_config()
+    if before is not None:
+        try:
+            ScriptDirectory.from_config(config).get_revision(before)
+        except CommandError:
+            raise SchemaTooNew(
+                f"the database's schema is at revision {before}, which this version of "
+                f"eventix-operator does not know (its newest is {head_revision()}): a newer "
+                "version migrated it. Run that version, or use another database "
+                "(`eventix local --data-dir DIR` for the embedded one)"
+            ) from None
     with engine.begin() as conn:
         config.attributes["connection"] = conn
         command.upgrade(config, revision)

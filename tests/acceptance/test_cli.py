@@ -106,6 +106,18 @@ def test_migrate_twice_is_a_no_op(processes: Processes) -> None:
     assert "up to date" in first.stdout  # the test database is migrated already
 
 
+def test_a_schema_newer_than_this_version_is_one_line(processes: Processes, engine: Engine) -> None:
+    """A database migrated by a newer eventix-operator (the embedded one in the user's
+    data directory is shared by every checkout) is refused in a line saying what to do."""
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    result = processes.cli("migrate")
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: the database's schema is at revision 9999")
+    assert "--data-dir" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
 def test_config_masks_the_password(processes: Processes) -> None:
     result = processes.cli("config", DATABASE_URL="postgresql://app:s3cret@db:5432/eventix")
     settings = json.loads(result.stdout)
