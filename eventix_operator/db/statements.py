@@ -190,8 +190,9 @@ COPY_TASKS_WITH_ETA = f"COPY eventix_task ({columns(COPY_COLUMNS)}, eta) FROM ST
 #: and takes no lock: ``eventix_queue_allowance`` runs only when one of the queues
 #: has a limit. A paused queue gets 0 without a lock. A limited queue gets what its
 #: limits leave, counted by the function under the row lock of its settings row, so
-#: racing claims of that queue (and only of that queue) take turns; see the
-#: migration for why the count must be the function's own.
+#: racing claims of that queue (and only of that queue) take turns; a claim of
+#: several queues skips a limited one whose row is taken (0 of it this time) rather
+#: than wait on it. See the migration for why the count must be the function's own.
 _CLAIMABLE_QUEUES = """
     held AS MATERIALIZED (
         SELECT name, paused FROM eventix_queue
@@ -200,7 +201,8 @@ _CLAIMABLE_QUEUES = """
     ), allowed AS MATERIALIZED (
         SELECT a.queue_name, a.allowance
         FROM eventix_queue_allowance(
-            ARRAY(SELECT name FROM held WHERE NOT paused ORDER BY name), :limit) AS a
+            ARRAY(SELECT name FROM held WHERE NOT paused ORDER BY name), :limit,
+            cardinality(CAST(:queues AS text[])) > 1) AS a
         WHERE EXISTS (SELECT 1 FROM held WHERE NOT paused)
     ), claimable AS (
         SELECT q.name, CASE WHEN h.paused THEN 0 ELSE COALESCE(a.allowance, :limit) END AS n

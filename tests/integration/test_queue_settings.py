@@ -135,6 +135,29 @@ def test_an_unlimited_queue_never_waits_for_a_limited_one(engine: Engine) -> Non
         assert len(out[0]) == 5
 
 
+def test_a_claim_of_several_queues_never_waits_on_one_of_their_limits(engine: Engine) -> None:
+    add(engine, "lim", 5)
+    add(engine, "free", 5)
+    configure(engine, "lim", concurrency_limit=2)
+
+    def both_claim() -> list[str]:
+        with engine.begin() as conn:
+            conn.execute(text("SET LOCAL lock_timeout = '2s'"))
+            return claim(conn, ["lim", "free"], worker="b")
+
+    with engine.begin() as holder:  # holds the limited queue's settings row
+        assert len(claim(holder, ["lim"])) == 2
+        thread, out = in_thread(both_claim)
+        thread.join(10)
+        assert len(out[0]) == 5  # the free queue's, at once; none of the limited one
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT namespace, count(*) FROM eventix_task WHERE status = 'processing' "
+                 "GROUP BY 1")
+        ).all()  # fmt: skip
+    assert dict(rows) == {"lim": 2, "free": 5}
+
+
 def test_a_queue_without_limits_takes_no_lock(engine: Engine) -> None:
     add(engine, "q", 5)
     configure(engine, "q", retain_succeeded_seconds=60)

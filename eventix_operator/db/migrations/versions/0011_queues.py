@@ -35,23 +35,39 @@ branch_labels = None
 depends_on = None
 
 ALLOWANCE_FUNCTION = """
-CREATE FUNCTION eventix_queue_allowance(queues text[], wanted integer)
+CREATE FUNCTION eventix_queue_allowance(queues text[], wanted integer, skip_locked boolean)
 RETURNS TABLE (queue_name text, allowance integer)
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
+    limited text;
     s record;
     n integer;
 BEGIN
-    -- Locked in name order, so two claims of the same queues never deadlock.
-    FOR s IN
-        SELECT q.name, q.paused, q.concurrency_limit, q.rate_count, q.rate_per_seconds,
-               q.recent_starts
-        FROM eventix_queue AS q
+    -- Locked in name order, so two claims of the same queues never deadlock. A claim
+    -- of several queues skips a limited queue whose row another claim holds (it gets
+    -- nothing of it this time) rather than wait: it never waits on another queue's
+    -- limit. A claim of that queue alone waits its turn.
+    FOR limited IN
+        SELECT q.name FROM eventix_queue AS q
         WHERE q.name = ANY(queues)
           AND (q.concurrency_limit IS NOT NULL OR q.rate_count IS NOT NULL)
         ORDER BY q.name
-        FOR UPDATE
     LOOP
+        IF skip_locked THEN
+            SELECT q.name, q.paused, q.concurrency_limit, q.rate_count, q.rate_per_seconds,
+                   q.recent_starts
+            INTO s FROM eventix_queue AS q WHERE q.name = limited FOR UPDATE SKIP LOCKED;
+        ELSE
+            SELECT q.name, q.paused, q.concurrency_limit, q.rate_count, q.rate_per_seconds,
+                   q.recent_starts
+            INTO s FROM eventix_queue AS q WHERE q.name = limited FOR UPDATE;
+        END IF;
+        IF NOT FOUND THEN
+            queue_name := limited;
+            allowance := 0;
+            RETURN NEXT;
+            CONTINUE;
+        END IF;
         n := wanted;
         IF s.paused THEN
             n := 0;
@@ -120,5 +136,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.execute("DROP FUNCTION IF EXISTS eventix_queue_allowance(text[], integer)")
+    op.execute("DROP FUNCTION IF EXISTS eventix_queue_allowance(text[], integer, boolean)")
     op.drop_table("eventix_queue")
