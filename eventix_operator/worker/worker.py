@@ -134,6 +134,7 @@ class Worker:
         self.outcomes_ready = asyncio.Event()
         self.record_lock = asyncio.Lock()
         self.claim_more = False
+        self.held_back = False  # the last claim got nothing while tasks were due: a limit
         self.task_seconds = math.inf  # running average of one task's duration
         self.pool = concurrent.futures.ThreadPoolExecutor(
             config.concurrency, thread_name_prefix="eventix-task"
@@ -194,6 +195,7 @@ class Worker:
                     break
                 if self.claim_more and self._held() < self._capacity():
                     continue
+                self.held_back = claimed == 0 and room > 0 and not cfg.burst and await self._due()
                 self.wakeup.clear()
                 await self._idle()
         finally:
@@ -462,6 +464,8 @@ class Worker:
         self.stats["failed"] += failed - min(cancels, failed)
         self.stats["cancelled"] += min(cancels, failed)
         self.metrics.recorded(done, failed)
+        if self.held_back and done + failed:
+            self.wakeup.set()  # our own write-back may have freed a limited queue's slot
         if done + failed < len(batch):
             log.warning(
                 "some results were not recorded: their lease had passed to another worker",
@@ -525,7 +529,14 @@ class Worker:
 
     async def _idle(self) -> None:
         """Wait for a notification, a local reason to claim, or (while nothing
-        listens) for a cheap look to find due tasks."""
+        listens) for a cheap look to find due tasks. Held back by a queue's limit,
+        claim again after a short, jittered wait: a rate limit's window frees with
+        no notification (docs/queues.md)."""
+        if self.held_back:
+            with contextlib.suppress(TimeoutError):
+                interval = jittered(self.config.poll_only_interval)
+                await asyncio.wait_for(self.wakeup.wait(), interval)
+            return
         await wait_for_work(
             self.wakeup,
             listener=self.listener,
