@@ -23,15 +23,18 @@ from typing import Any, cast
 import pytest
 from sqlalchemy import Engine
 
+from eventix_operator.db.queues import Queue
 from eventix_operator.db.rows import TaskRecord
 from eventix_operator.db.schedules import Run, ScheduleHistory, ScheduleRecord
 from eventix_operator.db.triggers import TriggerRecord
 from eventix_operator.operator.kube import Kube, ResourceRef, Scale
 from eventix_operator.operator.pools import PoolScaler
+from eventix_operator.operator.queues import QUEUE_CONFLICT
 from eventix_operator.operator.reconcile import handled
 from eventix_operator.operator.status import (
     invalid_status,
     pool_status,
+    queue_status,
     schedule_status,
     task_status,
     trigger_status,
@@ -93,6 +96,15 @@ RULE: dict[str, dict[str, str]] = {
         "spec changed, not yet seen": "in progress",
         "deleting": "terminating",
     },
+    "EventixQueue": {
+        "not yet seen": "in progress",
+        "Active": "current",
+        "Paused": "current",
+        "queue not allowed": "failed",
+        "queue configured by another": "failed",
+        "spec changed, not yet seen": "in progress",
+        "deleting": "terminating",
+    },
     "EventixWorkerPool": {
         "not yet seen": "in progress",
         "Scaling": "current",
@@ -110,6 +122,7 @@ PLURALS = {
     "EventixSchedule": "eventixschedules",
     "EventixTrigger": "eventixtriggers",
     "EventixWorkerPool": "eventixworkerpools",
+    "EventixQueue": "eventixqueues",
 }
 
 #: A spec of each kind that the API server takes, and a change of it that it also takes.
@@ -130,6 +143,7 @@ SPECS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         {"scaleTargetRef": {"name": "workers"}, "queues": ["default"], "maxReplicas": 5},
         {"maxReplicas": 6},
     ),
+    "EventixQueue": ({"queue": "ns.reports", "concurrencyLimit": 3}, {"concurrencyLimit": 4}),
 }  # fmt: skip
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -234,6 +248,17 @@ def _pool(ready: tuple[bool, str, str] | None) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
+def _queue(paused: bool = False) -> list[dict[str, Any]]:
+    """What the handler writes once the settings row exists, then status sync's look."""
+    queue = Queue(
+        name="ns.reports", paused=paused, concurrency_limit=3, rate_count=None,
+        rate_per_seconds=None, retain_succeeded_seconds=None, retain_failed_seconds=None,
+        k8s_namespace="ns", k8s_name="reports", k8s_uid="q1", updated_at=NOW, due=12,
+        running=3, oldest_due_seconds=4.2,
+    )  # fmt: skip
+    return [handled(1, queue=queue.name), queue_status(queue, previous=None, now=NOW)]
+
+
 def _invalid(message: str, reason: str = "InvalidSpec") -> list[dict[str, Any]]:
     return [invalid_status(message, previous=None, generation=1, now=NOW, reason=reason)]
 
@@ -320,12 +345,25 @@ def phases() -> list[Phase]:
         ("EventixWorkerPool", "invalid spec"): lambda: Phase(
             "EventixWorkerPool", "invalid spec", _pool(None)
         ),
+        ("EventixQueue", "Active"): lambda: Phase("EventixQueue", "Active", _queue()),
+        ("EventixQueue", "Paused"): lambda: Phase(
+            "EventixQueue", "Paused", _queue(paused=True), spec={"paused": True}
+        ),
+        ("EventixQueue", "queue not allowed"): lambda: Phase(
+            "EventixQueue", "queue not allowed", _invalid(NOT_ALLOWED, QUEUE_NOT_ALLOWED)
+        ),
+        ("EventixQueue", "queue configured by another"): lambda: Phase(
+            "EventixQueue",
+            "queue configured by another",
+            _invalid("queue 'ns.reports' is configured by EventixQueue ns/other", QUEUE_CONFLICT),
+        ),
     }
     current = {
         "EventixTask": lambda: _task("done", result={"ok": True}),
         "EventixSchedule": _schedule,
         "EventixTrigger": _trigger,
         "EventixWorkerPool": lambda: _pool((True, "Scaling", "Deployment workers is scaled")),
+        "EventixQueue": _queue,
     }
     found = []
     for kind, rule in RULE.items():
