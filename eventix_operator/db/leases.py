@@ -13,18 +13,22 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import psycopg
+
 from eventix_operator.db import statements
-from eventix_operator.db.errors import first_line, isolate
+from eventix_operator.db.errors import database_unavailable, first_line, isolate
 from eventix_operator.db.payload import clean, dump_error
 from eventix_operator.db.rows import ClaimedTask, Fetch, TaskRecord
 from eventix_operator.retry import RetryPolicy
 
 if TYPE_CHECKING:  # the asyncio extension loads the ORM: only processes that need it pay
-    from sqlalchemy.ext.asyncio import AsyncEngine
+    from sqlalchemy import TextClause
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +57,8 @@ class Cancelled:
 
 
 Outcome = Success | Failure | Cancelled
+#: A statement and its parameters.
+Step = tuple["TextClause", dict[str, Any]]
 
 #: Rows one purge transaction removes at most.
 PURGE_BATCH = 2000
@@ -113,15 +119,22 @@ class LeaseStore:
         self.on_refused = on_refused
 
     async def claim(self, queues: Sequence[str], limit: int) -> list[ClaimedTask]:
-        params = {
+        async with self.engine.begin() as conn:
+            return await self._claim(conn, queues, limit)
+
+    async def _claim(
+        self, conn: AsyncConnection, queues: Sequence[str], limit: int
+    ) -> list[ClaimedTask]:
+        result = await conn.execute(statements.CLAIM_TASKS, self._claim_params(queues, limit))
+        return [ClaimedTask(*row) for row in result.all()]
+
+    def _claim_params(self, queues: Sequence[str], limit: int) -> dict[str, Any]:
+        return {
             "queues": list(queues),
             "limit": limit,
             "worker_ids": [self.worker_id],
             "lease_seconds": self.lease_seconds,
         }
-        async with self.engine.begin() as conn:
-            result = await conn.execute(statements.CLAIM_TASKS, params)
-            return [ClaimedTask(*row) for row in result.all()]
 
     async def record(self, outcomes: Iterable[Outcome]) -> tuple[int, int]:
         """Write outcomes; returns (completed, failed) rows changed.
@@ -133,9 +146,71 @@ class LeaseStore:
         the caller keeps the outcomes to try again.
         """
         batch = list(outcomes)
+        return await self._count(batch, await isolate(self._write, batch))
+
+    async def record_and_claim(
+        self, outcomes: Iterable[Outcome], queues: Sequence[str], limit: int
+    ) -> tuple[int, int, list[ClaimedTask] | None]:
+        """:meth:`record`, then claim up to ``limit`` tasks in the same transaction:
+        the starts of a queue with a concurrency limit that the outcomes free are
+        this worker's again at once, with no commit, wake-up or second claim in
+        between (docs/queues.md). The claim runs after the outcomes' updates, so it
+        counts their tasks as ended. Successes wake nobody: the starts they free
+        and this claim leaves are announced after it (NOTIFY_FREED).
+
+        Returns (completed, failed, the claimed tasks), or None for the tasks when a
+        refused outcome split the batch (:func:`~.errors.isolate`) and nothing was
+        claimed: then the caller claims as usual."""
+        batch = list(outcomes)
+        steps = self._write_steps(batch, quietly=True)
+        claim = self._claim_params(queues, limit)
+        try:
+            *written, claimed = await self._pipeline([*steps, (statements.CLAIM_TASKS, claim)])
+        except Exception as exc:
+            if database_unavailable(exc):
+                raise
+            return (*await self.record(batch), None)
+        jobs = [ClaimedTask(*row) for row in claimed]
+        rows = [row for rows in written for row in rows]
+        ended = Counter(row[1] for row in rows if isinstance(row[1], str))
+        ended.subtract(job.namespace for job in jobs)
+        left = sorted(queue for queue, n in ended.items() if n > 0)
+        if left:
+            async with self.engine.begin() as conn:
+                await conn.execute(statements.NOTIFY_FREED, {"queues": left})
+        return (*await self._count(batch, self._recorded(batch, rows)), jobs)
+
+    async def _pipeline(self, steps: Sequence[Step]) -> list[list[Any]]:
+        """Run ``steps`` in one transaction sent as one pipeline (psycopg's: one round
+        trip for all, where each statement and the commit would take its own); the
+        rows of each. A broken connection is dropped from the pool."""
+        async with self.engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            driver: psycopg.AsyncConnection[Any] = raw.driver_connection  # type: ignore[assignment]
+            try:
+                async with driver.pipeline():
+                    cursors = []
+                    for statement, params in steps:
+                        cursor = driver.cursor()
+                        await cursor.execute(statements.for_psycopg(statement), params)
+                        cursors.append(cursor)
+                    await driver.commit()
+                return [await cursor.fetchall() for cursor in cursors]
+            except Exception as exc:
+                if database_unavailable(exc):
+                    await conn.invalidate()
+                elif not driver.closed:
+                    await driver.rollback()
+                raise
+
+    async def _count(
+        self, batch: list[Outcome], outcomes: Sequence[bool | Exception]
+    ) -> tuple[int, int]:
+        """(completed, failed) of what :meth:`_write` did for ``batch``; an outcome
+        the database refused is recorded as the failure :func:`refused` makes of it."""
         done = failed = 0
         replacements: list[Outcome] = []
-        for outcome, written in zip(batch, await isolate(self._write, batch), strict=True):
+        for outcome, written in zip(batch, outcomes, strict=True):
             if written is True:
                 if isinstance(outcome, Success):
                     done += 1
@@ -153,37 +228,55 @@ class LeaseStore:
 
     async def _write(self, batch: list[Outcome]) -> list[bool]:
         """Whether each outcome was recorded (False: its lease had passed on)."""
-        successes = [o for o in batch if isinstance(o, Success)]
-        failures = [o for o in batch if isinstance(o, Failure)]
-        cancels = [o for o in batch if isinstance(o, Cancelled)]
-        rows: list[Any] = []
         async with self.engine.begin() as conn:
-            if successes:
-                params: dict[str, Any] = {
-                    "uids": ",".join([o.uid for o in successes]),
-                    "results": f"[{','.join([o.result_json for o in successes])}]",
-                    "worker_id": self.worker_id,
-                }
-                rows += (await conn.execute(statements.COMPLETE_TASKS, params)).all()
-            if failures:
-                params = {
-                    "uid": [o.uid for o in failures],
-                    "error": [dump_error(o.error) for o in failures],
-                    "retry_in": [o.retry_in for o in failures],
-                    "worker_id": self.worker_id,
-                }
-                rows += (await conn.execute(statements.FAIL_TASKS, params)).all()
-            if cancels:
-                params = {
-                    "uid": [o.uid for o in cancels],
-                    "note": [o.note for o in cancels],
-                    "worker_id": self.worker_id,
-                }
-                rows += (await conn.execute(statements.RECORD_CANCELLED, params)).all()
+            return await self._write_in(conn, batch)
+
+    async def _write_in(self, conn: AsyncConnection, batch: list[Outcome]) -> list[bool]:
+        rows: list[Any] = []
+        for statement, params in self._write_steps(batch):
+            rows += (await conn.execute(statement, params)).all()
+        return self._recorded(batch, rows)
+
+    @staticmethod
+    def _recorded(batch: list[Outcome], rows: list[Any]) -> list[bool]:
+        """Whether each outcome was recorded, from the rows (uid first) the write
+        returned: an outcome without one had lost its lease."""
         if len(rows) == len(batch):  # the common case: every lease still held
             return [True] * len(batch)
         recorded = {row[0] for row in rows}
         return [o.uid in recorded for o in batch]
+
+    def _write_steps(self, batch: list[Outcome], *, quietly: bool = False) -> list[Step]:
+        """The statements that record ``batch``, with their parameters; ``quietly``:
+        successes wake nobody (see :meth:`record_and_claim`)."""
+        successes = [o for o in batch if isinstance(o, Success)]
+        failures = [o for o in batch if isinstance(o, Failure)]
+        cancels = [o for o in batch if isinstance(o, Cancelled)]
+        steps: list[Step] = []
+        if successes:
+            complete = statements.COMPLETE_TASKS_QUIETLY if quietly else statements.COMPLETE_TASKS
+            params: dict[str, Any] = {
+                "uids": ",".join([o.uid for o in successes]),
+                "results": f"[{','.join([o.result_json for o in successes])}]",
+                "worker_id": self.worker_id,
+            }
+            steps.append((complete, params))
+        if failures:
+            params = {
+                "uid": [o.uid for o in failures],
+                "error": [dump_error(o.error) for o in failures],
+                "retry_in": [o.retry_in for o in failures],
+                "worker_id": self.worker_id,
+            }
+            steps.append((statements.FAIL_TASKS, params))
+        if cancels:
+            params = {
+                "uid": [o.uid for o in cancels],
+                "note": [o.note for o in cancels],
+                "worker_id": self.worker_id,
+            }
+            steps.append((statements.RECORD_CANCELLED, params))
+        return steps
 
     async def heartbeat(self) -> int:
         """Renew this worker's leases; how many."""

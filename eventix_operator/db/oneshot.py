@@ -57,16 +57,10 @@ def compile_statements() -> dict[str, str]:
     from itertools import combinations
 
     from sqlalchemy import bindparam
-    from sqlalchemy.dialects.postgresql.psycopg import dialect
 
     from eventix_operator.db import statements
 
-    psycopg_dialect = dialect()  # type: ignore[no-untyped-call]
-
-    def text_of(statement: Any) -> str:
-        sql: str = statement.compile(dialect=psycopg_dialect).string
-        return sql
-
+    text_of = statements.for_psycopg
     out = {
         "GET_TASK": text_of(statements.GET_TASK),
         "QUEUE_STATS": text_of(statements.QUEUE_STATS),

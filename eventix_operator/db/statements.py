@@ -13,11 +13,13 @@ of any size is one round trip.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, TextClause, case, func, select, text
+from sqlalchemy import ClauseElement, ColumnElement, Select, TextClause, case, func, select, text
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
 
 from eventix_operator.db.rows import INSERT_COLUMNS
 from eventix_operator.db.schema import (
@@ -54,6 +56,16 @@ SCHEDULE_COLUMNS: tuple[str, ...] = tuple(c.name for c in schedule_table.c)
 TRIGGER_COLUMNS: tuple[str, ...] = tuple(c.name for c in trigger_table.c)
 
 _DIALECT = postgresql.dialect()  # type: ignore[no-untyped-call]
+_PSYCOPG_DIALECT = psycopg_dialect()  # type: ignore[no-untyped-call]
+
+
+@functools.cache
+def for_psycopg(statement: ClauseElement) -> str:
+    """``statement`` as SQLAlchemy compiles it for psycopg (``%(name)s`` parameters),
+    once per statement: for what runs on psycopg itself (a pipeline, a one-shot
+    command)."""
+    compiled: str = statement.compile(dialect=_PSYCOPG_DIALECT).string
+    return compiled
 
 
 def columns(names: Sequence[str], prefix: str = "") -> str:
@@ -89,15 +101,18 @@ def waking(update: str) -> TextClause:
     )
 
 
-#: Queues of ``changed`` (rows that left ``processing``) with a concurrency limit:
-#: a task of such a queue ending frees a start that a worker may have been refused,
-#: and nothing else would tell it before its next poll (the claim that freed the
-#: slot's worker makes may run before this write-back commits).
-_LIMITED_AMONG_CHANGED = """
+def _limited_among(names: str) -> str:
+    """The queues among ``names`` (SQL giving queue names) with a concurrency limit:
+    a task of such a queue ending frees a start that a worker may have been refused,
+    and nothing else would tell it before its next poll."""
+    return f"""
     SELECT s.name AS namespace FROM eventix_queue AS s
-    WHERE s.concurrency_limit IS NOT NULL AND NOT s.paused
-      AND s.name IN (SELECT namespace FROM changed)
+    WHERE s.concurrency_limit IS NOT NULL AND NOT s.paused AND s.name IN ({names})
 """
+
+
+#: Queues of ``changed`` (rows that left ``processing``) with a concurrency limit.
+_LIMITED_AMONG_CHANGED = _limited_among("SELECT namespace FROM changed")
 
 
 def freeing(update: str) -> TextClause:
@@ -306,8 +321,7 @@ CLAIM_TASK_ROWS: TextClause = _claim(
 # comma-separated text and the results as one JSON array: two parameters psycopg
 # sends as they are, where arrays of text cost it a regular-expression escape per
 # element (4 us a task of the worker's ~40, bench/README.md "#14").
-COMPLETE_TASKS: TextClause = freeing(
-    """
+_COMPLETE = """
     UPDATE eventix_task AS t
     SET status = 'done',
         result = CASE WHEN t.store_result THEN v.result END,
@@ -327,6 +341,21 @@ COMPLETE_TASKS: TextClause = freeing(
     ) AS v(uid, result)
     WHERE t.uid = v.uid AND t.worker_id = :worker_id AND t.status = 'processing'
     RETURNING t.uid::text AS uid, t.namespace
+    """
+COMPLETE_TASKS: TextClause = freeing(_COMPLETE)
+
+# -- name: complete_tasks_quietly --
+# COMPLETE_TASKS without waking anyone: for a write-back that claims again in its
+# own transaction (LeaseStore.record_and_claim), which retakes the starts it frees;
+# those it leaves are announced after by NOTIFY_FREED.
+COMPLETE_TASKS_QUIETLY: TextClause = text(_COMPLETE)
+
+# -- name: notify_freed --
+# Wake the workers of those of :queues that have a concurrency limit (see freeing).
+NOTIFY_FREED: TextClause = text(
+    f"""
+    SELECT count(pg_notify('{READY_CHANNEL}', q.namespace))
+    FROM ({_limited_among("SELECT unnest(CAST(:queues AS text[]))")}) AS q
     """
 )
 

@@ -257,3 +257,62 @@ def test_a_task_ending_in_a_limited_queue_wakes_its_workers(
         asyncio.run(run())
         notes = list(listener.notifies(timeout=5, stop_after=1))
     assert [n.payload for n in notes] == ["c"]
+
+
+def test_a_claim_of_a_full_queue_takes_no_lock(engine: Engine) -> None:
+    """Workers woken for a queue another claim has filled do not queue up behind each
+    other for its settings row (migration 0012): the count without the lock says
+    full, and the claim gets nothing at once."""
+    add(engine, "full", 3)
+    configure(engine, "full", concurrency_limit=1)
+    assert len(claim_now(engine, ["full"])) == 1
+    with engine.begin() as holder:
+        holder.execute(text("SELECT 1 FROM eventix_queue WHERE name = 'full' FOR UPDATE"))
+        with engine.begin() as conn:
+            conn.execute(text("SET LOCAL lock_timeout = '2s'"))
+            assert claim(conn, ["full"], worker="late") == []
+
+
+@pytest.mark.parametrize("through", ["server", "pgbouncer"])
+def test_a_write_back_claims_the_start_it_frees(
+    engine: Engine, through: str, request: pytest.FixtureRequest
+) -> None:
+    """LeaseStore.record_and_claim: the next task of a queue with a concurrency limit
+    is claimed in the transaction that ends the last one (one pipeline, also through
+    PgBouncer in transaction mode), and nobody is woken while the worker retakes what
+    it frees; the start it leaves at the end of the backlog is announced."""
+    import asyncio
+
+    from eventix_operator.db.engine import make_async_engine
+    from eventix_operator.db.leases import LeaseStore, Success
+    from eventix_operator.settings import Settings
+
+    url = request.getfixturevalue("database_url" if through == "server" else "pooled_database_url")
+    direct = request.getfixturevalue("database_url").replace("postgresql+psycopg", "postgresql")
+    add(engine, "c1", 3)
+    configure(engine, "c1", concurrency_limit=1)
+    with psycopg.connect(direct, autocommit=True) as listener:
+        listener.execute(f"LISTEN {statements.READY_CHANNEL}")
+
+        async def run() -> list[tuple[int, int, int | None]]:
+            aengine = make_async_engine(Settings.model_validate({"DATABASE_URL": url}))
+            store = LeaseStore(aengine, "w", 30)
+            held = await store.claim(["c1"], 5)
+            assert len(held) == 1
+            rounds = []
+            for _ in range(3):
+                done, failed, jobs = await store.record_and_claim(
+                    [Success(held[0].uid, "1")], ["c1"], 5
+                )
+                rounds.append((done, failed, None if jobs is None else len(jobs)))
+                held = jobs or []
+            await aengine.dispose()
+            return rounds
+
+        assert asyncio.run(run()) == [(1, 0, 1), (1, 0, 1), (1, 0, 0)]
+        notes = [n.payload for n in listener.notifies(timeout=1)]
+    assert notes == ["c1"]  # only the last round left its start free
+    with engine.connect() as conn:
+        assert conn.execute(
+            text("SELECT count(*) FROM eventix_task WHERE namespace = 'c1' AND status = 'done'")
+        ).scalar() == 3  # fmt: skip
