@@ -133,8 +133,13 @@ class Worker:
         self.retries = 0  # failures to be retried, counted: a burst must not miss one
         self.outcomes_ready = asyncio.Event()
         self.record_lock = asyncio.Lock()
+        self.reserved = 0  # room promised to claims in flight, so that two never share it
+        self.settling: set[asyncio.Task[None]] = set()  # write-backs that claim again
         self.claim_more = False
         self.held_back = False  # the last claim got nothing while tasks were due: a limit
+        # A limit held a claim back since the last full claim: a slot freed here is
+        # claimed in the write-back that frees it (see _settle).
+        self.limited = False
         self.task_seconds = math.inf  # running average of one task's duration
         self.pool = concurrent.futures.ThreadPoolExecutor(
             config.concurrency, thread_name_prefix="eventix-task"
@@ -180,10 +185,11 @@ class Worker:
         slots = [asyncio.create_task(self._slot()) for _ in range(cfg.concurrency)]
         try:
             while not self.stopping.is_set():
-                room = self._capacity() - self._held()
+                self.wakeup.clear()  # a reason to claim from now on is kept for _idle
                 retries = self.retries
-                claimed = await self._claim(min(room, cfg.batch_size)) if room > 0 else 0
-                self.claim_more = bool(claimed) and claimed == min(room, cfg.batch_size)
+                claimed, wanted = await self._claim()
+                self.claim_more = bool(claimed) and claimed == wanted
+                self.limited = self.limited and not self.claim_more  # no limit held this one
                 # None: the database did not answer, which says nothing about the queue
                 if cfg.burst and claimed == 0 and self._held() == 0:
                     if self.outcomes or self.record_lock.locked() or self.retries != retries:
@@ -195,8 +201,8 @@ class Worker:
                     break
                 if self.claim_more and self._held() < self._capacity():
                     continue
-                self.held_back = claimed == 0 and room > 0 and not cfg.burst and await self._due()
-                self.wakeup.clear()
+                self.held_back = claimed == 0 and wanted > 0 and not cfg.burst and await self._due()
+                self.limited = self.limited or self.held_back
                 await self._idle()
         finally:
             await self._drain(slots)
@@ -216,22 +222,38 @@ class Worker:
         per_slot = int(PREFETCH_SECONDS / self.task_seconds) if self.task_seconds > 0 else 0
         return min(slots * (1 + per_slot), slots + self.config.batch_size)
 
-    async def _claim(self, limit: int) -> int | None:
-        """How many tasks were claimed; None when the database could not be asked."""
+    def _room(self) -> int:
+        free = self._capacity() - self._held() - self.reserved
+        return max(0, min(free, self.config.batch_size))
+
+    async def _claim(self) -> tuple[int | None, int]:
+        """How many tasks were claimed (None when the database could not be asked),
+        of how many there was room for."""
+        wanted = self._room()
+        if wanted == 0:
+            return 0, 0
+        self.reserved += wanted
         try:
-            jobs = await self.store.claim(self.config.queues, limit)
+            jobs = await self.store.claim(self.config.queues, wanted)
         except Exception as exc:
             if not database_unavailable(exc):
                 raise  # our claim itself is wrong (a queue name the database refuses)
-            log.warning("claim failed, database unavailable", error=first_line(exc))
+            jobs, error = None, first_line(exc)
+        finally:
+            self.reserved -= wanted
+        if jobs is None:
+            log.warning("claim failed, database unavailable", error=error)
             await self._sleep(min(self.config.poll_interval, 1.0))
-            return None
+            return None, wanted
+        self._take(jobs)
+        return len(jobs), wanted
+
+    def _take(self, jobs: list[ClaimedTask]) -> None:
         for job in jobs:
             self.buffer.put_nowait(job)
         self.stats["claimed"] += len(jobs)
         if jobs:
             self.metrics.claimed.inc(len(jobs))
-        return len(jobs)
 
     # -- running --------------------------------------------------------------
 
@@ -323,8 +345,13 @@ class Worker:
         contexts = [self.contexts.pop(j.uid, _IDLE) for j in jobs]
         if any(c.requested_at is not None for c in contexts):
             jobs, outcomes = _cancelled(jobs, outcomes, contexts)
-        self.outcomes.extend(outcomes)
-        self.outcomes_ready.set()
+        if self.limited and not self.stopping.is_set():
+            settle = asyncio.create_task(self._settle(outcomes))
+            self.settling.add(settle)
+            settle.add_done_callback(self.settling.discard)
+        else:
+            self.outcomes.extend(outcomes)
+            self.outcomes_ready.set()
         self.metrics.durations.observe(seconds, len(outcomes))
         for job, o in zip(jobs, outcomes, strict=True):
             if isinstance(o, Cancelled):
@@ -347,6 +374,8 @@ class Worker:
                 else 0.8 * self.task_seconds + 0.2 * seconds
             )
         held = self._held()
+        if self.limited:
+            return  # the write-back claims: before it, the slot is not free yet
         if held == 0 or (self.claim_more and held <= self._capacity() // 2):
             self.wakeup.set()  # room to claim, or (in burst mode) maybe nothing left
 
@@ -459,19 +488,53 @@ class Worker:
             await self._sleep(0.5)
             self.outcomes_ready.set()
             return False
+        self._recorded(batch, done, failed)
+        return True
+
+    def _recorded(self, batch: list[Outcome], done: int, failed: int) -> None:
         cancels = sum(1 for o in batch if isinstance(o, Cancelled))
         self.stats["succeeded"] += done
         self.stats["failed"] += failed - min(cancels, failed)
         self.stats["cancelled"] += min(cancels, failed)
         self.metrics.recorded(done, failed)
-        if self.held_back and done + failed:
-            self.wakeup.set()  # our own write-back may have freed a limited queue's slot
         if done + failed < len(batch):
             log.warning(
                 "some results were not recorded: their lease had passed to another worker",
                 lost=len(batch) - done - failed,
             )
-        return True
+
+    async def _settle(self, batch: list[Outcome]) -> None:
+        """Record what one slot ran and, in the same transaction, claim what the starts
+        it frees let in (LeaseStore.record_and_claim): held back by a queue's limit,
+        a freed start is this worker's again with no wake-up between. Each slot
+        settles on its own, not after the others' write-backs. Tasks claimed as the
+        worker stops go back at once; in an outage the record loop takes over."""
+        wanted = self._room()
+        self.reserved += wanted
+        try:
+            if wanted == 0:
+                (done, failed), jobs = await self.store.record(batch), None
+            else:
+                done, failed, jobs = await self.store.record_and_claim(
+                    batch, self.config.queues, wanted
+                )
+        except Exception as exc:
+            if not database_unavailable(exc):
+                log.exception("recording results failed, stopping")
+                self.stop()
+            self.outcomes.extend(batch)  # retried by the record loop, claimed by the main
+            self.outcomes_ready.set()
+            self.wakeup.set()
+            return
+        finally:
+            self.reserved -= wanted
+        if self.stopping.is_set():
+            await self._release(jobs or [], started=False)
+        else:
+            self._take(jobs or [])
+        if jobs is None or len(jobs) == wanted:
+            self.wakeup.set()  # not claimed here, or there may be more: the loop claims
+        self._recorded(batch, done, failed)
 
     async def _heartbeat_loop(self) -> None:
         while True:
@@ -596,6 +659,7 @@ class Worker:
         if self.running:
             log.warning("grace period over, releasing running tasks", count=len(self.running))
             await self._release(list(self.running.values()), started=True)
+        await asyncio.gather(*self.settling, return_exceptions=True)
         for _ in range(20):
             if await self._record_pending():
                 break
