@@ -6,7 +6,7 @@
 It seeds a database with what a working installation holds (four queues, an hour of
 finished tasks, a backlog, running tasks with live leases, a failed task with its
 traceback, two schedules with runs, a worker pool with an hour of samples, a
-trigger), starts ``eventix api`` on it, signs in with Chromium (the browser of the
+trigger, queue settings), starts ``eventix api`` on it, signs in with Chromium (the browser of the
 tests, tests/support/browser.py) and saves one PNG per page. Seeded rows are made
 with SQL and the data layer; no worker runs, so the pictures do not move.
 """
@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import Engine, create_engine, text  # noqa: E402
 
-from eventix_operator.db import pools, triggers  # noqa: E402
+from eventix_operator.db import pools, queues, triggers  # noqa: E402
 from eventix_operator.db import schedules as schedule_db  # noqa: E402
 from eventix_operator.db.migrate import upgrade  # noqa: E402
 from eventix_operator.embedded import EmbeddedPostgres, free_port, scratch_directory  # noqa: E402
@@ -293,6 +293,18 @@ def seed(engine: Engine) -> str:
                                               "has no 'order'"),
             ],
         )  # fmt: skip
+        # queue settings: limits given with the CLI, one EventixQueue, a paused queue
+        queues.set_queue(
+            conn, "emails", queues.everything(concurrency_limit=20, rate_count=50,
+                                              rate_per_seconds=1.0),
+        )  # fmt: skip
+        queues.set_queue(
+            conn, "reports",
+            queues.everything(concurrency_limit=2, retain_succeeded_seconds=86400,
+                              retain_failed_seconds=7 * 86400),
+            k8s=("reporting", "reports", "queue-uid-reports"),
+        )  # fmt: skip
+        queues.pause(conn, "billing")
         conn.execute(text("ANALYZE eventix_task"))
     return str(failed)
 
@@ -338,6 +350,7 @@ def main() -> None:
             driver.find_element("id", "sign-in").click()
             pages = [
                 ("overview", "/ui/"),
+                ("queues", "/ui/queues"),
                 ("tasks", "/ui/tasks?queue=emails"),
                 ("task", f"/ui/tasks/{failed}"),
                 ("schedules", "/ui/schedules"),

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
+from eventix_operator.db import queues as queue_db
 from eventix_operator.db import statements
 from eventix_operator.db.errors import sqlstate
 from eventix_operator.db.schedules import ScheduleRecord
@@ -33,6 +34,7 @@ __all__ = [
     "LiveWorker",
     "PoolRecord",
     "PoolSample",
+    "QueueControl",
     "QueueOverview",
     "RunningTask",
     "ScheduleRun",
@@ -47,10 +49,12 @@ __all__ = [
     "list_triggers",
     "live_workers",
     "pool_samples",
+    "queue_controls",
     "queue_overview",
     "queues",
     "recent_schedule_runs",
     "roll_up_throughput",
+    "set_paused",
     "throughput",
 ]
 
@@ -292,6 +296,7 @@ class QueueOverview:
     oldest_due_seconds: float | None
     done_last_hour: int = 0
     failed_last_hour: int = 0
+    paused: bool = False
 
     def capped(self, status: str) -> bool:
         return self.counts.get(status, 0) >= self.cap
@@ -320,7 +325,101 @@ def queue_overview(conn: Connection, *, cap: int) -> list[QueueOverview]:
         r.queue: (int(r.due), None if r.oldest_due_seconds is None else float(r.oldest_due_seconds))
         for r in conn.execute(statements.QUEUE_DUE, {"queues": names, "cap": cap})
     }
-    return [QueueOverview(n, counts[n], cap, estimates[n], due[n][0], due[n][1]) for n in names]
+    paused = {r.name for r in conn.execute(statements.QUEUE_SETTINGS_ROWS) if r.paused}
+    return [
+        QueueOverview(n, counts[n], cap, estimates[n], due[n][0], due[n][1], paused=n in paused)
+        for n in names
+    ]
+
+
+# -- queue settings ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class QueueControl:
+    """A queue as the Queues page shows it: its settings (the defaults, unpaused and
+    unlimited, when it has none: ``updated_at`` is then None) and its figures, each
+    counted up to ``cap`` as the overview counts them."""
+
+    name: str
+    paused: bool
+    concurrency_limit: int | None
+    rate_count: int | None
+    rate_per_seconds: float | None
+    retain_succeeded_seconds: int | None
+    retain_failed_seconds: int | None
+    k8s_namespace: str | None
+    k8s_name: str | None
+    k8s_uid: str | None
+    updated_at: datetime | None
+    due: int
+    running: int
+    oldest_due_seconds: float | None
+    cap: int
+
+    @property
+    def configured_by(self) -> str | None:
+        """``namespace/name`` of the EventixQueue that configures the queue, if one."""
+        return f"{self.k8s_namespace}/{self.k8s_name}" if self.k8s_name else None
+
+
+#: What a queue without a settings row has: unpaused, unlimited, its tasks' retention.
+NO_SETTINGS: dict[str, Any] = {
+    "paused": False,
+    **dict.fromkeys(statements.QUEUE_SETTINGS[1:]),
+    **dict.fromkeys(("k8s_namespace", "k8s_name", "k8s_uid", "updated_at")),
+}
+
+
+def queue_controls(conn: Connection, *, cap: int) -> list[QueueControl]:
+    """Every queue that has tasks or settings, by name, with its settings and its due
+    and running tasks (up to ``cap`` each) and the age of the oldest due one."""
+    settings = {str(r.name): r for r in conn.execute(statements.QUEUE_SETTINGS_ROWS)}
+    names = sorted(set(queues(conn)) | set(settings))
+    if not names:
+        return []
+    params = {"queues": names, "statuses": ["processing"], "cap": cap}
+    running = {str(r.queue): int(r.n) for r in conn.execute(statements.QUEUE_COUNTS, params)}
+    due = {
+        str(r.queue): (
+            int(r.due),
+            None if r.oldest_due_seconds is None else float(r.oldest_due_seconds),
+        )
+        for r in conn.execute(statements.QUEUE_DUE, {"queues": names, "cap": cap})
+    }
+    found: list[QueueControl] = []
+    for name in names:
+        row = settings.get(name)
+        values = dict(row._mapping) if row is not None else {"name": name, **NO_SETTINGS}
+        count, oldest = due.get(name, (0, None))
+        found.append(
+            QueueControl(
+                **values,
+                due=count,
+                running=running.get(name, 0),
+                oldest_due_seconds=oldest,
+                cap=cap,
+            )
+        )
+    return found
+
+
+def set_paused(conn: Connection, name: str, paused: bool) -> str | None:
+    """Pause or resume ``name`` (:func:`.queues.pause`, :func:`.queues.resume`) unless
+    an EventixQueue configures it; then nothing changes and the answer is that
+    resource, ``namespace/name``.
+
+    The CLI and the REST API change such a queue anyway (an emergency override, until
+    the resource's spec applies again); the dashboard leaves what Git declares to Git,
+    as it leaves a schedule's ``suspend``. The row stays locked until the commit, so an
+    operator applying a resource meanwhile applies after this change, not under it
+    (a queue without a row yet has nothing to lock: a resource created in the same
+    instant may find it paused, as after ``eventix queue pause``)."""
+    owner = conn.execute(statements.LOCK_QUEUE_OWNER, {"name": name}).first()
+    if owner is not None and owner.k8s_name:
+        return f"{owner.k8s_namespace}/{owner.k8s_name}"
+    (queue_db.pause if paused else queue_db.resume)(conn, name)
+    return None
 
 
 @dataclass(frozen=True, slots=True)

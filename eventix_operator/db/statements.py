@@ -1808,3 +1808,18 @@ GET_QUEUE: TextClause = text(f"SELECT {_QUEUE_ROW}, {_QUEUE_FIGURES} WHERE s.nam
 # -- name: list_queues --
 # Every queue that has settings, with its figures, by name.
 LIST_QUEUES: TextClause = text(f"SELECT {_QUEUE_ROW}, {_QUEUE_FIGURES} ORDER BY s.name")
+
+# -- name: queue_settings --
+# Every queue's settings without its figures, by name: the dashboard counts those
+# with queue_counts and queue_due, up to its cap (list_queues counts them whole).
+QUEUE_SETTINGS_ROWS: TextClause = text(
+    f"SELECT {_QUEUE_ROW} FROM eventix_queue AS s ORDER BY s.name"
+)
+
+# -- name: lock_queue_owner --
+# Lock a queue's settings row, if it has one, and say which EventixQueue configures
+# it: the dashboard pauses or resumes only a queue no resource configures, and an
+# operator applying a resource to the same row waits until that change commits.
+LOCK_QUEUE_OWNER: TextClause = text(
+    "SELECT k8s_namespace, k8s_name FROM eventix_queue WHERE name = :name FOR UPDATE"
+)

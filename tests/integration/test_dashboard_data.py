@@ -13,8 +13,10 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, text
+from sqlalchemy.exc import OperationalError
 
 from eventix_operator.db import dashboard, pools, triggers
+from eventix_operator.db import queues as queue_db
 from eventix_operator.db import schedules as schedule_db
 from eventix_operator.db.dashboard import Cursor, TaskFilter
 from eventix_operator.db.triggers import EventContext
@@ -504,3 +506,56 @@ def test_every_queue_is_named_whatever_state_its_tasks_are_in(engine: Engine) ->
         )
     with engine.connect() as conn:
         assert dashboard.queues(conn) == ["q-cancelled", "q-done", "q-pending", "q-running"]
+
+
+def test_the_queues_page_names_every_queue_with_tasks_or_settings(engine: Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO eventix_task (task, namespace, status, eta, worker_id,"
+                " worker_expires) SELECT 't', 'busy', 'scheduled', now() - interval '1 minute',"
+                " NULL, NULL FROM generate_series(1, 30)"
+                " UNION ALL SELECT 't', 'busy', 'processing', now(), 'w',"
+                " now() + interval '1 minute' FROM generate_series(1, 2)"
+                " UNION ALL SELECT 't', 'plain', 'done', now(), NULL, NULL"
+            )
+        )
+        queue_db.set_queue(conn, "busy", queue_db.everything(concurrency_limit=2))
+        queue_db.set_queue(conn, "idle", queue_db.everything(paused=True), k8s=("team", "i", "u"))
+    with engine.connect() as conn:
+        found = {q.name: q for q in dashboard.queue_controls(conn, cap=10)}
+    assert list(found) == ["busy", "idle", "plain"]
+    busy, idle, plain = found["busy"], found["idle"], found["plain"]
+    assert (busy.due, busy.running, busy.concurrency_limit) == (10, 2, 2)  # due capped at 10
+    assert busy.oldest_due_seconds is not None
+    assert busy.configured_by is None
+    assert busy.updated_at is not None  # settings, given by the CLI or the REST API
+    assert (idle.paused, idle.configured_by, idle.due, idle.oldest_due_seconds) == (
+        True, "team/i", 0, None,
+    )  # fmt: skip
+    assert (plain.paused, plain.updated_at, plain.concurrency_limit) == (False, None, None)
+    with engine.connect() as conn:
+        overview = {q.queue: q.paused for q in dashboard.queue_overview(conn, cap=10)}
+    assert overview == {"busy": False, "plain": False}  # idle has no tasks
+
+
+def test_the_dashboard_pauses_only_a_queue_no_resource_configures(engine: Engine) -> None:
+    with engine.begin() as conn:
+        assert dashboard.set_paused(conn, "free", True) is None
+        queue_db.set_queue(conn, "gitops", queue_db.everything(), k8s=("team", "g", "uid-g"))
+        assert dashboard.set_paused(conn, "gitops", True) == "team/g"
+    with engine.begin() as conn:
+        assert queue_db.get_queue(conn, "free").paused  # type: ignore[union-attr]
+        assert not queue_db.get_queue(conn, "gitops").paused  # type: ignore[union-attr]
+        assert dashboard.set_paused(conn, "free", False) is None
+        assert not queue_db.get_queue(conn, "free").paused  # type: ignore[union-attr]
+    # between its look at the owner and its commit, no resource can take the queue over
+    with engine.connect() as first, engine.connect() as second:
+        first.begin()
+        assert dashboard.set_paused(first, "free", True) is None
+        second.begin()
+        second.execute(text("SET LOCAL lock_timeout = '200ms'"))
+        with pytest.raises(OperationalError, match="lock timeout"):
+            queue_db.set_queue(second, "free", queue_db.everything(), k8s=("team", "f", "uid-f"))
+        second.rollback()
+        first.commit()

@@ -324,7 +324,7 @@ def test_read_only_hides_the_actions_and_the_server_refuses_them(
 
 def test_pages_load_nothing_from_elsewhere_and_break_no_policy(page: Page, server: Server) -> None:
     page.console_errors()  # what earlier tests left (a refusal's 403 is logged as one)
-    for path in ("/ui/", "/ui/tasks", "/ui/schedules", "/ui/pools", "/ui/triggers"):
+    for path in ("/ui/", "/ui/queues", "/ui/tasks", "/ui/schedules", "/ui/pools", "/ui/triggers"):
         page.open(path)
         resources = page.driver.execute_script(
             "return performance.getEntriesByType('resource').map(e => e.name)"
@@ -332,3 +332,40 @@ def test_pages_load_nothing_from_elsewhere_and_break_no_policy(page: Page, serve
         assert resources
         assert all(r.startswith(server.url + "/ui/static/") for r in resources), resources
         assert page.console_errors() == [], path  # a CSP violation would be one
+
+
+def queue_paused(engine: Engine, queue: str) -> bool | None:
+    with engine.connect() as conn:
+        found = conn.execute(text("SELECT paused FROM eventix_queue WHERE name = :q"), {"q": queue})
+        return found.scalar()
+
+
+def test_pausing_and_resuming_a_queue_from_the_queues_page(
+    page: Page, server: Server, queue: str
+) -> None:
+    add(server.engine, *({"task": "x", "args": [i], "queue": queue} for i in range(2)))
+    page.open("/ui/")
+    page.click("header nav a[href='/ui/queues']")
+    page.arrive("/ui/queues")
+    row = f"#queue-list tr[data-queue='{queue}']"
+    assert page.text(f"{row} .state") == "active"
+    assert page.text(f"{row} .due") == "2"
+    assert page.text(f"{row} .owner") == "none"  # no settings yet
+    page.click(f"{row} button.pause", confirm=True)
+    page.arrive("/ui/queues?note=pause", exact=False)
+    assert "Paused the queue" in page.text(".note")
+    assert page.text(f"{row} .state") == "paused"
+    assert page.text(f"{row} .owner") == "CLI/API"
+    assert queue_paused(server.engine, queue) is True
+    page.open("/ui/")  # the overview marks it
+    assert page.text(f"#queues tr[data-queue='{queue}'] .paused") == "paused"
+    page.open("/ui/queues")
+    page.click(f"{row} button.resume")
+    page.arrive("/ui/queues?note=resume", exact=False)
+    assert "Resumed the queue" in page.text(".note")
+    assert page.text(f"{row} .state") == "active"
+    assert queue_paused(server.engine, queue) is False
+    # the name leads to the queue's tasks
+    page.click(f"{row} th a")
+    page.arrive(f"/ui/tasks?queue={queue}")
+    assert len(page.all("#task-list tbody tr")) == 2

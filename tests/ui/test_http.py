@@ -10,6 +10,7 @@ from pathlib import Path
 from sqlalchemy import text
 
 from eventix_operator import enqueue
+from eventix_operator.db import queues
 from tests.ui.conftest import TOKEN, Server, launch
 
 
@@ -113,7 +114,15 @@ def test_actions_are_refused_without_token_from_elsewhere_or_signed_out(server: 
 
 def test_every_page_carries_the_security_headers(server: Server) -> None:
     cookie = server.sign_in()
-    for path in ("/ui/", "/ui/tasks", "/ui/schedules", "/ui/pools", "/ui/triggers", "/ui/login"):
+    for path in (
+        "/ui/",
+        "/ui/queues",
+        "/ui/tasks",
+        "/ui/schedules",
+        "/ui/pools",
+        "/ui/triggers",
+        "/ui/login",
+    ):
         status, headers, _ = server.request("GET", path, cookie=cookie)
         assert status in (200, 303), path
         csp = headers["content-security-policy"]
@@ -237,3 +246,147 @@ def test_cancelling_a_running_task_marks_it_for_its_worker(server: Server) -> No
             text("SELECT status, cancelled_by FROM eventix_task WHERE uid = :u"), {"u": uid}
         ).one()
     assert tuple(row) == ("processing", "dashboard")  # its worker ends it
+
+
+def row_of(page: str, queue: str) -> str:
+    """The Queues page's row of ``queue``, as HTML."""
+    found = re.search(rf'<tr data-queue="{re.escape(queue)}"[^>]*>(.*?)</tr>', page, re.S)
+    assert found is not None, f"no row of {queue}"
+    return found.group(0)
+
+
+def paused_in_db(server: Server, queue: str) -> bool | None:
+    with server.engine.connect() as conn:
+        found = conn.execute(text("SELECT paused FROM eventix_queue WHERE name = :q"), {"q": queue})
+        return found.scalar()
+
+
+def test_the_queues_page_lists_each_queues_settings_figures_and_who_configures_it(
+    server: Server,
+) -> None:
+    tag = uuid.uuid4().hex[:6]
+    limited, owned, plain = f"limited-{tag}", f"owned-{tag}", f"plain-{tag}"
+    with server.engine.begin() as conn:
+        for i in range(3):
+            enqueue("x", args=[i], queue=limited, connection=conn)
+        enqueue("x", queue=limited, delay=3600, connection=conn)  # not due
+        running = enqueue("x", queue=limited, connection=conn)
+        conn.execute(  # as a worker's claim leaves it (no worker serves this queue)
+            text("UPDATE eventix_task SET status = 'processing', worker_id = 'w', "
+                 "worker_expires = now() + interval '1 hour' WHERE uid = :u"),
+            {"u": running},
+        )  # fmt: skip
+        enqueue("x", queue=plain, connection=conn)
+        queues.set_queue(
+            conn,
+            limited,
+            queues.everything(
+                concurrency_limit=3, rate_count=10, rate_per_seconds=1.0,
+                retain_succeeded_seconds=3600, retain_failed_seconds=7 * 86400,
+            ),
+        )  # fmt: skip
+        queues.set_queue(
+            conn, owned, queues.everything(paused=True), k8s=("team", "reports", f"uid-{tag}")
+        )
+    cookie = server.sign_in()
+    status, _, page = server.request("GET", "/ui/queues", cookie=cookie)
+    assert status == 200
+    assert '<a href="/ui/queues" class="current"' in page  # in the navigation
+    row = row_of(page, limited)
+    assert f'<a href="/ui/tasks?queue={limited}">{limited}</a>' in row  # its tasks
+    cells = dict(re.findall(r'<td class="(?:num )?(?:nw )?(\w+)[^"]*">(.*?)</td>', row, re.S))
+    assert cells["state"] == "active"
+    assert cells["concurrency"] == "3"
+    assert cells["rate"] == "10 / 1 s"
+    assert cells["retention"] == "succeeded 1 h, failed 7 d"
+    assert cells["due"] == "3"  # not the delayed one, nor the running one
+    assert ">1<" in cells["running"]
+    assert cells["oldest"] != "—"
+    assert cells["owner"] == "CLI/API"
+    assert 'action="/ui/queues/pause"' in row
+    row = row_of(page, owned)  # settings only, no task
+    assert '<span class="pill warn">paused</span>' in row
+    assert "EventixQueue <code>team/reports</code>" in row
+    assert "disabled" in row
+    assert "change <code>spec.paused</code>" in row
+    assert "<form" not in row  # nothing to click: Git owns it
+    row = row_of(page, plain)  # tasks only, no settings
+    assert ">none<" in row
+    assert "tasks' own" in row
+    assert 'action="/ui/queues/pause"' in row
+
+
+def test_pause_and_resume_change_the_queue_and_its_row(server: Server) -> None:
+    queue = f"pause-{uuid.uuid4().hex[:6]}"
+    with server.engine.begin() as conn:
+        enqueue("x", queue=queue, connection=conn)
+    cookie = server.sign_in()
+    csrf = csrf_of(server, cookie)
+    form = f"csrf={csrf}&queue={queue}"
+    status, headers, _ = server.request("POST", "/ui/queues/pause", body=form, cookie=cookie)
+    assert (status, headers["location"]) == (303, "/ui/queues?note=pause%3A1")
+    assert paused_in_db(server, queue) is True
+    _, _, page = server.request("GET", headers["location"], cookie=cookie)
+    assert "Paused the queue" in page
+    row = row_of(page, queue)
+    assert '<span class="pill warn">paused</span>' in row
+    assert 'action="/ui/queues/resume"' in row
+    _, _, overview = server.request("GET", "/ui/", cookie=cookie)
+    assert "paused</a>" in row_of(overview, queue)  # the overview marks it too
+    status, headers, _ = server.request("POST", "/ui/queues/resume", body=form, cookie=cookie)
+    assert (status, headers["location"]) == (303, "/ui/queues?note=resume%3A1")
+    assert paused_in_db(server, queue) is False
+    _, _, page = server.request("GET", headers["location"], cookie=cookie)
+    assert 'action="/ui/queues/pause"' in row_of(page, queue)
+    _, _, overview = server.request("GET", "/ui/", cookie=cookie)
+    assert "paused</a>" not in row_of(overview, queue)
+    log = server.log.read_text()
+    line = next(line for line in log.splitlines() if "ui action " in line and queue in line)
+    assert "action=pause" in line
+    assert "who='session " in line or "who=session " in line
+
+
+def test_queue_actions_are_refused_signed_out_from_elsewhere_read_only_or_owned_by_git(
+    server: Server, tmp_path: Path
+) -> None:
+    tag = uuid.uuid4().hex[:6]
+    queue, owned = f"refuse-{tag}", f"owned-{tag}"
+    with server.engine.begin() as conn:
+        enqueue("x", queue=queue, connection=conn)
+        queues.set_queue(conn, owned, queues.everything(), k8s=("team", "mail", f"uid-{tag}"))
+    cookie = server.sign_in()
+    csrf = csrf_of(server, cookie)
+    form = f"csrf={csrf}&queue={queue}"
+    refusals = [
+        ("signed out", {"body": form}, 401),
+        ("no token", {"body": f"queue={queue}", "cookie": cookie}, 403),
+        ("another site", {"body": form, "cookie": cookie,
+                          "headers": {"Origin": "http://evil.example"}}, 403),
+    ]  # fmt: skip
+    for why, request, expected in refusals:
+        assert server.request("POST", "/ui/queues/pause", **request)[0] == expected, why  # type: ignore[arg-type]
+    assert server.request("POST", "/ui/queues/drain", body=form, cookie=cookie)[0] == 404
+    assert server.request("POST", "/ui/queues/pause", body=f"csrf={csrf}", cookie=cookie)[0] == 400
+    assert paused_in_db(server, queue) is None  # no settings were written
+    # an EventixQueue configures it: Git says whether it is paused, not the dashboard
+    status, _, body = server.request(
+        "POST", "/ui/queues/pause", body=f"csrf={csrf}&queue={owned}", cookie=cookie
+    )
+    assert status == 409
+    assert f"EventixQueue team/mail configures queue {owned}" in body
+    assert "spec.paused: true" in body
+    assert paused_in_db(server, owned) is False
+    # read-only: no buttons, and the server refuses
+    with launch(
+        server.database_url, tmp_path, EVENTIX_API_TOKEN=TOKEN, EVENTIX_UI_READ_ONLY="true"
+    ) as read_only:
+        ro_cookie = read_only.sign_in()
+        _, _, page = read_only.request("GET", "/ui/queues", cookie=ro_cookie)
+        assert "<button" not in row_of(page, queue)
+        ro_csrf = csrf_of(read_only, ro_cookie)
+        status, _, body = read_only.request(
+            "POST", "/ui/queues/pause", body=f"csrf={ro_csrf}&queue={queue}", cookie=ro_cookie
+        )
+        assert status == 403
+        assert "read-only" in body
+    assert paused_in_db(server, queue) is None

@@ -13,6 +13,7 @@ from eventix_operator.api.ui.views import (
     approx,
     duration,
     pool_chart,
+    rate,
     throughput_chart,
 )
 from eventix_operator.db.dashboard import Cursor, PoolRecord, PoolSample, TaskFilter, Throughput
@@ -139,6 +140,9 @@ def test_notes_are_chosen_by_code_never_taken_from_the_request() -> None:
         "Retried 3 task(s): they run again, with fresh attempts. 2 left as they were (in a "
         "state the action does not apply to, or owned by a resource)."
     )
+    assert _note({"note": ["pause:1"]}) == (
+        "Paused the queue: none of its tasks starts until it is resumed; running ones finish."
+    )
     assert _note({"note": ["<script>:1:0"]}) is None
     assert _note({"note": ["cancel:<b>:0"]}) is None
     assert _note({}) is None
@@ -151,6 +155,17 @@ def test_notes_are_chosen_by_code_never_taken_from_the_request() -> None:
 )  # fmt: skip
 def test_durations_read_as_people_say_them(seconds: float | None, shown: str) -> None:
     assert duration(seconds) == shown
+
+
+@pytest.mark.parametrize(
+    ("count", "per", "shown"),
+    [(10, 1.0, "10 / 1 s"), (5, 2.5, "5 / 2.5 s"), (600, 60.0, "600 / 1 min"),
+     (1000, 3600.0, "1,000 / 1 h"), (None, None, "—")],
+)  # fmt: skip
+def test_rate_limits_read_as_the_cli_takes_them(
+    count: int | None, per: float | None, shown: str
+) -> None:
+    assert rate(count, per) == shown
 
 
 def test_estimates_are_rounded_as_estimates() -> None:

@@ -2,6 +2,7 @@
 
 =============================  =====================================================
 ``/ui/``                       overview: queues, throughput, live workers
+``/ui/queues``                 queue settings and figures; pause, resume
 ``/ui/tasks?queue=…&status=…`` tasks, filtered, newest first, a keyset page at a time
 ``/ui/tasks/{uid}``            one task: payload, result or error, origin, actions
 ``/ui/schedules``              schedules; ``/ui/schedules/{uid}`` one, with runs
@@ -9,20 +10,22 @@
 ``/ui/triggers``               triggers: fired, ignored, failed, last error
 =============================  =====================================================
 
-Actions are POSTs from forms (retry, cancel, delete, bulk, run now), each checked
-for session, same origin, CSRF token and read-only mode (:mod:`.auth`), logged
+Actions are POSTs from forms (retry, cancel, delete, bulk, run now, pause, resume),
+each checked for session, same origin, CSRF token and read-only mode (:mod:`.auth`), logged
 with who did it, and answered with a redirect to a page that says what happened
 (a fixed message chosen by code, never text from the request).
 
 What a resource in Git owns stays Git's: a task of an ``EventixTask`` can be
-retried or cancelled but not deleted, a schedule's run likewise, and a schedule
-is never suspended from here; the pages say which resource owns what and how to
-change it. No SQL here: every read and write is a data-layer function run in
-one transaction (:meth:`ApiContext.run`).
+retried or cancelled but not deleted, a schedule's run likewise, a schedule is
+never suspended from here, nor is a queue an ``EventixQueue`` configures paused
+or resumed (the CLI and the REST API can, as an emergency override); the pages say
+which resource owns what and how to change it. No SQL here: every read and write
+is a data-layer function run in one transaction (:meth:`ApiContext.run`).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -91,7 +94,11 @@ NOTES = {
     "cancel": "Cancelled {changed} task(s).",
     "delete": "Deleted {changed} task(s).",
     "run": "Started a manual run of the schedule.",
+    "pause": "Paused the queue: none of its tasks starts until it is resumed; running ones finish.",
+    "resume": "Resumed the queue: its workers were woken.",
 }
+#: The queue actions and whether each leaves the queue paused.
+QUEUE_ACTIONS = {"pause": True, "resume": False}
 
 
 def _now() -> datetime:
@@ -207,6 +214,7 @@ class Dashboard:
             pretty=views.pretty_json,
             short=views.short,
             in_zone=views.in_zone,
+            rate=views.rate,
         )
         env.globals.update(
             version=package_version(),
@@ -433,6 +441,54 @@ def router(ui: Dashboard) -> APIRouter:
             workers_read=dashboard.LIVE_TASKS_READ,
             running=sum(q.running for q in queues),
         )
+
+    # -- queues ----------------------------------------------------------------------------
+
+    @routes.get("/ui/queues", response_class=HTMLResponse)
+    async def queue_list(request: Request) -> Response:
+        session = ui.begin(request)
+        if isinstance(session, Response):
+            return session
+        found = await ui.run(dashboard.queue_controls, cap=ctx.settings.ui_count_cap)
+        return ui.render(
+            request,
+            session,
+            "queues.html",
+            queues=found,
+            cap=ctx.settings.ui_count_cap,
+            note=_note(parse_qs(request.url.query)),
+        )
+
+    @routes.post("/ui/queues/{action}")
+    async def queue_action(request: Request, action: str) -> Response:
+        checked = await ui.action(request, action)
+        if isinstance(checked, Response):
+            return checked
+        session, form = checked
+        name = (form.get("queue") or [""])[0]
+        if action not in QUEUE_ACTIONS:
+            return ui.refuse(request, session, 404, "No such action.")
+        if not name:
+            return ui.refuse(request, session, 400, "Name the queue to pause or resume.")
+        paused = QUEUE_ACTIONS[action]
+        owner = await ui.run(dashboard.set_paused, name, paused)
+        if owner is not None:
+            ns, _, resource = owner.partition("/")
+            value = json.dumps(paused)
+            patch = json.dumps({"spec": {"paused": paused}}, separators=(",", ":"))
+            return ui.refuse(
+                request,
+                session,
+                409,
+                f"EventixQueue {owner} configures queue {name}: to {action} it, set "
+                f"spec.paused: {value} there, in Git (or, where Git "
+                f"does not manage it, kubectl patch eventixqueue {resource} -n {ns} --type "
+                f"merge -p '{patch}'). An emergency override is `eventix queue {action} "
+                f"{name}`: it holds until the resource's spec changes or the operator "
+                "restarts.",
+            )
+        ui.audit(request, session, action, queue=name, changed=True)
+        return RedirectResponse(_note_url("/ui/queues", [], f"{action}:1"), 303)
 
     # -- tasks -----------------------------------------------------------------------------
 

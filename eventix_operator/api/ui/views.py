@@ -60,6 +60,15 @@ def relative(value: datetime | None, now: datetime) -> str:
     return f"in {duration(delta)}" if delta > 0 else f"{duration(delta)} ago"
 
 
+def rate(count: int | None, per_seconds: float | None) -> str:
+    """A rate limit as ``eventix queue set --rate`` takes it, spaced: ``10 / 1 s``,
+    ``5 / 2.5 s``, ``600 / 1 min``; ``—`` for none."""
+    if count is None or per_seconds is None:
+        return "—"
+    per = f"{per_seconds:g} s" if per_seconds < 60 else duration(per_seconds)
+    return f"{count:,} / {per}"
+
+
 def count(value: int) -> str:
     return f"{value:,}"
 
