@@ -165,7 +165,9 @@ class LeaseStore:
         steps = self._write_steps(batch, quietly=True)
         claim = self._claim_params(queues, limit)
         try:
-            *written, claimed = await self._pipeline([*steps, (statements.CLAIM_TASKS, claim)])
+            _, *written, claimed = await self._pipeline(
+                [(statements.GENERIC_PLANS, {}), *steps, (statements.CLAIM_TASKS, claim)]
+            )
         except Exception as exc:
             if database_unavailable(exc):
                 raise
@@ -195,7 +197,10 @@ class LeaseStore:
                         await cursor.execute(statements.for_psycopg(statement), params)
                         cursors.append(cursor)
                     await driver.commit()
-                return [await cursor.fetchall() for cursor in cursors]
+                return [
+                    await cursor.fetchall() if cursor.description is not None else []
+                    for cursor in cursors
+                ]
             except Exception as exc:
                 if database_unavailable(exc):
                     await conn.invalidate()

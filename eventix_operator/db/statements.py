@@ -344,6 +344,14 @@ _COMPLETE = """
     """
 COMPLETE_TASKS: TextClause = freeing(_COMPLETE)
 
+# -- name: generic_plans --
+# For the rest of the transaction, run prepared statements on their generic plan.
+# The claim's custom plan is no better (its parameters, the queue names, only feed
+# the lateral scan at run time), yet PostgreSQL keeps planning it at each run:
+# about 0.9 ms of a claim's 1.8 here. Where nothing is prepared (a pooler) it
+# changes nothing.
+GENERIC_PLANS: TextClause = text("SET LOCAL plan_cache_mode = force_generic_plan")
+
 # -- name: complete_tasks_quietly --
 # COMPLETE_TASKS without waking anyone: for a write-back that claims again in its
 # own transaction (LeaseStore.record_and_claim), which retakes the starts it frees;
