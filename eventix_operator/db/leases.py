@@ -174,7 +174,9 @@ class LeaseStore:
             return (*await self.record(batch), None)
         jobs = [ClaimedTask(*row) for row in claimed]
         rows = [row for rows in written for row in rows]
-        ended = Counter(row[1] for row in rows if isinstance(row[1], str))
+        # Failures and cancels wake their queues themselves; the successes here did not.
+        quiet = bool(steps) and steps[0][0] is statements.COMPLETE_TASKS_QUIETLY
+        ended = Counter(namespace for _, namespace in (written[0] if quiet else []))
         ended.subtract(job.namespace for job in jobs)
         left = sorted(queue for queue, n in ended.items() if n > 0)
         if left:

@@ -316,3 +316,38 @@ def test_a_write_back_claims_the_start_it_frees(
         assert conn.execute(
             text("SELECT count(*) FROM eventix_task WHERE namespace = 'c1' AND status = 'done'")
         ).scalar() == 3  # fmt: skip
+
+
+def test_a_write_back_that_claims_records_failures_and_cancels_too(engine: Engine) -> None:
+    """Every kind of outcome goes through record_and_claim: a failure to retry, a
+    final one and a cancel end their tasks, and the starts they free are claimed."""
+    import asyncio
+
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from eventix_operator.db.leases import Cancelled, Failure, LeaseStore, Success
+
+    add(engine, "mixed", 8)
+    configure(engine, "mixed", concurrency_limit=4)
+    url = engine.url.render_as_string(hide_password=False)
+
+    async def run() -> tuple[int, int, int | None]:
+        aengine = create_async_engine(url)
+        store = LeaseStore(aengine, "w", 30)
+        a, b, c, d = await store.claim(["mixed"], 4)
+        outcomes = [
+            Success(a.uid, "1"),
+            Failure(b.uid, {"type": "E", "message": "again"}, 60.0),
+            Failure(c.uid, {"type": "E", "message": "final"}, None),
+            Cancelled(d.uid),
+        ]
+        done, failed, jobs = await store.record_and_claim(outcomes, ["mixed"], 4)
+        await aengine.dispose()
+        return done, failed, None if jobs is None else len(jobs)
+
+    assert asyncio.run(run()) == (1, 3, 4)
+    with engine.connect() as conn:
+        statuses = dict(conn.execute(text(
+            "SELECT status, count(*) FROM eventix_task WHERE namespace = 'mixed' GROUP BY 1"
+        )).all())  # fmt: skip
+    assert statuses == {"done": 1, "retry": 1, "error": 1, "cancelled": 1, "processing": 4}
