@@ -100,7 +100,9 @@ def test_four_workers_never_start_more_than_the_rate_limit(
 def test_pause_stops_starts_during_a_drain_and_resume_restarts_them(
     processes: Processes, engine: Engine
 ) -> None:
-    add(engine, "p", 400, 0.02)
+    # 1,000 tasks of 20 ms on 4 slots: at least 5 s of drain, longer than the CLI's
+    # start (which can take a second or two on a loaded machine) and the wait after.
+    add(engine, "p", 1000, 0.02)
     for _ in range(2):
         processes.worker("--queues", "p", "--concurrency", "2")
     processes.wait_for(lambda: done(engine, "p") >= 20, 30, "the drain to start")
@@ -111,9 +113,9 @@ def test_pause_stops_starts_during_a_drain_and_resume_restarts_them(
                             .scalar_one())  # fmt: skip
     time.sleep(1.0)
     assert not [t for t in starts(engine, "p") if t > after_pause]
-    assert done(engine, "p") < 400
+    assert done(engine, "p") < 1000
     resumed = processes.cli("queue", "resume", "p")
     assert resumed.returncode == 0, resumed.stderr
-    processes.wait_for(lambda: done(engine, "p") == 400, 60, "the drain to finish")
+    processes.wait_for(lambda: done(engine, "p") == 1000, 60, "the drain to finish")
     shown = processes.cli("queue", "show", "p", "--output", "json")
     assert '"paused": false' in shown.stdout
