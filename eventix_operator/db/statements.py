@@ -1764,15 +1764,17 @@ _QUEUE_ROW = (
 # unpaused (a resume, or a limit raised): a notification of a queue without due
 # tasks costs a worker one empty claim. With :k8s_uid, a row another resource
 # configures is left alone and nothing is returned (one EventixQueue per queue);
-# without, it is changed whoever configures it (the CLI and the REST API).
+# without, it is changed whoever configures it (the CLI and the REST API), and the
+# row keeps the generation of the resource's spec it holds (:k8s_generation, which
+# the resource's own writes give: its status's observedGeneration).
 SET_QUEUE: TextClause = text(
     f"""
     WITH saved AS (
         INSERT INTO eventix_queue AS s (name, {columns(QUEUE_SETTINGS)},
-                                       k8s_namespace, k8s_name, k8s_uid)
+                                       k8s_namespace, k8s_name, k8s_uid, k8s_generation)
         VALUES (:name, COALESCE(CAST(:paused AS boolean), false),
                 {", ".join(f":{c}" for c in QUEUE_SETTINGS[1:])},
-                :k8s_namespace, :k8s_name, :k8s_uid)
+                :k8s_namespace, :k8s_name, :k8s_uid, :k8s_generation)
         ON CONFLICT (name) DO UPDATE SET
             {
         ", ".join(
@@ -1782,6 +1784,7 @@ SET_QUEUE: TextClause = text(
             k8s_namespace = COALESCE(EXCLUDED.k8s_namespace, s.k8s_namespace),
             k8s_name = COALESCE(EXCLUDED.k8s_name, s.k8s_name),
             k8s_uid = COALESCE(EXCLUDED.k8s_uid, s.k8s_uid),
+            k8s_generation = COALESCE(EXCLUDED.k8s_generation, s.k8s_generation),
             updated_at = now()
         WHERE EXCLUDED.k8s_uid IS NULL OR s.k8s_uid IS NULL OR s.k8s_uid = EXCLUDED.k8s_uid
         RETURNING s.name, s.paused
@@ -1810,12 +1813,17 @@ DELETE_QUEUE: TextClause = text(
 )
 
 # -- name: get_queue --
-# One queue's settings with its figures: due tasks, running, age of the oldest due.
-GET_QUEUE: TextClause = text(f"SELECT {_QUEUE_ROW}, {_QUEUE_FIGURES} WHERE s.name = :name")
+# One queue's settings with its figures: due tasks, running, age of the oldest due;
+# and the generation of its resource's spec (the status sync's observedGeneration).
+GET_QUEUE: TextClause = text(
+    f"SELECT {_QUEUE_ROW}, s.k8s_generation, {_QUEUE_FIGURES} WHERE s.name = :name"
+)
 
 # -- name: list_queues --
 # Every queue that has settings, with its figures, by name.
-LIST_QUEUES: TextClause = text(f"SELECT {_QUEUE_ROW}, {_QUEUE_FIGURES} ORDER BY s.name")
+LIST_QUEUES: TextClause = text(
+    f"SELECT {_QUEUE_ROW}, s.k8s_generation, {_QUEUE_FIGURES} ORDER BY s.name"
+)
 
 # -- name: queue_settings --
 # Every queue's settings without its figures, by name: the dashboard counts those

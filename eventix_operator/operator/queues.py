@@ -67,7 +67,9 @@ def apply_queue(
     settings = settings_of(spec)
     with engine.begin() as conn:
         existing = queue_db.get_queue(conn, name)
-        paused = queue_db.set_queue(conn, name, settings, k8s=(ref.namespace, ref.name, ref.uid))
+        paused = queue_db.set_queue(
+            conn, name, settings, k8s=(ref.namespace, ref.name, ref.uid), generation=generation
+        )
     if paused is None:
         owner = f"{existing.k8s_namespace}/{existing.k8s_name}" if existing else "another"
         return refused(
