@@ -131,6 +131,24 @@ def freeing(update: str) -> TextClause:
     )
 
 
+def _kept_from_now(retention: str, own: str) -> str:
+    """``expires`` of a task ``t`` that ends now: its queue's ``retention`` (a column
+    of ``eventix_queue``) when the queue has one, else the task's ``own`` seconds;
+    neither (NULL) keeps it. A primary-key probe per row."""
+    return (
+        "now() + make_interval(secs => COALESCE("
+        f"(SELECT q.{retention} FROM eventix_queue AS q WHERE q.name = t.namespace), {own}))"
+    )
+
+
+#: ``expires`` of a task ``t`` that succeeds now (docs/queues.md, retention).
+_SUCCEEDED_EXPIRES = _kept_from_now("retain_succeeded_seconds", "t.result_expires")
+#: ``expires`` of a task ``t`` that ends failed or cancelled now: every path that ends
+#: a task so (a failure, a cancel of a pending task, a running task recorded
+#: cancelled, released cancelled or recovered from a lost lease) writes this one.
+_FAILED_EXPIRES = _kept_from_now("retain_failed_seconds", "t.error_expires")
+
+
 # -- Enqueue ------------------------------------------------------------------------
 
 # INSERT_COLUMNS (imported above from .rows): the parameters of an enqueue.
@@ -316,12 +334,13 @@ CLAIM_TASK_ROWS: TextClause = _claim(
 # -- name: complete_tasks --
 # Record successes of tasks this worker still holds; rows whose lease was lost are
 # left to whoever holds them now. A queue's retention of succeeded tasks, when it
-# has one, overrides the task's own result_expires (and its failed one the
-# error_expires of FAIL_TASKS): a primary-key probe per row. The uids come as one
-# comma-separated text and the results as one JSON array: two parameters psycopg
-# sends as they are, where arrays of text cost it a regular-expression escape per
-# element (4 us a task of the worker's ~40, bench/README.md "#14").
-_COMPLETE = """
+# has one, overrides the task's own result_expires (_SUCCEEDED_EXPIRES; its failed
+# one, _FAILED_EXPIRES, the error_expires of every failed or cancelled end). The
+# uids come as one comma-separated text and the results as one JSON array: two
+# parameters psycopg sends as they are, where arrays of text cost it a
+# regular-expression escape per element (4 us a task of the worker's ~40,
+# bench/README.md "#14").
+_COMPLETE = f"""
     UPDATE eventix_task AS t
     SET status = 'done',
         result = CASE WHEN t.store_result THEN v.result END,
@@ -330,9 +349,7 @@ _COMPLETE = """
         updated_at = now(),
         worker_id = NULL,
         worker_expires = NULL,
-        expires = now() + make_interval(secs => COALESCE(
-            (SELECT q.retain_succeeded_seconds FROM eventix_queue AS q WHERE q.name = t.namespace),
-            t.result_expires)),
+        expires = {_SUCCEEDED_EXPIRES},
         revision = t.revision + 1
     FROM unnest(
         CAST(string_to_array(:uids, ',') AS uuid[]),
@@ -381,11 +398,7 @@ FAIL_TASKS: TextClause = waking(
         updated_at = now(),
         worker_id = NULL,
         worker_expires = NULL,
-        expires = CASE WHEN v.retry_in IS NULL
-                       THEN now() + make_interval(secs => COALESCE(
-                           (SELECT q.retain_failed_seconds FROM eventix_queue AS q
-                            WHERE q.name = t.namespace),
-                           t.error_expires)) END,
+        expires = CASE WHEN v.retry_in IS NULL THEN {_FAILED_EXPIRES} END,
         revision = t.revision + 1
     FROM {unnest(("uid", "error", "retry_in"), retry_in="float8")}
     WHERE t.uid = v.uid AND t.worker_id = :worker_id AND t.status = 'processing'
@@ -406,7 +419,7 @@ RELEASE_TASKS: TextClause = waking(
                           'cancelled by ' || COALESCE(t.cancelled_by, 'unknown')) END,
         finished_at = CASE WHEN t.cancel_requested_at IS NULL THEN t.finished_at ELSE now() END,
         expires = CASE WHEN t.cancel_requested_at IS NULL THEN t.expires
-                       ELSE now() + make_interval(secs => t.error_expires) END,
+                       ELSE {_FAILED_EXPIRES} END,
         worker_id = NULL,
         worker_expires = NULL,
         attempts = CASE WHEN v.started THEN t.attempts ELSE t.attempts - 1 END,
@@ -469,7 +482,7 @@ RECORD_CANCELLED: TextClause = text(
         updated_at = now(),
         worker_id = NULL,
         worker_expires = NULL,
-        expires = now() + make_interval(secs => t.error_expires),
+        expires = {_FAILED_EXPIRES},
         revision = t.revision + 1
     FROM {unnest(("uid", "note"), note="text")}
     WHERE t.uid = v.uid AND t.worker_id = :worker_id AND t.status = 'processing'
@@ -492,15 +505,15 @@ LOCK_EXPIRED_LEASES: TextClause = text(
 )
 
 # -- name: recover_leases --
-# Put recovered tasks back in the queue, due now, or end them with their error.
+# Put recovered tasks back in the queue, due now, or end them with their error
+# (kept as a failure is: the queue's failed retention, else the task's own).
 RECOVER_LEASES: TextClause = waking(
     f"""
     UPDATE eventix_task AS t
     SET status = v.status,
         error = COALESCE(v.error, t.error),
         finished_at = CASE WHEN v.status IN ('error', 'cancelled') THEN now() END,
-        expires = CASE WHEN v.status = 'cancelled'
-                       THEN now() + make_interval(secs => t.error_expires) END,
+        expires = CASE WHEN v.status IN ('error', 'cancelled') THEN {_FAILED_EXPIRES} END,
         eta = now(),
         worker_id = NULL,
         worker_expires = NULL,
@@ -642,8 +655,7 @@ def _cancelling(where: str, returning: str) -> TextClause:
             UPDATE eventix_task AS t
             SET status = CASE WHEN {running} THEN t.status ELSE 'cancelled' END,
                 finished_at = CASE WHEN {running} THEN t.finished_at ELSE now() END,
-                expires = CASE WHEN {running} THEN t.expires
-                               ELSE now() + make_interval(secs => t.error_expires) END,
+                expires = CASE WHEN {running} THEN t.expires ELSE {_FAILED_EXPIRES} END,
                 error = CASE WHEN {running} THEN t.error
                              ELSE jsonb_build_object('type', 'Cancelled',
                                                      'message', 'cancelled by ' || :by) END,

@@ -215,6 +215,69 @@ def test_queue_retention_overrides_the_tasks_own(engine: Engine, database_url: s
     assert [(s, int(k)) for s, k in kept] == [("done", 10), ("error", 20)]
 
 
+def test_every_failed_or_cancelled_end_keeps_the_queues_failed_retention(
+    engine: Engine, database_url: str
+) -> None:
+    """A cancel of a pending task (CLI or REST, dashboard), a running one recorded
+    cancelled by its worker or released cancelled at its shutdown, and the tasks of a
+    lost lease (cancelled, or failed: WorkerLost) all expire as the queue says, as a
+    failure does; the tasks' own error_expires (none here: kept) gives way."""
+    import asyncio
+
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from eventix_operator.db import admin, dashboard
+    from eventix_operator.db.leases import Cancelled, LeaseStore, recover_expired_leases
+
+    with engine.begin() as conn:
+        enqueue_many([{"task": "t", "queue": "k", "args": [i], "max_retries": 0}
+                      for i in range(6)], connection=conn)  # fmt: skip
+    configure(engine, "k", retain_failed_seconds=20)
+    with engine.begin() as conn:
+        first, second = conn.execute(
+            text("SELECT uid::text FROM eventix_task WHERE namespace = 'k' LIMIT 2")
+        ).scalars()
+        assert admin.cancel_task(conn, first, by="cli") is not None
+        assert dashboard.bulk_action(conn, "cancel", [second]).changed == 1
+
+    async def run() -> None:
+        aengine = create_async_engine(database_url)
+        store = LeaseStore(aengine, "w", 30)
+        recorded, released, lost, failed = [t.uid for t in await store.claim(["k"], 4)]
+        with engine.begin() as conn:
+            for uid in (recorded, released, lost):
+                admin.cancel_task(conn, uid, by="api")
+            conn.execute(
+                text("UPDATE eventix_task SET worker_expires = now() - interval '1 second' "
+                     "WHERE uid IN (CAST(:a AS uuid), CAST(:b AS uuid))"),
+                {"a": lost, "b": failed},
+            )  # fmt: skip
+        await store.record([Cancelled(recorded)])
+        assert await store.release([released], [True]) == 1
+        assert sorted(s for _, s in await recover_expired_leases(aengine)) == [
+            "cancelled", "error"]  # fmt: skip
+        await aengine.dispose()
+
+    asyncio.run(run())
+    with engine.connect() as conn:
+        kept = conn.execute(
+            text("SELECT status, extract(epoch FROM expires - finished_at) "
+                 "FROM eventix_task WHERE namespace = 'k' ORDER BY status")
+        ).all()  # fmt: skip
+    assert [(s, None if k is None else int(k)) for s, k in kept] == [
+        *[("cancelled", 20)] * 5, ("error", 20)]  # fmt: skip
+    # Without a queue retention, the task's own (none: kept) applies, as before.
+    configure(engine, "k")
+    with engine.begin() as conn:
+        enqueue_many([{"task": "t", "queue": "k", "args": [9]}], connection=conn)
+        (uid,) = conn.execute(
+            text("SELECT uid::text FROM eventix_task WHERE status = 'scheduled'")
+        ).scalars()
+        cancelled = admin.cancel_task(conn, uid, by="cli")
+    assert cancelled is not None
+    assert (cancelled.status, cancelled.expires) == ("cancelled", None)
+
+
 def test_the_pool_scaler_sees_no_demand_in_a_paused_queue(engine: Engine) -> None:
     from eventix_operator.db import pools
 
