@@ -469,8 +469,9 @@ RUNNING_CANCELS: TextClause = text(
 # -- name: record_cancelled --
 # Record tasks this worker stopped (or gave up waiting for) after their cancel:
 # `cancelled` for good, never retried, the error saying who cancelled it; only rows
-# this worker still holds.
-RECORD_CANCELLED: TextClause = text(
+# this worker still holds. A task of a queue with a concurrency limit frees its
+# slot, and wakes the queue's workers as a success or a failure does (freeing).
+RECORD_CANCELLED: TextClause = freeing(
     f"""
     UPDATE eventix_task AS t
     SET status = 'cancelled',
@@ -486,7 +487,7 @@ RECORD_CANCELLED: TextClause = text(
         revision = t.revision + 1
     FROM {unnest(("uid", "note"), note="text")}
     WHERE t.uid = v.uid AND t.worker_id = :worker_id AND t.status = 'processing'
-    RETURNING t.uid::text
+    RETURNING t.uid::text AS uid, t.namespace
     """
 )
 

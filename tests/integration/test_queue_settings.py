@@ -414,3 +414,56 @@ def test_a_write_back_that_claims_records_failures_and_cancels_too(engine: Engin
             "SELECT status, count(*) FROM eventix_task WHERE namespace = 'mixed' GROUP BY 1"
         )).all())  # fmt: skip
     assert statuses == {"done": 1, "retry": 1, "error": 1, "cancelled": 1, "processing": 4}
+
+
+def test_a_cancelled_task_ending_in_a_limited_queue_wakes_its_workers(
+    engine: Engine, database_url: str
+) -> None:
+    """A running task of a limited queue that its worker records cancelled, or that
+    lease recovery ends cancelled, frees its slot: the queue's workers hear it on
+    the ready channel, as they do a success or a failure."""
+    import asyncio
+
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from eventix_operator.db import admin
+    from eventix_operator.db.leases import Cancelled, LeaseStore, recover_expired_leases
+
+    add(engine, "c", 3)
+    configure(engine, "c", concurrency_limit=1)
+    dsn = database_url.replace("postgresql+psycopg://", "postgresql://")
+
+    async def claim_and_cancel(store: LeaseStore) -> str:
+        (job,) = await store.claim(["c"], 5)
+        with engine.begin() as conn:
+            admin.cancel_task(conn, job.uid, by="cli")
+        return job.uid
+
+    with psycopg.connect(dsn, autocommit=True) as listener:
+
+        async def run() -> list[list[str]]:
+            aengine = create_async_engine(database_url)
+            store = LeaseStore(aengine, "w", 30)
+            heard = []
+            uid = await claim_and_cancel(store)
+            listener.execute(f"LISTEN {statements.READY_CHANNEL}")
+            await store.record([Cancelled(uid)])
+            heard.append([n.payload for n in listener.notifies(timeout=5, stop_after=1)])
+            # The worker dies instead: its lease expires, and recovery ends the task.
+            uid = await claim_and_cancel(store)
+            with engine.begin() as conn:
+                conn.execute(
+                    text("UPDATE eventix_task SET worker_expires = now() - interval '1 second' "
+                         "WHERE uid = CAST(:uid AS uuid)"), {"uid": uid},
+                )  # fmt: skip
+            assert await recover_expired_leases(aengine) == [(uid, "cancelled")]
+            heard.append([n.payload for n in listener.notifies(timeout=5, stop_after=1)])
+            await aengine.dispose()
+            return heard
+
+        assert asyncio.run(run()) == [["c"], ["c"]]
+    with engine.connect() as conn:
+        statuses = conn.execute(
+            text("SELECT status, count(*) FROM eventix_task GROUP BY status ORDER BY status")
+        ).all()  # fmt: skip
+    assert [tuple(r) for r in statuses] == [("cancelled", 2), ("scheduled", 1)]
