@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from sqlalchemy import Engine
 
 from eventix_operator import enqueue_many
 from eventix_operator.db import queues as queue_db
+from eventix_operator.db import statements
 from eventix_operator.operator.kube import Kube, ResourceRef
 from eventix_operator.operator.queues import apply_queue, delete_queue_resource
 from eventix_operator.operator.reconcile import Reconciled
@@ -160,3 +162,60 @@ def test_the_status_sync_writes_the_generation_the_row_holds(
     finally:
         sync.pool.shutdown()
         api.close()
+
+
+QUEUE_MANIFESTS = """
+apiVersion: eventix.io/v1alpha1
+kind: EventixQueue
+metadata: {name: mail}
+spec: {paused: PAUSED, concurrencyLimit: 1, retention: {failedSeconds: 60}}
+---
+apiVersion: eventix.io/v1alpha1
+kind: EventixTask
+metadata: {name: first}
+spec: {task: t, queue: mail}
+---
+apiVersion: eventix.io/v1alpha1
+kind: EventixTask
+metadata: {name: second}
+spec: {task: t, queue: mail}
+"""
+
+
+def test_eventix_local_applies_queue_manifests_as_the_operator_does(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """`eventix local --manifests` writes an EventixQueue's settings with the
+    operator's mapping (the queue is the resource's name here), so its worker claims
+    nothing of a paused queue and at most the limit of a limited one."""
+    from eventix_operator.cli.local import apply_manifests
+
+    def claim() -> list[str]:
+        params = {"queues": ["mail"], "limit": 5, "worker_ids": ["w"], "lease_seconds": 30}
+        with engine.begin() as conn:
+            return [row[0] for row in conn.execute(statements.CLAIM_TASKS, params)]
+
+    manifest = tmp_path / "mail.yaml"
+    manifest.write_text(QUEUE_MANIFESTS.replace("PAUSED", "true"))
+    apply_manifests(engine, tmp_path, payload_limit=1_000_000)
+    apply_manifests(engine, tmp_path, payload_limit=1_000_000)  # again: nothing changes
+    queue = get(engine, "mail")
+    assert queue is not None
+    assert (queue.paused, queue.concurrency_limit, queue.retain_failed_seconds) == (True, 1, 60)
+    assert (queue.k8s_name, queue.k8s_uid, queue.k8s_generation) == (
+        "mail", "local:default/mail", 1)  # fmt: skip
+    assert queue.due == 2
+    assert claim() == []
+    manifest.write_text(QUEUE_MANIFESTS.replace("PAUSED", "false"))
+    apply_manifests(engine, tmp_path, payload_limit=1_000_000)
+    assert len(claim()) == 1  # the limit holds the other
+    # A second EventixQueue of the same queue is refused, and nothing of the run is written.
+    (tmp_path / "other.yaml").write_text(
+        "apiVersion: eventix.io/v1alpha1\nkind: EventixQueue\n"
+        "metadata: {name: other}\nspec: {queue: mail, paused: true}\n"
+    )
+    with pytest.raises(ValueError, match="configured by another EventixQueue"):
+        apply_manifests(engine, tmp_path, payload_limit=1_000_000)
+    queue = get(engine, "mail")
+    assert queue is not None
+    assert (queue.paused, queue.k8s_name) == (False, "mail")
