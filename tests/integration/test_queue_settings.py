@@ -467,3 +467,38 @@ def test_a_cancelled_task_ending_in_a_limited_queue_wakes_its_workers(
             text("SELECT status, count(*) FROM eventix_task GROUP BY status ORDER BY status")
         ).all()  # fmt: skip
     assert [tuple(r) for r in statuses] == [("cancelled", 2), ("scheduled", 1)]
+
+
+def test_a_cancel_in_a_write_back_that_claims_again_keeps_the_failed_retention(
+    engine: Engine, database_url: str
+) -> None:
+    """LeaseStore.record_and_claim with a cancelled task (a worker held back by a
+    limit): the task is kept as the queue's failed retention says, and the start it
+    frees is claimed in the same transaction."""
+    import asyncio
+
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from eventix_operator.db import admin
+    from eventix_operator.db.leases import Cancelled, LeaseStore
+
+    add(engine, "c", 2)
+    configure(engine, "c", concurrency_limit=1, retain_failed_seconds=20)
+
+    async def run() -> tuple[int, int, int | None]:
+        aengine = create_async_engine(database_url)
+        store = LeaseStore(aengine, "w", 30)
+        (job,) = await store.claim(["c"], 5)
+        with engine.begin() as conn:
+            admin.cancel_task(conn, job.uid, by="cli")
+        done, failed, jobs = await store.record_and_claim([Cancelled(job.uid)], ["c"], 5)
+        await aengine.dispose()
+        return done, failed, None if jobs is None else len(jobs)
+
+    assert asyncio.run(run()) == (0, 1, 1)
+    with engine.connect() as conn:
+        kept = conn.execute(
+            text("SELECT status, extract(epoch FROM expires - finished_at) FROM eventix_task "
+                 "WHERE namespace = 'c' AND status = 'cancelled'")
+        ).all()  # fmt: skip
+    assert [(s, int(k)) for s, k in kept] == [("cancelled", 20)]
