@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from eventix_operator.client import new_task
+from eventix_operator.db import queues as queue_db
 from eventix_operator.db.enqueue import NewTask
 from eventix_operator.db.schedules import ScheduleDefinition
 
@@ -91,4 +92,26 @@ def schedule_definition(
         failed_runs_history_limit=int(spec.get("failedRunsHistoryLimit", 1)),
         template=template,
         created_at=created_at,
+    )
+
+
+def queue_name(name: str, spec: Mapping[str, Any]) -> str:
+    """The queue an ``EventixQueue`` named ``name`` configures: ``spec.queue``, else
+    the resource's name."""
+    queue = spec.get("queue")
+    return queue if isinstance(queue, str) and queue else name
+
+
+def queue_settings(spec: Mapping[str, Any]) -> queue_db.QueueSettings:
+    """Every setting of an ``EventixQueue`` spec (one left out is cleared: the
+    resource says all)."""
+    rate = spec.get("rateLimit") or {}
+    kept = spec.get("retention") or {}
+    return queue_db.everything(
+        paused=bool(spec.get("paused", False)),
+        concurrency_limit=spec.get("concurrencyLimit"),
+        rate_count=rate.get("count"),
+        rate_per_seconds=None if rate.get("perSeconds") is None else float(rate["perSeconds"]),
+        retain_succeeded_seconds=kept.get("succeededSeconds"),
+        retain_failed_seconds=kept.get("failedSeconds"),
     )

@@ -14,25 +14,45 @@ from sqlalchemy import Engine
 from eventix_operator.db.engine import make_engine
 from eventix_operator.db.enqueue import NewTask, insert_tasks_once
 from eventix_operator.db.migrate import upgrade
+from eventix_operator.db.queues import QueueSettings, set_queue
 from eventix_operator.db.schedules import ScheduleDefinition
 from eventix_operator.embedded import EmbeddedPostgres, default_data_dir, earlier_root_data_dir
 from eventix_operator.registry import Registry, load_task_modules
-from eventix_operator.resources import schedule_definition, task_from_spec
+from eventix_operator.resources import (
+    queue_name,
+    queue_settings,
+    schedule_definition,
+    task_from_spec,
+)
 from eventix_operator.schedules.loop import SchedulerLoop
 from eventix_operator.schedules.scheduler import apply_schedule
 from eventix_operator.settings import Settings
 from eventix_operator.worker.run import run_worker, worker_config
 
 
+@dataclass(frozen=True)
+class QueueManifest:
+    """An EventixQueue document: the queue it configures, its settings, and who
+    configures it (namespace, name, ``local:`` key; its generation)."""
+
+    queue: str
+    settings: QueueSettings
+    k8s: tuple[str, str, str]
+    generation: int
+
+
 @dataclass
 class Manifests:
     tasks: list[NewTask] = field(default_factory=list)
     schedules: list[ScheduleDefinition] = field(default_factory=list)
+    queues: list[QueueManifest] = field(default_factory=list)
 
 
 def load_manifests(directory: Path, now: datetime) -> Manifests:
-    """EventixTask and EventixSchedule documents from the YAML files of ``directory``,
-    keyed as ``local:<namespace>/<name>`` so that running `local` again finds them.
+    """EventixTask, EventixSchedule and EventixQueue documents from the YAML files of
+    ``directory``, keyed as ``local:<namespace>/<name>`` so that running `local` again
+    finds them. An EventixQueue maps as the operator maps it (a queue left out is the
+    resource's name; every setting the spec leaves out is cleared).
 
     Tenancy is ``shared`` here (docs/tenancy.md): one person's files on one machine,
     no cluster whose namespaces would separate teams; a resource without a queue gets
@@ -44,7 +64,7 @@ def load_manifests(directory: Path, now: datetime) -> Manifests:
     for path in files:
         for doc in yaml.safe_load_all(path.read_text()):
             kind = (doc or {}).get("kind")
-            if kind not in ("EventixTask", "EventixSchedule"):
+            if kind not in ("EventixTask", "EventixSchedule", "EventixQueue"):
                 continue
             meta = doc.get("metadata") or {}
             namespace, name = meta.get("namespace", "default"), meta.get("name")
@@ -53,7 +73,16 @@ def load_manifests(directory: Path, now: datetime) -> Manifests:
             key = f"local:{namespace}/{name}"
             spec = doc.get("spec") or {}
             try:
-                if kind == "EventixTask":
+                if kind == "EventixQueue":
+                    found.queues.append(
+                        QueueManifest(
+                            queue_name(name, spec),
+                            queue_settings(spec),
+                            (namespace, name, key),
+                            int(meta.get("generation") or 1),
+                        )
+                    )
+                elif kind == "EventixTask":
                     found.tasks.append(
                         task_from_spec(
                             spec, source="k8s", k8s_namespace=namespace, k8s_name=name, k8s_uid=key
@@ -78,6 +107,14 @@ def load_manifests(directory: Path, now: datetime) -> Manifests:
 def apply_manifests(engine: Engine, directory: Path, payload_limit: int) -> None:
     found = load_manifests(directory, datetime.now(UTC))
     with engine.begin() as conn:
+        for q in found.queues:
+            paused = set_queue(conn, q.queue, q.settings, k8s=q.k8s, generation=q.generation)
+            if paused is None:
+                raise ValueError(
+                    f"EventixQueue {q.k8s[1]}: queue {q.queue!r} is configured by another "
+                    "EventixQueue; a queue has one"
+                )
+            typer.echo(f"queue {q.queue}: {'paused' if paused else 'active'}", err=True)
         new = insert_tasks_once(conn, found.tasks, payload_limit=payload_limit)
         for definition in found.schedules:
             record, error = apply_schedule(conn, definition, datetime.now(UTC))
@@ -90,7 +127,7 @@ def apply_manifests(engine: Engine, directory: Path, payload_limit: int) -> None
             )
     typer.echo(
         f"{len(new)} new task(s) from {directory} ({len(found.tasks) - len(new)} already known), "
-        f"{len(found.schedules)} schedule(s)",
+        f"{len(found.schedules)} schedule(s), {len(found.queues)} queue(s)",
         err=True,
     )
 

@@ -52,6 +52,7 @@ class Queue:
     k8s_namespace: str | None
     k8s_name: str | None
     k8s_uid: str | None
+    k8s_generation: int | None  # the generation of the resource's spec applied last
     updated_at: datetime
     due: int
     running: int
@@ -70,6 +71,7 @@ def set_queue(
     settings: QueueSettings,
     *,
     k8s: tuple[str, str, str] | None = None,
+    generation: int | None = None,
 ) -> bool | None:
     """Write the given settings of ``name`` (creating its row); returns whether the
     queue is paused now. Leaving it unpaused wakes its workers.
@@ -82,7 +84,9 @@ def set_queue(
         params[field] = getattr(settings, field)
         params[f"set_{field}"] = field in settings.given
     namespace, resource, uid = k8s or (None, None, None)
-    params.update(k8s_namespace=namespace, k8s_name=resource, k8s_uid=uid)
+    params.update(
+        k8s_namespace=namespace, k8s_name=resource, k8s_uid=uid, k8s_generation=generation
+    )
     row = conn.execute(statements.SET_QUEUE, params).first()
     return None if row is None else bool(row.paused)
 

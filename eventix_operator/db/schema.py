@@ -315,7 +315,9 @@ pool_sample_table = Table(
 #: a row is unpaused, unlimited and keeps its tasks' own retention. The claim
 #: consults it (see ``_claim`` in :mod:`.statements` and migration 0011, whose
 #: ``eventix_queue_allowance`` function takes the row lock of a limited queue).
-#: ``k8s_*`` name the EventixQueue resource that configures it, if one does.
+#: ``k8s_*`` name the EventixQueue resource that configures it, if one does, and the
+#: generation of its spec that the row holds (migration 0013): the status sync's
+#: ``observedGeneration``.
 queue_table = Table(
     "eventix_queue",
     metadata,
@@ -333,6 +335,7 @@ queue_table = Table(
     Column("k8s_namespace", Text),
     Column("k8s_name", Text),
     Column("k8s_uid", Text),
+    Column("k8s_generation", Integer),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     CheckConstraint(
         "concurrency_limit IS NULL OR concurrency_limit >= 1", name="concurrency_limit"

@@ -131,6 +131,24 @@ def freeing(update: str) -> TextClause:
     )
 
 
+def _kept_from_now(retention: str, own: str) -> str:
+    """``expires`` of a task ``t`` that ends now: its queue's ``retention`` (a column
+    of ``eventix_queue``) when the queue has one, else the task's ``own`` seconds;
+    neither (NULL) keeps it. A primary-key probe per row."""
+    return (
+        "now() + make_interval(secs => COALESCE("
+        f"(SELECT q.{retention} FROM eventix_queue AS q WHERE q.name = t.namespace), {own}))"
+    )
+
+
+#: ``expires`` of a task ``t`` that succeeds now (docs/queues.md, retention).
+_SUCCEEDED_EXPIRES = _kept_from_now("retain_succeeded_seconds", "t.result_expires")
+#: ``expires`` of a task ``t`` that ends failed or cancelled now: every path that ends
+#: a task so (a failure, a cancel of a pending task, a running task recorded
+#: cancelled, released cancelled or recovered from a lost lease) writes this one.
+_FAILED_EXPIRES = _kept_from_now("retain_failed_seconds", "t.error_expires")
+
+
 # -- Enqueue ------------------------------------------------------------------------
 
 # INSERT_COLUMNS (imported above from .rows): the parameters of an enqueue.
@@ -316,12 +334,13 @@ CLAIM_TASK_ROWS: TextClause = _claim(
 # -- name: complete_tasks --
 # Record successes of tasks this worker still holds; rows whose lease was lost are
 # left to whoever holds them now. A queue's retention of succeeded tasks, when it
-# has one, overrides the task's own result_expires (and its failed one the
-# error_expires of FAIL_TASKS): a primary-key probe per row. The uids come as one
-# comma-separated text and the results as one JSON array: two parameters psycopg
-# sends as they are, where arrays of text cost it a regular-expression escape per
-# element (4 us a task of the worker's ~40, bench/README.md "#14").
-_COMPLETE = """
+# has one, overrides the task's own result_expires (_SUCCEEDED_EXPIRES; its failed
+# one, _FAILED_EXPIRES, the error_expires of every failed or cancelled end). The
+# uids come as one comma-separated text and the results as one JSON array: two
+# parameters psycopg sends as they are, where arrays of text cost it a
+# regular-expression escape per element (4 us a task of the worker's ~40,
+# bench/README.md "#14").
+_COMPLETE = f"""
     UPDATE eventix_task AS t
     SET status = 'done',
         result = CASE WHEN t.store_result THEN v.result END,
@@ -330,9 +349,7 @@ _COMPLETE = """
         updated_at = now(),
         worker_id = NULL,
         worker_expires = NULL,
-        expires = now() + make_interval(secs => COALESCE(
-            (SELECT q.retain_succeeded_seconds FROM eventix_queue AS q WHERE q.name = t.namespace),
-            t.result_expires)),
+        expires = {_SUCCEEDED_EXPIRES},
         revision = t.revision + 1
     FROM unnest(
         CAST(string_to_array(:uids, ',') AS uuid[]),
@@ -381,11 +398,7 @@ FAIL_TASKS: TextClause = waking(
         updated_at = now(),
         worker_id = NULL,
         worker_expires = NULL,
-        expires = CASE WHEN v.retry_in IS NULL
-                       THEN now() + make_interval(secs => COALESCE(
-                           (SELECT q.retain_failed_seconds FROM eventix_queue AS q
-                            WHERE q.name = t.namespace),
-                           t.error_expires)) END,
+        expires = CASE WHEN v.retry_in IS NULL THEN {_FAILED_EXPIRES} END,
         revision = t.revision + 1
     FROM {unnest(("uid", "error", "retry_in"), retry_in="float8")}
     WHERE t.uid = v.uid AND t.worker_id = :worker_id AND t.status = 'processing'
@@ -406,7 +419,7 @@ RELEASE_TASKS: TextClause = waking(
                           'cancelled by ' || COALESCE(t.cancelled_by, 'unknown')) END,
         finished_at = CASE WHEN t.cancel_requested_at IS NULL THEN t.finished_at ELSE now() END,
         expires = CASE WHEN t.cancel_requested_at IS NULL THEN t.expires
-                       ELSE now() + make_interval(secs => t.error_expires) END,
+                       ELSE {_FAILED_EXPIRES} END,
         worker_id = NULL,
         worker_expires = NULL,
         attempts = CASE WHEN v.started THEN t.attempts ELSE t.attempts - 1 END,
@@ -456,8 +469,9 @@ RUNNING_CANCELS: TextClause = text(
 # -- name: record_cancelled --
 # Record tasks this worker stopped (or gave up waiting for) after their cancel:
 # `cancelled` for good, never retried, the error saying who cancelled it; only rows
-# this worker still holds.
-RECORD_CANCELLED: TextClause = text(
+# this worker still holds. A task of a queue with a concurrency limit frees its
+# slot, and wakes the queue's workers as a success or a failure does (freeing).
+RECORD_CANCELLED: TextClause = freeing(
     f"""
     UPDATE eventix_task AS t
     SET status = 'cancelled',
@@ -469,11 +483,11 @@ RECORD_CANCELLED: TextClause = text(
         updated_at = now(),
         worker_id = NULL,
         worker_expires = NULL,
-        expires = now() + make_interval(secs => t.error_expires),
+        expires = {_FAILED_EXPIRES},
         revision = t.revision + 1
     FROM {unnest(("uid", "note"), note="text")}
     WHERE t.uid = v.uid AND t.worker_id = :worker_id AND t.status = 'processing'
-    RETURNING t.uid::text
+    RETURNING t.uid::text AS uid, t.namespace
     """
 )
 
@@ -492,15 +506,15 @@ LOCK_EXPIRED_LEASES: TextClause = text(
 )
 
 # -- name: recover_leases --
-# Put recovered tasks back in the queue, due now, or end them with their error.
+# Put recovered tasks back in the queue, due now, or end them with their error
+# (kept as a failure is: the queue's failed retention, else the task's own).
 RECOVER_LEASES: TextClause = waking(
     f"""
     UPDATE eventix_task AS t
     SET status = v.status,
         error = COALESCE(v.error, t.error),
         finished_at = CASE WHEN v.status IN ('error', 'cancelled') THEN now() END,
-        expires = CASE WHEN v.status = 'cancelled'
-                       THEN now() + make_interval(secs => t.error_expires) END,
+        expires = CASE WHEN v.status IN ('error', 'cancelled') THEN {_FAILED_EXPIRES} END,
         eta = now(),
         worker_id = NULL,
         worker_expires = NULL,
@@ -642,8 +656,7 @@ def _cancelling(where: str, returning: str) -> TextClause:
             UPDATE eventix_task AS t
             SET status = CASE WHEN {running} THEN t.status ELSE 'cancelled' END,
                 finished_at = CASE WHEN {running} THEN t.finished_at ELSE now() END,
-                expires = CASE WHEN {running} THEN t.expires
-                               ELSE now() + make_interval(secs => t.error_expires) END,
+                expires = CASE WHEN {running} THEN t.expires ELSE {_FAILED_EXPIRES} END,
                 error = CASE WHEN {running} THEN t.error
                              ELSE jsonb_build_object('type', 'Cancelled',
                                                      'message', 'cancelled by ' || :by) END,
@@ -1764,15 +1777,17 @@ _QUEUE_ROW = (
 # unpaused (a resume, or a limit raised): a notification of a queue without due
 # tasks costs a worker one empty claim. With :k8s_uid, a row another resource
 # configures is left alone and nothing is returned (one EventixQueue per queue);
-# without, it is changed whoever configures it (the CLI and the REST API).
+# without, it is changed whoever configures it (the CLI and the REST API), and the
+# row keeps the generation of the resource's spec it holds (:k8s_generation, which
+# the resource's own writes give: its status's observedGeneration).
 SET_QUEUE: TextClause = text(
     f"""
     WITH saved AS (
         INSERT INTO eventix_queue AS s (name, {columns(QUEUE_SETTINGS)},
-                                       k8s_namespace, k8s_name, k8s_uid)
+                                       k8s_namespace, k8s_name, k8s_uid, k8s_generation)
         VALUES (:name, COALESCE(CAST(:paused AS boolean), false),
                 {", ".join(f":{c}" for c in QUEUE_SETTINGS[1:])},
-                :k8s_namespace, :k8s_name, :k8s_uid)
+                :k8s_namespace, :k8s_name, :k8s_uid, :k8s_generation)
         ON CONFLICT (name) DO UPDATE SET
             {
         ", ".join(
@@ -1782,6 +1797,7 @@ SET_QUEUE: TextClause = text(
             k8s_namespace = COALESCE(EXCLUDED.k8s_namespace, s.k8s_namespace),
             k8s_name = COALESCE(EXCLUDED.k8s_name, s.k8s_name),
             k8s_uid = COALESCE(EXCLUDED.k8s_uid, s.k8s_uid),
+            k8s_generation = COALESCE(EXCLUDED.k8s_generation, s.k8s_generation),
             updated_at = now()
         WHERE EXCLUDED.k8s_uid IS NULL OR s.k8s_uid IS NULL OR s.k8s_uid = EXCLUDED.k8s_uid
         RETURNING s.name, s.paused
@@ -1810,12 +1826,17 @@ DELETE_QUEUE: TextClause = text(
 )
 
 # -- name: get_queue --
-# One queue's settings with its figures: due tasks, running, age of the oldest due.
-GET_QUEUE: TextClause = text(f"SELECT {_QUEUE_ROW}, {_QUEUE_FIGURES} WHERE s.name = :name")
+# One queue's settings with its figures: due tasks, running, age of the oldest due;
+# and the generation of its resource's spec (the status sync's observedGeneration).
+GET_QUEUE: TextClause = text(
+    f"SELECT {_QUEUE_ROW}, s.k8s_generation, {_QUEUE_FIGURES} WHERE s.name = :name"
+)
 
 # -- name: list_queues --
 # Every queue that has settings, with its figures, by name.
-LIST_QUEUES: TextClause = text(f"SELECT {_QUEUE_ROW}, {_QUEUE_FIGURES} ORDER BY s.name")
+LIST_QUEUES: TextClause = text(
+    f"SELECT {_QUEUE_ROW}, s.k8s_generation, {_QUEUE_FIGURES} ORDER BY s.name"
+)
 
 # -- name: queue_settings --
 # Every queue's settings without its figures, by name: the dashboard counts those

@@ -2,8 +2,9 @@
 database engine (kopf stays in handlers.py).
 
 An EventixQueue becomes the settings row of its queue in ``eventix_queue``, which
-every claim consults (docs/queues.md). Applying is an upsert: a replayed event, a
-resumed operator or a second replica changes nothing. One resource per queue: a
+every claim consults (docs/queues.md), through the mapping that `eventix local
+--manifests` uses too (:mod:`eventix_operator.resources`). Applying is an upsert:
+a replayed event, a resumed operator or a second replica changes nothing. One resource per queue: a
 queue another EventixQueue configures is refused (QueueConflict) and left alone,
 and a namespace configures only queues it may use (docs/tenancy.md).
 """
@@ -19,29 +20,10 @@ from sqlalchemy import Engine
 from eventix_operator.db import queues as queue_db
 from eventix_operator.operator.kube import ResourceRef
 from eventix_operator.operator.reconcile import Event, Reconciled, handled, refused
+from eventix_operator.resources import queue_name, queue_settings
 from eventix_operator.tenancy import QUEUE_NOT_ALLOWED, TenancyPolicy, queue_refusal
 
 QUEUE_CONFLICT = "QueueConflict"
-
-
-def queue_name(ref: ResourceRef, spec: Mapping[str, Any]) -> str:
-    """The queue a resource configures: ``spec.queue``, else the resource's name."""
-    queue = spec.get("queue")
-    return queue if isinstance(queue, str) and queue else ref.name
-
-
-def settings_of(spec: Mapping[str, Any]) -> queue_db.QueueSettings:
-    """Every setting, from the spec (one left out is cleared: the resource says all)."""
-    rate = spec.get("rateLimit") or {}
-    kept = spec.get("retention") or {}
-    return queue_db.everything(
-        paused=bool(spec.get("paused", False)),
-        concurrency_limit=spec.get("concurrencyLimit"),
-        rate_count=rate.get("count"),
-        rate_per_seconds=None if rate.get("perSeconds") is None else float(rate["perSeconds"]),
-        retain_succeeded_seconds=kept.get("succeededSeconds"),
-        retain_failed_seconds=kept.get("failedSeconds"),
-    )
 
 
 def apply_queue(
@@ -56,7 +38,7 @@ def apply_queue(
 ) -> Reconciled:
     """Write the queue's settings; refuse a queue the namespace may not use
     (QueueNotAllowed) or that another EventixQueue configures (QueueConflict)."""
-    name = queue_name(ref, spec)
+    name = queue_name(ref.name, spec)
     refusal = queue_refusal(ref.namespace, name, tenancy)
     if refusal is not None:
         with engine.begin() as conn:
@@ -64,10 +46,12 @@ def apply_queue(
         return refused(
             refusal, previous=previous, generation=generation, now=now, reason=QUEUE_NOT_ALLOWED
         )
-    settings = settings_of(spec)
+    settings = queue_settings(spec)
     with engine.begin() as conn:
         existing = queue_db.get_queue(conn, name)
-        paused = queue_db.set_queue(conn, name, settings, k8s=(ref.namespace, ref.name, ref.uid))
+        paused = queue_db.set_queue(
+            conn, name, settings, k8s=(ref.namespace, ref.name, ref.uid), generation=generation
+        )
     if paused is None:
         owner = f"{existing.k8s_namespace}/{existing.k8s_name}" if existing else "another"
         return refused(

@@ -390,7 +390,9 @@ def queue_status(
     A row exists only for a spec the operator accepted (a refused one has none), so
     a row means Ready; a paused queue is Ready too (it does what its spec says).
     The oldest due age is in whole seconds, so that a waiting task does not rewrite
-    the status at every pass."""
+    the status at every pass. ``observedGeneration`` is the generation of the spec the
+    row holds (the operator stores it with the settings), as a schedule's or a
+    trigger's row keeps theirs."""
     oldest = None if queue.oldest_due_seconds is None else int(queue.oldest_due_seconds)
     limits = []
     if queue.concurrency_limit is not None:
@@ -400,19 +402,23 @@ def queue_status(
     message = f"queue {queue.name} " + ("paused" if queue.paused else "claimed")
     if limits:
         message += ", " + " and ".join(limits)
-    return {
+    status: dict[str, Any] = {
         "phase": "Paused" if queue.paused else "Active",
         "queue": queue.name,
         "depth": queue.due,
         "running": queue.running,
         "oldestDueAgeSeconds": oldest,
-        "conditions": ready_conditions(
-            (previous or {}).get("conditions"),
-            ready=True,
-            stalled=False,
-            reason="Paused" if queue.paused else "Applied",
-            message=message,
-            generation=None,
-            now=now,
-        ),
     }
+    generation = queue.k8s_generation
+    if generation is not None:  # None: a row from before migration 0013, until it is applied
+        status["observedGeneration"] = generation
+    status["conditions"] = ready_conditions(
+        (previous or {}).get("conditions"),
+        ready=True,
+        stalled=False,
+        reason="Paused" if queue.paused else "Applied",
+        message=message,
+        generation=generation,
+        now=now,
+    )
+    return status

@@ -57,6 +57,13 @@ def test_an_eventix_queue_configures_its_queue(cluster: Cluster, e2e_database: s
 
         cluster.patch(QUEUES, "limits", {"paused": False})
         assert cluster.wait("resumed", lambda: row() == (False, 3, 10))
+        # The status sync's conditions say which spec they are, as the handler's write does.
+        status = cluster.wait(
+            "the status of generation 2",
+            lambda: (s := cluster.status(QUEUES, "limits")).get("phase") == "Active" and s,
+        )
+        assert status["observedGeneration"] == 2
+        assert {c.get("observedGeneration") for c in status["conditions"]} == {2}
         cluster.delete(QUEUES, "limits")
         cluster.wait("the row removed", lambda: row() is None)
     finally:

@@ -215,6 +215,69 @@ def test_queue_retention_overrides_the_tasks_own(engine: Engine, database_url: s
     assert [(s, int(k)) for s, k in kept] == [("done", 10), ("error", 20)]
 
 
+def test_every_failed_or_cancelled_end_keeps_the_queues_failed_retention(
+    engine: Engine, database_url: str
+) -> None:
+    """A cancel of a pending task (CLI or REST, dashboard), a running one recorded
+    cancelled by its worker or released cancelled at its shutdown, and the tasks of a
+    lost lease (cancelled, or failed: WorkerLost) all expire as the queue says, as a
+    failure does; the tasks' own error_expires (none here: kept) gives way."""
+    import asyncio
+
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from eventix_operator.db import admin, dashboard
+    from eventix_operator.db.leases import Cancelled, LeaseStore, recover_expired_leases
+
+    with engine.begin() as conn:
+        enqueue_many([{"task": "t", "queue": "k", "args": [i], "max_retries": 0}
+                      for i in range(6)], connection=conn)  # fmt: skip
+    configure(engine, "k", retain_failed_seconds=20)
+    with engine.begin() as conn:
+        first, second = conn.execute(
+            text("SELECT uid::text FROM eventix_task WHERE namespace = 'k' LIMIT 2")
+        ).scalars()
+        assert admin.cancel_task(conn, first, by="cli") is not None
+        assert dashboard.bulk_action(conn, "cancel", [second]).changed == 1
+
+    async def run() -> None:
+        aengine = create_async_engine(database_url)
+        store = LeaseStore(aengine, "w", 30)
+        recorded, released, lost, failed = [t.uid for t in await store.claim(["k"], 4)]
+        with engine.begin() as conn:
+            for uid in (recorded, released, lost):
+                admin.cancel_task(conn, uid, by="api")
+            conn.execute(
+                text("UPDATE eventix_task SET worker_expires = now() - interval '1 second' "
+                     "WHERE uid IN (CAST(:a AS uuid), CAST(:b AS uuid))"),
+                {"a": lost, "b": failed},
+            )  # fmt: skip
+        await store.record([Cancelled(recorded)])
+        assert await store.release([released], [True]) == 1
+        assert sorted(s for _, s in await recover_expired_leases(aengine)) == [
+            "cancelled", "error"]  # fmt: skip
+        await aengine.dispose()
+
+    asyncio.run(run())
+    with engine.connect() as conn:
+        kept = conn.execute(
+            text("SELECT status, extract(epoch FROM expires - finished_at) "
+                 "FROM eventix_task WHERE namespace = 'k' ORDER BY status")
+        ).all()  # fmt: skip
+    assert [(s, None if k is None else int(k)) for s, k in kept] == [
+        *[("cancelled", 20)] * 5, ("error", 20)]  # fmt: skip
+    # Without a queue retention, the task's own (none: kept) applies, as before.
+    configure(engine, "k")
+    with engine.begin() as conn:
+        enqueue_many([{"task": "t", "queue": "k", "args": [9]}], connection=conn)
+        (uid,) = conn.execute(
+            text("SELECT uid::text FROM eventix_task WHERE status = 'scheduled'")
+        ).scalars()
+        cancelled = admin.cancel_task(conn, uid, by="cli")
+    assert cancelled is not None
+    assert (cancelled.status, cancelled.expires) == ("cancelled", None)
+
+
 def test_the_pool_scaler_sees_no_demand_in_a_paused_queue(engine: Engine) -> None:
     from eventix_operator.db import pools
 
@@ -351,3 +414,91 @@ def test_a_write_back_that_claims_records_failures_and_cancels_too(engine: Engin
             "SELECT status, count(*) FROM eventix_task WHERE namespace = 'mixed' GROUP BY 1"
         )).all())  # fmt: skip
     assert statuses == {"done": 1, "retry": 1, "error": 1, "cancelled": 1, "processing": 4}
+
+
+def test_a_cancelled_task_ending_in_a_limited_queue_wakes_its_workers(
+    engine: Engine, database_url: str
+) -> None:
+    """A running task of a limited queue that its worker records cancelled, or that
+    lease recovery ends cancelled, frees its slot: the queue's workers hear it on
+    the ready channel, as they do a success or a failure."""
+    import asyncio
+
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from eventix_operator.db import admin
+    from eventix_operator.db.leases import Cancelled, LeaseStore, recover_expired_leases
+
+    add(engine, "c", 3)
+    configure(engine, "c", concurrency_limit=1)
+    dsn = database_url.replace("postgresql+psycopg://", "postgresql://")
+
+    async def claim_and_cancel(store: LeaseStore) -> str:
+        (job,) = await store.claim(["c"], 5)
+        with engine.begin() as conn:
+            admin.cancel_task(conn, job.uid, by="cli")
+        return job.uid
+
+    with psycopg.connect(dsn, autocommit=True) as listener:
+
+        async def run() -> list[list[str]]:
+            aengine = create_async_engine(database_url)
+            store = LeaseStore(aengine, "w", 30)
+            heard = []
+            uid = await claim_and_cancel(store)
+            listener.execute(f"LISTEN {statements.READY_CHANNEL}")
+            await store.record([Cancelled(uid)])
+            heard.append([n.payload for n in listener.notifies(timeout=5, stop_after=1)])
+            # The worker dies instead: its lease expires, and recovery ends the task.
+            uid = await claim_and_cancel(store)
+            with engine.begin() as conn:
+                conn.execute(
+                    text("UPDATE eventix_task SET worker_expires = now() - interval '1 second' "
+                         "WHERE uid = CAST(:uid AS uuid)"), {"uid": uid},
+                )  # fmt: skip
+            assert await recover_expired_leases(aengine) == [(uid, "cancelled")]
+            heard.append([n.payload for n in listener.notifies(timeout=5, stop_after=1)])
+            await aengine.dispose()
+            return heard
+
+        assert asyncio.run(run()) == [["c"], ["c"]]
+    with engine.connect() as conn:
+        statuses = conn.execute(
+            text("SELECT status, count(*) FROM eventix_task GROUP BY status ORDER BY status")
+        ).all()  # fmt: skip
+    assert [tuple(r) for r in statuses] == [("cancelled", 2), ("scheduled", 1)]
+
+
+def test_a_cancel_in_a_write_back_that_claims_again_keeps_the_failed_retention(
+    engine: Engine, database_url: str
+) -> None:
+    """LeaseStore.record_and_claim with a cancelled task (a worker held back by a
+    limit): the task is kept as the queue's failed retention says, and the start it
+    frees is claimed in the same transaction."""
+    import asyncio
+
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from eventix_operator.db import admin
+    from eventix_operator.db.leases import Cancelled, LeaseStore
+
+    add(engine, "c", 2)
+    configure(engine, "c", concurrency_limit=1, retain_failed_seconds=20)
+
+    async def run() -> tuple[int, int, int | None]:
+        aengine = create_async_engine(database_url)
+        store = LeaseStore(aengine, "w", 30)
+        (job,) = await store.claim(["c"], 5)
+        with engine.begin() as conn:
+            admin.cancel_task(conn, job.uid, by="cli")
+        done, failed, jobs = await store.record_and_claim([Cancelled(job.uid)], ["c"], 5)
+        await aengine.dispose()
+        return done, failed, None if jobs is None else len(jobs)
+
+    assert asyncio.run(run()) == (0, 1, 1)
+    with engine.connect() as conn:
+        kept = conn.execute(
+            text("SELECT status, extract(epoch FROM expires - finished_at) FROM eventix_task "
+                 "WHERE namespace = 'c' AND status = 'cancelled'")
+        ).all()  # fmt: skip
+    assert [(s, int(k)) for s, k in kept] == [("cancelled", 20)]
