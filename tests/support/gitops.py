@@ -253,8 +253,8 @@ def _queue(paused: bool = False) -> list[dict[str, Any]]:
     queue = Queue(
         name="ns.reports", paused=paused, concurrency_limit=3, rate_count=None,
         rate_per_seconds=None, retain_succeeded_seconds=None, retain_failed_seconds=None,
-        k8s_namespace="ns", k8s_name="reports", k8s_uid="q1", updated_at=NOW, due=12,
-        running=3, oldest_due_seconds=4.2,
+        k8s_namespace="ns", k8s_name="reports", k8s_uid="q1", k8s_generation=1,
+        updated_at=NOW, due=12, running=3, oldest_due_seconds=4.2,
     )  # fmt: skip
     return [handled(1, queue=queue.name), queue_status(queue, previous=None, now=NOW)]
 
