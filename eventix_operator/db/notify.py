@@ -154,6 +154,18 @@ async def due_queues(engine: AsyncEngine, queues: Sequence[str]) -> list[str]:
         return [queue for (queue,) in rows]
 
 
+async def due_queues_and_rate_window(
+    engine: AsyncEngine, queues: Sequence[str]
+) -> tuple[list[str], float | None]:
+    """:func:`due_queues`, and the seconds until the first of them whose rate limit
+    holds its starts back lets one in again (None: no rate window is full)."""
+    params = {"queues": list(queues)}
+    async with engine.connect() as conn:
+        conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        due, frees_in = (await conn.execute(statements.DUE_QUEUES_AND_RATE_WINDOW, params)).one()
+    return list(due), None if frees_in is None else max(0.0, float(frees_in))
+
+
 async def wait_for_work(
     wakeup: asyncio.Event,
     *,

@@ -531,13 +531,32 @@ RECOVER_LEASES: TextClause = waking(
 # asks between claims. One read of the partial ready index per queue (the claim's
 # own index scan, without locking, updating or planning a CTE), stopping at the
 # first due task. A paused queue has nothing due.
-DUE_QUEUES: TextClause = text(
-    f"""
+_DUE_QUEUES = f"""
     SELECT q.name FROM unnest(CAST(:queues AS text[])) AS q(name)
     WHERE EXISTS (
         SELECT 1 FROM eventix_task
         WHERE namespace = q.name AND {PENDING_PREDICATE} AND eta <= now()
     ) AND NOT EXISTS (SELECT 1 FROM eventix_queue AS s WHERE s.name = q.name AND s.paused)
+"""
+DUE_QUEUES: TextClause = text(_DUE_QUEUES)
+
+# -- name: due_queues_and_rate_window --
+# DUE_QUEUES, and for a worker a limit held back: in how many seconds the first of
+# those queues whose rate window is full lets a start in again (NULL: none is), the
+# oldest start of its log (newest first, ``rate_count`` long) leaving the window.
+# That window frees with no notification; the worker claims again right then.
+DUE_QUEUES_AND_RATE_WINDOW: TextClause = text(
+    f"""
+    WITH due AS ({_DUE_QUEUES}),
+    oldest AS (
+        SELECT s.recent_starts[cardinality(s.recent_starts)] AS at, s.rate_per_seconds
+        FROM eventix_queue AS s
+        WHERE s.name IN (SELECT name FROM due) AND s.rate_count IS NOT NULL
+          AND cardinality(s.recent_starts) >= s.rate_count
+    )
+    SELECT ARRAY(SELECT name FROM due) AS due,
+           (SELECT min(extract(epoch FROM o.at - now()) + o.rate_per_seconds) FROM oldest AS o
+            WHERE o.at > now() - make_interval(secs => o.rate_per_seconds)) AS frees_in
     """
 )
 

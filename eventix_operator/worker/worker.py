@@ -29,6 +29,7 @@ from eventix_operator.db.notify import (
     READY_CHANNEL,
     Listener,
     due_queues,
+    due_queues_and_rate_window,
     jittered,
     wait_for_work,
 )
@@ -49,6 +50,10 @@ PREFETCH_SECONDS = 0.1
 
 #: One thread hand-off carries about this many seconds of quick sync tasks.
 HANDOFF_SECONDS = 0.02
+
+#: Seconds after a full rate window frees that a held-back worker claims: the
+#: database's clock and ours tick apart by a little.
+RATE_WINDOW_MARGIN = 0.003
 
 
 #: The context of a job that never ran (no such task registered).
@@ -137,6 +142,7 @@ class Worker:
         self.settling: set[asyncio.Task[None]] = set()  # write-backs that claim again
         self.claim_more = False
         self.held_back = False  # the last claim got nothing while tasks were due: a limit
+        self.rate_frees_in: float | None = None  # then, when a full rate window lets one in
         # A limit held a claim back since the last full claim: a slot freed here is
         # claimed in the write-back that frees it (see _settle).
         self.limited = False
@@ -201,7 +207,8 @@ class Worker:
                     break
                 if self.claim_more and self._held() < self._capacity():
                     continue
-                self.held_back = claimed == 0 and wanted > 0 and not cfg.burst and await self._due()
+                looked = claimed == 0 and wanted > 0 and not cfg.burst
+                self.held_back = looked and await self._held_back()
                 self.limited = self.limited or self.held_back
                 await self._idle()
         finally:
@@ -596,8 +603,10 @@ class Worker:
         claim again after a short, jittered wait: a rate limit's window frees with
         no notification (docs/queues.md)."""
         if self.held_back:
+            interval = jittered(self.config.poll_only_interval)
+            if self.rate_frees_in is not None:  # a rate window frees first: claim then
+                interval = min(interval, self.rate_frees_in + RATE_WINDOW_MARGIN)
             with contextlib.suppress(TimeoutError):
-                interval = jittered(self.config.poll_only_interval)
                 await asyncio.wait_for(self.wakeup.wait(), interval)
             return
         await wait_for_work(
@@ -607,6 +616,19 @@ class Worker:
             poll_only_interval=self.config.poll_only_interval,
             look=self._due,
         )
+
+    async def _held_back(self) -> bool:
+        """Whether tasks are due though the claim got none (a limit held them back),
+        and when a full rate window of theirs frees (:attr:`rate_frees_in`)."""
+        try:
+            due, self.rate_frees_in = await due_queues_and_rate_window(
+                self.engine, self.config.queues
+            )
+        except Exception as exc:
+            if not database_unavailable(exc):
+                raise
+            return True  # let the claim meet the outage, and wait it out
+        return bool(due)
 
     async def _due(self) -> bool:
         try:

@@ -502,3 +502,38 @@ def test_a_cancel_in_a_write_back_that_claims_again_keeps_the_failed_retention(
                  "WHERE namespace = 'c' AND status = 'cancelled'")
         ).all()  # fmt: skip
     assert [(s, int(k)) for s, k in kept] == [("cancelled", 20)]
+
+
+def test_a_full_rate_window_says_when_it_lets_a_start_in(engine: Engine) -> None:
+    """What a worker held back by a rate limit waits for: the oldest start of the full
+    window leaving it (no notification says so). A window with room, or a queue with
+    no rate limit, has no such time."""
+    import asyncio
+
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from eventix_operator.db.notify import due_queues_and_rate_window
+
+    add(engine, "r2", 5)
+    add(engine, "free2", 1)
+    configure(engine, "r2", rate_count=2, rate_per_seconds=10.0)
+    url = engine.url.render_as_string(hide_password=False)
+
+    def look(queue_names: list[str]) -> tuple[list[str], float | None]:
+        async def run() -> tuple[list[str], float | None]:
+            aengine = create_async_engine(url)
+            try:
+                return await due_queues_and_rate_window(aengine, queue_names)
+            finally:
+                await aengine.dispose()
+
+        return asyncio.run(run())
+
+    assert len(claim_now(engine, ["r2"], limit=1)) == 1
+    assert look(["r2", "free2"]) == (["r2", "free2"], None)  # room for one more start
+    assert len(claim_now(engine, ["r2"], limit=5)) == 1
+    due, frees_in = look(["r2", "free2"])
+    assert due == ["r2", "free2"]
+    assert frees_in is not None
+    assert 8.0 < frees_in <= 10.0
+    assert look(["free2"]) == (["free2"], None)
