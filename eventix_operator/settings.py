@@ -115,7 +115,12 @@ class Settings(BaseSettings):
         "overflow included); unset: EVENTIX_DB_POOL_SIZE + EVENTIX_DB_MAX_OVERFLOW. The "
         "read URL's pool has the same cap; the LISTEN connection is one more.",
     )
-    db_pool_pre_ping: bool = Field(True, description="Test a pooled connection before use.")
+    db_pool_pre_ping: bool = Field(
+        True,
+        description="Test a pooled connection before use when it sat idle in the pool "
+        "more than 0.5 s (what breaks connections, a failover or an idle timeout, comes "
+        "while they wait); a dead one is dropped with every other the pool held.",
+    )
     db_connect_timeout: float = Field(
         10.0,
         gt=0,

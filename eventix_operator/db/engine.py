@@ -18,18 +18,29 @@ each of them:
   given at start-up; such a connection never prepares. ``false`` never prepares,
   ``true`` always does.
 - **A cap on each process's pool** (``EVENTIX_DB_MAX_CONNECTIONS``).
+- **A pooled connection is tested before use only after it sat idle**
+  (``EVENTIX_DB_POOL_PRE_PING``, :data:`PING_AFTER_IDLE`): what breaks it (a
+  failover, a pooler's or a load balancer's idle timeout, a server restart) comes
+  while it waits in the pool, not in the milliseconds between two uses. SQLAlchemy's
+  own ``pool_pre_ping`` tests at every checkout, a round trip that was an eighth of
+  the time a worker held back by a queue's concurrency limit spends between two
+  tasks (bench/README.md). HikariCP skips its test the same way (``aliveBypassWindowMs``).
 
-Nothing here sets session state (``SET``, ``options=-c …``): through a
-transaction pooler it would stay on a server connection other clients are given,
-and CloudNativePG's pooler drops libpq's ``options`` silently.
+Nothing here sets session state (``SET``, ``options=-c …``) on a connection
+that goes through a pooler: through a transaction pooler it would stay on a server
+connection other clients are given, and CloudNativePG's pooler drops libpq's
+``options`` silently. A worker's direct connections are its own: they run prepared
+statements on their generic plans (``make_async_engine(generic_plans=True)``).
 """
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
 from eventix_operator.db.payload import load_json
@@ -42,6 +53,16 @@ if TYPE_CHECKING:  # the asyncio extension loads the ORM: only processes that ne
 POOLED = "eventix_pooled"
 #: The statement whose answer tells a pooler apart from a server.
 BACKEND_PID = "SELECT pg_backend_pid()"
+#: Prepared statements on their generic plans, for the session. The claim's custom
+#: plan is no better (its parameters, the queue names, only feed the lateral scan at
+#: run time), yet PostgreSQL keeps planning it at each run: about 0.9 ms of a claim's
+#: 1.8 here, and more of the write-back that claims (COMPLETE_AND_CLAIM). Set only
+#: where statements are prepared, which is never through a pooler.
+GENERIC_PLANS = "SET plan_cache_mode = force_generic_plan"
+#: Seconds a pooled connection may sit idle and still be used without a test first.
+PING_AFTER_IDLE = 0.5
+#: Set in a pooled connection's ``info``: when it was last returned to the pool.
+RETURNED = "eventix_returned"
 
 
 def pool_limits(settings: Settings) -> tuple[int, int]:
@@ -68,7 +89,7 @@ def engine_options(settings: Settings) -> dict[str, Any]:
     return {
         "pool_size": size,
         "max_overflow": overflow,
-        "pool_pre_ping": settings.db_pool_pre_ping,
+        "pool_pre_ping": False,  # tested after idling instead: see watch()
         "pool_timeout": settings.db_connect_timeout,  # a full pool waits as long as a connect
         "connect_args": _connect_args(settings),
         "json_deserializer": load_json,
@@ -82,8 +103,12 @@ def make_engine(settings: Settings, url: str | None = None) -> Engine:
     return watch(engine, settings)
 
 
-def make_async_engine(settings: Settings, url: str | None = None, **options: Any) -> AsyncEngine:
-    """An asyncio engine; ``options`` add to (or override) :func:`engine_options`."""
+def make_async_engine(
+    settings: Settings, url: str | None = None, *, generic_plans: bool = False, **options: Any
+) -> AsyncEngine:
+    """An asyncio engine; ``options`` add to (or override) :func:`engine_options`.
+    ``generic_plans``: each connection that prepares statements runs them on their
+    generic plans (:data:`GENERIC_PLANS`; a worker's, which runs only its own)."""
     from sqlalchemy.ext.asyncio import create_async_engine
 
     engine = create_async_engine(
@@ -91,6 +116,8 @@ def make_async_engine(settings: Settings, url: str | None = None, **options: Any
         **{**engine_options(settings), **options},
     )
     watch(engine.sync_engine, settings)
+    if generic_plans and settings.db_prepared_statements is not False:
+        event.listen(engine.sync_engine, "connect", _generic_plans)  # after _detect_pooler
     return engine
 
 
@@ -103,10 +130,47 @@ def make_read_engine(settings: Settings, primary: Engine) -> Engine:
 
 def watch(engine: Engine, settings: Settings) -> Engine:
     """In ``auto`` mode, turn prepared statements off on each new connection of
-    ``engine`` that goes through a pooler (see the module's docstring)."""
+    ``engine`` that goes through a pooler; test a connection that sat idle in the
+    pool before it is used again (see the module's docstring)."""
     if settings.db_prepared_statements == "auto":
         event.listen(engine, "connect", _detect_pooler)
+    if settings.db_pool_pre_ping:
+        event.listen(engine, "checkin", _returned)
+        event.listen(engine, "checkout", _ping_if_idle)
     return engine
+
+
+def _generic_plans(dbapi_connection: Any, record: Any) -> None:
+    if record.info.get(POOLED):
+        return  # nothing is prepared there, and the setting would outlive our session
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(GENERIC_PLANS)
+    finally:
+        cursor.close()
+    dbapi_connection.commit()  # a SET in a transaction is undone by its rollback
+
+
+def _returned(dbapi_connection: Any, record: Any) -> None:
+    record.info[RETURNED] = time.monotonic()
+
+
+def _ping_if_idle(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    """A connection that fails its test is dropped with every other one the pool
+    held at the time (a failover broke them all), and the checkout is tried again
+    on a new one, as ``pool_pre_ping`` does. A new connection is not tested."""
+    returned = record.info.get(RETURNED)
+    if returned is None or time.monotonic() - returned < PING_AFTER_IDLE:
+        return
+    try:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("SELECT 1")
+        finally:
+            cursor.close()
+        dbapi_connection.rollback()  # the test's transaction: off the busy path, it may cost
+    except (psycopg.Error, OSError) as exc:
+        raise sa_exc.InvalidatePoolError(f"a pooled connection failed its test: {exc}") from exc
 
 
 def _detect_pooler(dbapi_connection: Any, record: Any) -> None:

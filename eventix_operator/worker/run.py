@@ -48,7 +48,7 @@ async def run_worker(
     ``database_url`` overrides DATABASE_URL (and, unless the settings name a
     listen URL, is listened on too).
     """
-    engine = make_async_engine(settings, database_url)
+    engine = make_async_engine(settings, database_url, generic_plans=True)
     listen_url = settings.listen_url() if settings.listen_database_url else database_url
     listener = Listener(settings, listen_url)
     worker = Worker(engine, registry, config, listener=listener)

@@ -208,3 +208,47 @@ def test_a_direct_listen_url_hears_what_is_enqueued_through_the_pooler(
         assert sorted(asyncio.run(run())) == ["pooled", "wake-me"]
     finally:
         pooled.dispose()
+
+
+def test_a_workers_direct_connections_run_generic_plans_and_pooled_ones_set_nothing(
+    pooled_database_url: str, database_url: str
+) -> None:
+    """A worker's engine puts its direct connections on generic plans (its write-back
+    would be planned at every run); through the pooler it sets nothing, which would
+    stay on a server connection other clients are given."""
+
+    async def mode(url: str) -> str:
+        engine = make_async_engine(settings_for(url), generic_plans=True)
+        try:
+            async with engine.connect() as conn:
+                return str((await conn.execute(text("SHOW plan_cache_mode"))).scalar())
+        finally:
+            await engine.dispose()
+
+    assert asyncio.run(mode(database_url)) == "force_generic_plan"
+    assert asyncio.run(mode(pooled_database_url)) == "auto"
+
+
+def test_a_connection_broken_while_idle_in_the_pool_is_replaced_before_use(
+    database_url: str,
+) -> None:
+    """The pre-ping tests a pooled connection that sat idle (a failover, an idle
+    timeout or a restart breaks connections while they wait), and the caller gets a
+    working one."""
+    import time
+
+    from eventix_operator.db.engine import PING_AFTER_IDLE
+
+    engine = make_engine(settings_for(database_url, db_pool_size=1, db_max_overflow=0))
+    direct = database_url.replace("postgresql+psycopg", "postgresql")
+    try:
+        with engine.connect() as conn:
+            first = conn.execute(text("SELECT pg_backend_pid()")).scalar()
+        with psycopg.connect(direct, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", [first])
+        time.sleep(PING_AFTER_IDLE + 0.2)
+        with engine.connect() as conn:
+            second = conn.execute(text("SELECT pg_backend_pid()")).scalar()
+        assert second != first
+    finally:
+        engine.dispose()
