@@ -226,6 +226,8 @@ COPY_TASKS_WITH_ETA = f"COPY eventix_task ({columns(COPY_COLUMNS)}, eta) FROM ST
 #: racing claims of that queue (and only of that queue) take turns; a claim of
 #: several queues skips a limited one whose row is taken (0 of it this time) rather
 #: than wait on it. See the migration for why the count must be the function's own.
+#: ``{ended}``: the tasks the claiming statement itself ended, whose starts it
+#: retakes without the lock (migration 0014).
 _CLAIMABLE_QUEUES = """
     held AS MATERIALIZED (
         SELECT name, paused FROM eventix_queue
@@ -235,7 +237,7 @@ _CLAIMABLE_QUEUES = """
         SELECT a.queue_name, a.allowance
         FROM eventix_queue_allowance(
             ARRAY(SELECT name FROM held WHERE NOT paused ORDER BY name), :limit,
-            cardinality(CAST(:queues AS text[])) > 1) AS a
+            cardinality(CAST(:queues AS text[])) > 1, {ended}) AS a
         WHERE EXISTS (SELECT 1 FROM held WHERE NOT paused)
     ), claimable AS (
         SELECT q.name, CASE WHEN h.paused THEN 0 ELSE COALESCE(a.allowance, :limit) END AS n
@@ -268,7 +270,13 @@ _RECORD_STARTS = """
 """
 
 
-def _claim(returning: Sequence[tuple[str, str]]) -> TextClause:
+def _one_line(sql: str) -> TextClause:
+    """``sql`` with its runs of white space as single spaces (it must hold no ``--``
+    comment and no string literal with two spaces in a row)."""
+    return text(" ".join(sql.split()))
+
+
+def _claim(returning: Sequence[tuple[str, str]], completing: str | None = None) -> TextClause:
     # The one claim of native and HTTP workers: up to :limit due tasks of the
     # queues in claim order (priority, eta), locked with SKIP LOCKED so that no two
     # claims take a task, leased to :worker_ids by slot (the n-th task to the n-th
@@ -278,12 +286,28 @@ def _claim(returning: Sequence[tuple[str, str]]) -> TextClause:
     # the queue's settings allow (_CLAIMABLE_QUEUES). The rows come back in slot
     # order (claim order) by an explicit sort: the order of an UPDATE's RETURNING
     # is the plan's, which the queue settings' joins made vary. ``returning`` is
-    # (expression, name) pairs.
+    # (expression, name) pairs. ``completing``: an UPDATE that ends tasks (RETURNING
+    # uid, namespace), run first as the CTE ``completed``; the queue settings count
+    # its tasks as ended and the claim retakes the starts they freed without a lock
+    # (migration 0014). Then every row leads with the uids and queues it ended, and
+    # one row with no claimed task says so when nothing was claimed.
     exprs = ", ".join(f"{expr} AS {name}" for expr, name in returning)
     names = ", ".join(name for _, name in returning)
-    return text(
+    ended, final = "CAST('{}' AS uuid[])", f"SELECT {names} FROM claimed ORDER BY claim_order"
+    if completing is not None:
+        ended = "ARRAY(SELECT CAST(uid AS uuid) FROM completed)"
+        final = f"""
+        SELECT e.uids, e.queues, {", ".join(f"c.{name}" for _, name in returning)}
+        FROM (SELECT array_agg(uid) AS uids, array_agg(namespace) AS queues FROM completed) AS e
+        LEFT JOIN claimed AS c ON true
+        ORDER BY c.claim_order"""
+    # On one line: psycopg prepares a statement (and keeps its parsing) only up to
+    # 4,096 characters (MAX_CACHED_STATEMENT_LENGTH); CLAIM_TASK_ROWS and
+    # COMPLETE_AND_CLAIM are longer as written, and were planned at every run.
+    return _one_line(
         f"""
-        WITH {_CLAIMABLE_QUEUES},
+        WITH {"" if completing is None else f"completed AS ({completing}),"}
+        {_CLAIMABLE_QUEUES.format(ended=ended)},
         picked AS (
             SELECT c.uid, c.priority, c.eta, c.namespace
             FROM claimable AS q,
@@ -314,16 +338,15 @@ def _claim(returning: Sequence[tuple[str, str]]) -> TextClause:
         WHERE t.uid = next.uid
         RETURNING next.slot AS claim_order, {exprs}
         )
-        SELECT {names} FROM claimed ORDER BY claim_order
+        {final}
         """
     )
 
 
 # -- name: claim_tasks --
 # The claim for a native worker: only the columns it needs.
-CLAIM_TASKS: TextClause = _claim(
-    [("t.uid::text", "uid"), *((f"t.{c}", c) for c in CLAIMED_COLUMNS[1:])]
-)
+_CLAIMED = [("t.uid::text", "uid"), *((f"t.{c}", c) for c in CLAIMED_COLUMNS[1:])]
+CLAIM_TASKS: TextClause = _claim(_CLAIMED)
 
 # -- name: claim_task_rows --
 # The claim for HTTP workers: whole rows, each with the slot it was leased to.
@@ -361,19 +384,14 @@ _COMPLETE = f"""
     """
 COMPLETE_TASKS: TextClause = freeing(_COMPLETE)
 
-# -- name: generic_plans --
-# For the rest of the transaction, run prepared statements on their generic plan.
-# The claim's custom plan is no better (its parameters, the queue names, only feed
-# the lateral scan at run time), yet PostgreSQL keeps planning it at each run:
-# about 0.9 ms of a claim's 1.8 here. Where nothing is prepared (a pooler) it
-# changes nothing.
-GENERIC_PLANS: TextClause = text("SET LOCAL plan_cache_mode = force_generic_plan")
-
-# -- name: complete_tasks_quietly --
-# COMPLETE_TASKS without waking anyone: for a write-back that claims again in its
-# own transaction (LeaseStore.record_and_claim), which retakes the starts it frees;
-# those it leaves are announced after by NOTIFY_FREED.
-COMPLETE_TASKS_QUIETLY: TextClause = text(_COMPLETE)
+# -- name: complete_and_claim --
+# COMPLETE_TASKS (waking nobody) and CLAIM_TASKS in one statement, for the
+# write-back of a worker held back by a queue's limit (LeaseStore.record_and_claim):
+# one round trip, and the starts its successes freed are retaken without the
+# queue's lock (migration 0014); those it leaves are announced after by
+# NOTIFY_FREED. Each row: the uids and queues of the tasks it recorded, then a
+# claimed task's columns (NULL in the one row when nothing was claimed).
+COMPLETE_AND_CLAIM: TextClause = _claim(_CLAIMED, completing=_COMPLETE)
 
 # -- name: notify_freed --
 # Wake the workers of those of :queues that have a concurrency limit (see freeing).

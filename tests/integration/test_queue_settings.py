@@ -341,8 +341,8 @@ def test_a_write_back_claims_the_start_it_frees(
     engine: Engine, through: str, request: pytest.FixtureRequest
 ) -> None:
     """LeaseStore.record_and_claim: the next task of a queue with a concurrency limit
-    is claimed in the transaction that ends the last one (one pipeline, also through
-    PgBouncer in transaction mode), and nobody is woken while the worker retakes what
+    is claimed in the statement that ends the last one (COMPLETE_AND_CLAIM, also
+    through PgBouncer in transaction mode), and nobody is woken while the worker retakes what
     it frees; the start it leaves at the end of the backlog is announced."""
     import asyncio
 
@@ -379,6 +379,72 @@ def test_a_write_back_claims_the_start_it_frees(
         assert conn.execute(
             text("SELECT count(*) FROM eventix_task WHERE namespace = 'c1' AND status = 'done'")
         ).scalar() == 3  # fmt: skip
+
+
+def _write_backs(
+    url: str, queue: str, held: int, wanted: int, rounds: int, during: Callable[[], Any]
+) -> list[int]:
+    """Claim ``held`` tasks of ``queue``, call ``during()``, then write back the first
+    held task ``rounds`` times, each claiming up to ``wanted``: how many each got.
+    Each write-back must finish within 5 s."""
+    import asyncio
+
+    from eventix_operator.db.engine import make_async_engine
+    from eventix_operator.db.leases import LeaseStore, Success
+    from eventix_operator.settings import Settings
+
+    async def run() -> list[int]:
+        aengine = make_async_engine(Settings.model_validate({"DATABASE_URL": url}))
+        store = LeaseStore(aengine, "w", 30)
+        tasks = await store.claim([queue], held)
+        during()
+        got = []
+        for _ in range(rounds):
+            task, *tasks = tasks
+            write_back = store.record_and_claim([Success(task.uid, "1")], [queue], wanted)
+            _, _, jobs = await asyncio.wait_for(write_back, 5)
+            got.append(len(jobs or []))
+            tasks += jobs or []
+        await aengine.dispose()
+        return got
+
+    return asyncio.run(run())
+
+
+def test_a_write_back_retakes_the_start_it_freed_without_the_queues_lock(
+    engine: Engine, database_url: str
+) -> None:
+    """Taking back the start its own success freed leaves the queue's running count
+    as it was, so a write-back does not queue for the settings row behind the others
+    (migration 0014): it claims while another transaction holds that row."""
+    add(engine, "swap", 6)
+    configure(engine, "swap", concurrency_limit=2)
+    with engine.begin() as holder:
+
+        def lock() -> None:
+            holder.execute(text("SELECT 1 FROM eventix_queue WHERE name = 'swap' FOR UPDATE"))
+
+        assert _write_backs(database_url, "swap", 2, 5, 3, lock) == [1, 1, 1]
+    assert claim_now(engine, ["swap"]) == []  # still 2 running: full
+
+
+def test_a_write_back_never_retakes_more_than_a_lowered_limit(
+    engine: Engine, database_url: str
+) -> None:
+    """With its limit lowered below what runs, a queue shrinks as its tasks end: the
+    starts they free are not retaken until it is back within the new limit."""
+    add(engine, "lower", 8)
+    configure(engine, "lower", concurrency_limit=3)
+
+    def lower() -> None:
+        configure(engine, "lower", concurrency_limit=1)
+
+    assert _write_backs(database_url, "lower", 3, 5, 3, lower) == [0, 0, 1]
+    with engine.connect() as conn:
+        running = conn.execute(text(
+            "SELECT count(*) FROM eventix_task WHERE namespace = 'lower' AND status = 'processing'"
+        )).scalar()  # fmt: skip
+    assert running == 1
 
 
 def test_a_write_back_that_claims_records_failures_and_cancels_too(engine: Engine) -> None:

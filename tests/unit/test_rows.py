@@ -23,9 +23,17 @@ def test_records_follow_the_tables() -> None:
 
 def test_one_claim_one_requeue() -> None:
     claims = [n for n in dir(statements) if "CLAIM" in n and not n.startswith("_")]
-    assert sorted(claims) == ["CLAIMED_COLUMNS", "CLAIM_TASKS", "CLAIM_TASK_ROWS"]
-    # The same statement up to what it returns (the queue settings' part included).
+    assert sorted(claims) == [
+        "CLAIMED_COLUMNS", "CLAIM_TASKS", "CLAIM_TASK_ROWS", "COMPLETE_AND_CLAIM"
+    ]  # fmt: skip
+    # The same statement up to what it returns (the queue settings' part included);
+    # the write-back's claims the same way once its tasks are recorded, but for the
+    # tasks it tells the queue settings it ended.
     end = "RETURNING next.slot AS claim_order"
-    assert (
-        statements.CLAIM_TASKS.text.split(end)[0] == statements.CLAIM_TASK_ROWS.text.split(end)[0]
+    claim = statements.CLAIM_TASKS.text.split(end)[0]
+    assert claim == statements.CLAIM_TASK_ROWS.text.split(end)[0]
+    completed = "ARRAY(SELECT CAST(uid AS uuid) FROM completed)"
+    fused = statements.COMPLETE_AND_CLAIM.text.split(end)[0].split("), held AS", 1)[1]
+    assert "held AS" + fused == claim.split("WITH ", 1)[1].replace(
+        "CAST('{}' AS uuid[])", completed
     )
