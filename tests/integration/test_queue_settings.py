@@ -447,6 +447,44 @@ def test_a_write_back_never_retakes_more_than_a_lowered_limit(
     assert running == 1
 
 
+def test_a_write_back_whose_result_the_database_refuses_fails_that_task_only(
+    engine: Engine, database_url: str
+) -> None:
+    """A success whose result jsonb cannot hold (a NUL) fails the one statement that
+    records and claims; its task is recorded failed, saying why, the other success
+    is recorded, and nothing is claimed there: the worker claims as usual, and the
+    connection it used goes on working."""
+    import asyncio
+
+    from eventix_operator.db.engine import make_async_engine
+    from eventix_operator.db.leases import LeaseStore, Success
+    from eventix_operator.settings import Settings
+
+    add(engine, "nul", 4)
+    configure(engine, "nul", concurrency_limit=2)
+
+    async def run() -> tuple[tuple[int, int, int | None], int]:
+        aengine = make_async_engine(
+            Settings.model_validate({"DATABASE_URL": database_url, "db_pool_size": 1}),
+            generic_plans=True,
+        )
+        store = LeaseStore(aengine, "w", 30)
+        good, bad = await store.claim(["nul"], 2)
+        outcomes = [Success(good.uid, "1"), Success(bad.uid, '"a\\u0000b"')]
+        done, failed, jobs = await store.record_and_claim(outcomes, ["nul"], 2)
+        again = await store.claim(["nul"], 5)
+        await aengine.dispose()
+        return (done, failed, None if jobs is None else len(jobs)), len(again)
+
+    assert asyncio.run(run()) == ((1, 1, None), 2)
+    with engine.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT status, error->>'type' FROM eventix_task WHERE namespace = 'nul' "
+            "AND status IN ('done', 'error') ORDER BY status"
+        )).all()  # fmt: skip
+    assert [tuple(r) for r in rows] == [("done", None), ("error", "ResultNotStorable")]
+
+
 def test_a_write_back_that_claims_records_failures_and_cancels_too(engine: Engine) -> None:
     """Every kind of outcome goes through record_and_claim: a failure to retry, a
     final one and a cancel end their tasks, and the starts they free are claimed."""
