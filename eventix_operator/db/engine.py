@@ -141,8 +141,14 @@ def watch(engine: Engine, settings: Settings) -> Engine:
 
 
 def _generic_plans(dbapi_connection: Any, record: Any) -> None:
-    if record.info.get(POOLED):
-        return  # nothing is prepared there, and the setting would outlive our session
+    # Only on a connection known to be direct (asked here when the auto mode did not):
+    # through a pooler the setting would outlive our session, also where statements
+    # are prepared (``EVENTIX_DB_PREPARED_STATEMENTS=true`` through PgBouncer 1.21+).
+    pooled = record.info.get(POOLED)
+    if pooled is None:
+        pooled = record.info[POOLED] = _through_pooler(dbapi_connection)
+    if pooled:
+        return
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute(GENERIC_PLANS)
@@ -174,6 +180,12 @@ def _ping_if_idle(dbapi_connection: Any, record: Any, proxy: Any) -> None:
 
 
 def _detect_pooler(dbapi_connection: Any, record: Any) -> None:
+    pooled = record.info[POOLED] = _through_pooler(dbapi_connection)
+    if pooled:
+        getattr(dbapi_connection, "driver_connection", dbapi_connection).prepare_threshold = None
+
+
+def _through_pooler(dbapi_connection: Any) -> bool:
     # The raw psycopg connection (sync), or SQLAlchemy's adapter of an async one,
     # whose cursor runs the statement on the event loop the engine runs on.
     cursor = dbapi_connection.cursor()
@@ -184,10 +196,7 @@ def _detect_pooler(dbapi_connection: Any, record: Any) -> None:
         cursor.close()
     dbapi_connection.rollback()  # the probe's transaction, when not in autocommit
     driver = getattr(dbapi_connection, "driver_connection", dbapi_connection)
-    pooled = row is not None and row[0] != driver.info.backend_pid
-    record.info[POOLED] = pooled
-    if pooled:
-        driver.prepare_threshold = None
+    return row is not None and row[0] != driver.info.backend_pid
 
 
 # -- raw psycopg connections ----------------------------------------------------------

@@ -217,8 +217,8 @@ def test_a_workers_direct_connections_run_generic_plans_and_pooled_ones_set_noth
     would be planned at every run); through the pooler it sets nothing, which would
     stay on a server connection other clients are given."""
 
-    async def mode(url: str) -> str:
-        engine = make_async_engine(settings_for(url), generic_plans=True)
+    async def mode(url: str, **values: Any) -> str:
+        engine = make_async_engine(settings_for(url, **values), generic_plans=True)
         try:
             async with engine.connect() as conn:
                 return str((await conn.execute(text("SHOW plan_cache_mode"))).scalar())
@@ -227,6 +227,8 @@ def test_a_workers_direct_connections_run_generic_plans_and_pooled_ones_set_noth
 
     assert asyncio.run(mode(database_url)) == "force_generic_plan"
     assert asyncio.run(mode(pooled_database_url)) == "auto"
+    # Told to prepare through the pooler, it still asks before it sets anything.
+    assert asyncio.run(mode(pooled_database_url, db_prepared_statements=True)) == "auto"
 
 
 def test_a_connection_broken_while_idle_in_the_pool_is_replaced_before_use(
