@@ -37,7 +37,7 @@ from tests.helm.conftest import (
     merged,
     one,
 )
-from tests.support.kube import KubeAPI
+from tests.support.kube import KubeAPI, forget_eventix_objects
 from tests.support.processes import free_port
 
 pytestmark = pytest.mark.kube
@@ -62,23 +62,6 @@ def release(cluster: KubeAPI, request: pytest.FixtureRequest) -> Iterator[tuple[
     yield f"r{uuid.uuid4().hex[:8]}", namespace
     forget_eventix_objects(cluster, namespace)
     cluster.delete_namespace(namespace)
-
-
-def forget_eventix_objects(cluster: KubeAPI, namespace: str) -> None:
-    """Remove a test's custom resources for good (finalizers too): this API server never
-    finishes deleting a namespace, and a later test's cluster-wide operator would otherwise
-    find them there, in a namespace where it may no longer write."""
-    custom = k8s.CustomObjectsApi(cluster.api_client)
-    for plural in ("eventixworkerpools", "eventixtasks", "eventixschedules"):
-        with contextlib.suppress(ApiException):
-            found = as_dict(custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural))
-            for item in found["items"]:
-                name = item["metadata"]["name"]
-                with contextlib.suppress(ApiException):
-                    custom.patch_namespaced_custom_object(
-                        GROUP, VERSION, namespace, plural, name, {"metadata": {"finalizers": None}}
-                    )
-                    custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)
 
 
 def as_dict(answer: object) -> dict[str, Any]:

@@ -118,7 +118,7 @@ def test_status_shows_the_queues_figures(engine: Engine) -> None:
 
 @pytest.mark.kube
 def test_the_status_sync_writes_the_generation_the_row_holds(
-    engine: Engine, kube_api: KubeAPI, kube_namespace: str
+    engine: Engine, kube_api: KubeAPI, quiet_namespace: str
 ) -> None:
     """The sync's writes say which spec their settings are: observedGeneration, at
     the top and in every condition, is the generation the operator applied, and
@@ -127,8 +127,8 @@ def test_the_status_sync_writes_the_generation_the_row_holds(
     custom = k8s.CustomObjectsApi(api)
     body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "EventixQueue",
             "metadata": {"name": "mail"}, "spec": {"concurrencyLimit": 2}}  # fmt: skip
-    created = custom.create_namespaced_custom_object(GROUP, VERSION, kube_namespace, QUEUES, body)
-    ref = ResourceRef(QUEUES, kube_namespace, "mail", created["metadata"]["uid"])
+    created = custom.create_namespaced_custom_object(GROUP, VERSION, quiet_namespace, QUEUES, body)
+    ref = ResourceRef(QUEUES, quiet_namespace, "mail", created["metadata"]["uid"])
     ticks = iter(NOW + n * QUEUE_FIGURES_EVERY for n in range(10))  # figures read at each pass
     sync = StatusSync(engine, Kube(api), clock=lambda: next(ticks))
 
@@ -137,7 +137,7 @@ def test_the_status_sync_writes_the_generation_the_row_holds(
         apply(engine, ref, found["spec"], policy=SHARED, generation=generation)
         assert sync.sync_once() == 1
         got = custom.get_namespaced_custom_object_status(
-            GROUP, VERSION, kube_namespace, QUEUES, "mail"
+            GROUP, VERSION, quiet_namespace, QUEUES, "mail"
         )
         return dict(got["status"])
 
@@ -147,7 +147,7 @@ def test_the_status_sync_writes_the_generation_the_row_holds(
         assert {c["type"]: c.get("observedGeneration") for c in status["conditions"]} == {
             "Ready": 1, "Reconciling": 1, "Stalled": 1}  # fmt: skip
         changed = custom.patch_namespaced_custom_object(
-            GROUP, VERSION, kube_namespace, QUEUES, "mail", {"spec": {"paused": True}}
+            GROUP, VERSION, quiet_namespace, QUEUES, "mail", {"spec": {"paused": True}}
         )
         assert changed["metadata"]["generation"] == 2
         status = applied_and_synced(changed)

@@ -2,16 +2,21 @@
 ``tools/kube/controlplane.py``: a local etcd and kube-apiserver, or the cluster of
 ``EVENTIX_TEST_KUBECONFIG``).
 
-Fixtures: ``kube_api`` (session) and ``kube_namespace`` (function).
+Fixtures: ``kube_api`` (session), ``kube_namespace`` and ``quiet_namespace`` (function).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 
 import pytest
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
 
+from eventix_operator.resources import GROUP, VERSION
+from tests.support.processes import operators_frozen
 from tools.kube.controlplane import (
     KUBECONFIG_ENV,
     KubeAPI,
@@ -20,7 +25,18 @@ from tools.kube.controlplane import (
     to_stderr,
 )
 
-__all__ = ["KUBECONFIG_ENV", "KubeAPI", "ensure_binaries", "kube_api_session"]
+__all__ = [
+    "KUBECONFIG_ENV",
+    "KubeAPI",
+    "ensure_binaries",
+    "forget_eventix_objects",
+    "kube_api_session",
+]
+
+#: Every kind of the repository's CRDs.
+EVENTIX_PLURALS = (
+    "eventixtasks", "eventixschedules", "eventixtriggers", "eventixworkerpools", "eventixqueues",
+)  # fmt: skip
 
 _BUILD_ERROR = pytest.StashKey[str]()
 
@@ -64,3 +80,34 @@ def kube_namespace(kube_api: KubeAPI, request: pytest.FixtureRequest) -> Iterato
     name = kube_api.create_namespace(request.node.name)
     yield name
     kube_api.delete_namespace(name)
+
+
+@pytest.fixture
+def quiet_namespace(kube_api: KubeAPI, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace for a test that plays the operator: no operator process of the session
+    runs while the test does, and the Eventix objects it leaves are gone before they resume, so
+    none of them ever acts on it (the session's operator watches every namespace)."""
+    with operators_frozen():
+        name = kube_api.create_namespace(request.node.name)
+        try:
+            yield name
+        finally:
+            forget_eventix_objects(kube_api, name)
+            kube_api.delete_namespace(name)
+
+
+def forget_eventix_objects(api: KubeAPI, namespace: str) -> None:
+    """Remove a namespace's Eventix objects for good (finalizers too): a local API server never
+    finishes deleting a namespace (it has no namespace controller), and a cluster-wide operator
+    would otherwise find them there later."""
+    custom = k8s.CustomObjectsApi(api.api_client)
+    for plural in EVENTIX_PLURALS:
+        with contextlib.suppress(ApiException):
+            found = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)
+            for item in found["items"]:
+                name = item["metadata"]["name"]
+                with contextlib.suppress(ApiException):
+                    custom.patch_namespaced_custom_object(
+                        GROUP, VERSION, namespace, plural, name, {"metadata": {"finalizers": None}}
+                    )
+                    custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)

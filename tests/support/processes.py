@@ -9,13 +9,18 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from eventix_operator.embedded import free_port
 
-__all__ = ["Processes", "free_port", "make_processes"]
+__all__ = ["Processes", "free_port", "make_processes", "operators_frozen"]
 
 ROOT = Path(__file__).resolve().parents[2]
+
+#: Every operator process the session's tests started (see :func:`operators_frozen`).
+_OPERATORS: list[subprocess.Popen[bytes]] = []
 
 
 class Processes:
@@ -43,6 +48,8 @@ class Processes:
             cwd=ROOT, env=self.env(**env), stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         self.procs.append(proc)
+        if args[:1] == ("operator",):
+            _OPERATORS.append(proc)
         return proc
 
     def worker(self, *args: str, **env: str) -> subprocess.Popen[bytes]:
@@ -90,6 +97,22 @@ class Processes:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
             proc.wait(10)
+
+
+@contextmanager
+def operators_frozen() -> Iterator[None]:
+    """Freeze (SIGSTOP) every operator process of the session that still runs, until the block
+    ends (SIGCONT). The session's operator watches the whole cluster; a test that plays the
+    operator itself, writing status as the operator does, would otherwise race it."""
+    frozen = [proc for proc in _OPERATORS if proc.poll() is None]
+    for proc in frozen:
+        proc.send_signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for proc in frozen:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)
 
 
 def make_processes(database_url: str, base: Path) -> Processes:
