@@ -99,16 +99,29 @@ def browser() -> Iterator[Any]:
         shutil.rmtree(user_data, ignore_errors=True)
 
 
+def gone(error: Exception) -> bool:
+    """Whether a WebDriver error says that the element read is no longer in the page: a stale
+    reference, or chromedriver's inspector error for the same when it is asked in the middle
+    of a document swap ("Node with given id does not belong to the document")."""
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+
+    if isinstance(error, StaleElementReferenceException):
+        return True
+    return isinstance(error, WebDriverException) and "does not belong to the document" in str(
+        error.msg
+    )
+
+
 def settled(read: Callable[[], T], attempts: int = 20) -> T:
     """``read()``, again if the live refresh replaced an element it was reading
     (the dashboard swaps its live regions every second in the tests)."""
-    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.common.exceptions import WebDriverException
 
     for attempt in range(attempts):
         try:
             return read()
-        except StaleElementReferenceException:
-            if attempt == attempts - 1:
+        except WebDriverException as exc:
+            if not gone(exc) or attempt == attempts - 1:
                 raise
             time.sleep(0.05)
     raise AssertionError("unreachable")
@@ -117,13 +130,15 @@ def settled(read: Callable[[], T], attempts: int = 20) -> T:
 def wait_until(what: str, predicate: Callable[[], Any], timeout: float = 20) -> Any:
     """Poll ``predicate`` until it returns something true; that value. A read of
     an element the live refresh replaced meanwhile counts as not yet."""
-    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.common.exceptions import WebDriverException
 
     deadline = time.monotonic() + timeout
     while True:
         try:
             value = predicate()
-        except StaleElementReferenceException:
+        except WebDriverException as exc:
+            if not gone(exc):
+                raise
             value = None
         if value:
             return value

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, create_engine
 
-from tests.support.browser import settled, wait_until
+from tests.support.browser import gone, settled, wait_until
 from tests.support.postgres import TEMPLATE, PostgresServer
 from tests.support.processes import ROOT, Processes, free_port, make_processes
 
@@ -203,15 +203,25 @@ class Page:
         self._leave(lambda: self.css(selector).submit())
 
     def _leave(self, act: Callable[[], Any], *, confirm: bool = False) -> None:
-        from selenium.webdriver.support import expected_conditions
+        from selenium.common.exceptions import WebDriverException
         from selenium.webdriver.support.ui import WebDriverWait
 
         before = self.css("html")
+
+        def left(_: Any) -> bool:
+            try:
+                before.is_enabled()
+            except WebDriverException as exc:
+                if gone(exc):
+                    return True
+                raise
+            return False
+
         settled(act)
         if confirm:
             alert = wait_until("the confirmation", self._alert, 5)
             alert.accept()
-        WebDriverWait(self.driver, 20).until(expected_conditions.staleness_of(before))
+        WebDriverWait(self.driver, 20).until(left, "the page to be left")
 
     def _alert(self) -> Any:
         from selenium.common.exceptions import NoAlertPresentException
