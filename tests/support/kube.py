@@ -15,6 +15,7 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
+from eventix_operator.operator.kube import KINDS
 from eventix_operator.resources import GROUP, VERSION
 from tests.support.processes import operators_frozen
 from tools.kube.controlplane import (
@@ -32,11 +33,6 @@ __all__ = [
     "forget_eventix_objects",
     "kube_api_session",
 ]
-
-#: Every kind of the repository's CRDs.
-EVENTIX_PLURALS = (
-    "eventixtasks", "eventixschedules", "eventixtriggers", "eventixworkerpools", "eventixqueues",
-)  # fmt: skip
 
 _BUILD_ERROR = pytest.StashKey[str]()
 
@@ -101,7 +97,7 @@ def forget_eventix_objects(api: KubeAPI, namespace: str) -> None:
     finishes deleting a namespace (it has no namespace controller), and a cluster-wide operator
     would otherwise find them there later."""
     custom = k8s.CustomObjectsApi(api.api_client)
-    for plural in EVENTIX_PLURALS:
+    for plural in KINDS:
         with contextlib.suppress(ApiException):
             found = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)
             for item in found["items"]:
